@@ -1,0 +1,195 @@
+"""The ``neurocyte`` command: the same functions the DAGs run, without a scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from transforms import spec
+from transforms.errors import NeurocyteError
+
+
+def _lake_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lake", help=f"lake root URI (default ${spec.ENV_LAKE} or {spec.DEFAULT_LAKE})"
+    )
+
+
+def _print_outcome(outcome) -> None:
+    mark = {"published": "ok ", "duplicate": "dup", "quarantined": "QC!", "failed": "ERR"}
+    line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {outcome.file_name}"
+    if outcome.reason:
+        line += f"  -- {outcome.reason}"
+    print(line, flush=True)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from transforms.ingest import ingest_paths
+
+    summary = ingest_paths(
+        args.paths,
+        lake=args.lake,
+        landing=args.landing,
+        lab=args.lab,
+        condition=args.condition,
+        timepoint=args.timepoint,
+        force=args.force,
+        publish=not args.no_publish,
+        on_outcome=_print_outcome,
+    )
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items())) or "no files"
+    print(f"summary: {counts}")
+    if summary.catalog:
+        print(f"catalog: {summary.catalog}")
+        print(f"QC docs: {summary.docs}")
+    return 1 if any(o.status == "failed" for o in summary.outcomes) and args.strict else 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from transforms import qc
+    from transforms.publish import publish
+
+    result = publish(lake=args.lake)
+    print(f"catalog: {result.catalog}")
+    for name, version in result.versions.items():
+        print(f"  {name:<22} delta version {version:>4}  files {result.files[name]}")
+    print(f"QC docs: {qc.build_data_docs(lake=args.lake)}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from transforms.publish import connect
+
+    con = connect(lake=args.lake, read_only=True)
+    if args.interactive:
+        return _interactive(con)
+    if not args.query:
+        raise NeurocyteError("give a query, or --interactive")
+    rel = con.sql(args.query)
+    if rel is None:
+        return 0
+    _emit(rel, args.format, limit=args.max_rows)
+    return 0
+
+
+def _emit(rel, fmt: str, *, limit: int) -> None:
+    import csv
+
+    if fmt == "table":
+        rel.show(max_rows=limit, max_width=10_000)
+        return
+    columns = rel.columns
+    rows = rel.fetchall()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1))
+
+
+def _interactive(con) -> int:
+    import duckdb
+
+    print("neurocyte SQL (read-only catalog). End statements with ';'. Ctrl-D to quit.")
+    views = con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    print("views: " + ", ".join(r[0] for r in views))
+    buf = ""
+    while True:
+        try:
+            line = input("neurocyte> " if not buf else "      ...> ")
+        except EOFError:
+            print()
+            return 0
+        buf += line + "\n"
+        if not buf.strip().endswith(";"):
+            continue
+        try:
+            rel = con.sql(buf)
+            if rel is not None:
+                rel.show(max_rows=100)
+        except duckdb.Error as exc:
+            print(f"error: {exc}")
+        buf = ""
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from transforms.demo.generate import generate_demo
+
+    landing = spec.landing_root(args.landing)
+    cells = generate_demo(landing, cells_per_group=args.cells_per_group, seed=args.seed)
+    for cell in cells:
+        print(cell.path)
+    print(f"{len(cells)} files written under {landing}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate demo data and ingest it without Airflow (``make demo`` uses the DAG)."""
+    from transforms.demo.generate import generate_demo
+    from transforms.ingest import ingest_paths
+
+    landing = spec.landing_root(args.landing)
+    generate_demo(landing, cells_per_group=args.cells_per_group, seed=args.seed)
+    summary = ingest_paths([landing], lake=args.lake, landing=landing, on_outcome=_print_outcome)
+    print(f"catalog: {summary.catalog}\nQC docs: {summary.docs}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurocyte", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest files or folders into the lake")
+    p.add_argument("paths", nargs="+", help="files, or folders to search for recordings")
+    p.add_argument("--lab")
+    p.add_argument("--condition")
+    p.add_argument("--timepoint")
+    p.add_argument("--landing", help=f"landing zone (default ${spec.ENV_LANDING} or ./landing)")
+    p.add_argument("--force", action="store_true", help="re-ingest already published content")
+    p.add_argument("--no-publish", action="store_true", help="skip rebuilding the catalog")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("publish", help="rebuild the DuckDB catalog and the QC Data Docs")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("sql", help="query the published catalog (read-only)")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--max-rows", type=int, default=40)
+    p.add_argument("--interactive", "-i", action="store_true")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_sql)
+
+    for name, func, text in (
+        ("demo-data", cmd_demo_data, "write simulated ABF recordings into the landing zone"),
+        ("demo", cmd_demo, "demo data + ingest without Airflow"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--landing")
+        p.add_argument("--cells-per-group", type=int, default=2)
+        p.add_argument("--seed", type=int, default=7)
+        _lake_arg(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args))
+    except NeurocyteError as exc:
+        print(f"neurocyte: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Demo data: realistic simulated recordings written in real file formats."""

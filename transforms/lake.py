@@ -1,0 +1,260 @@
+"""Delta Lake I/O: append a file's rows, record attempts, prune superseded rows.
+
+The commit protocol that keeps readers consistent without multi-table
+transactions:
+
+1. the data rows of one ingest attempt are appended to each data table,
+   tagged with a fresh ``ingest_id``;
+2. one ``published`` row in ``ingest_log`` names that ``ingest_id`` — this is
+   the commit point;
+3. rows of the same ``file_id`` with any other ``ingest_id`` are deleted.
+
+The catalog's views only show rows whose ``(file_id, ingest_id)`` is the
+latest published attempt, so a crash between any two steps never exposes a
+partial or duplicated file, and a re-run converges (step 3 also sweeps rows
+left by crashed attempts).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import spec
+from transforms.errors import LakeError, SpecError
+
+T = TypeVar("T")
+
+_HEX = re.compile(r"^[0-9a-f]{32,64}$")
+
+INGEST_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("file_id", pa.string(), nullable=False),
+        pa.field("ingest_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("file_name", pa.string(), nullable=False),
+        pa.field("source_format", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("lab", pa.string()),
+        pa.field("condition", pa.string()),
+        pa.field("timepoint", pa.string()),
+        pa.field("transform_version", pa.string(), nullable=False),
+        pa.field("rows_json", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def storage_options(lake: str | None = None) -> dict[str, str] | None:
+    """deltalake storage options for an object-store lake, from the environment.
+
+    Credentials are never part of the code or of a URI: they come from the
+    standard ``AWS_*`` variables (or an Airflow connection exported into them).
+    """
+    root = spec.lake_root(lake)
+    if not spec.is_remote(root):
+        return None
+    keys = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+    )
+    opts = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    opts.setdefault("AWS_REGION", "us-east-1")
+    endpoint = opts.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://"):
+        opts["AWS_ALLOW_HTTP"] = "true"
+    # S3 has no atomic put-if-absent on old stores; delta-rs needs this flag to
+    # use conditional puts, which MinIO and current S3 support.
+    opts.setdefault("AWS_CONDITIONAL_PUT", "etag")
+    return opts
+
+
+def _check_id(name: str, value: str) -> str:
+    if not _HEX.match(value):
+        raise SpecError(f"{name} must be lowercase hex, got {value!r}")
+    return value
+
+
+def _retry(fn: Callable[[], T], *, what: str, attempts: int = 8) -> T:
+    """Retry a Delta commit that lost a race with a concurrent writer."""
+    from deltalake.exceptions import CommitFailedError
+
+    delay = 0.05
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except CommitFailedError as exc:
+            if attempt == attempts:
+                raise LakeError(f"{what}: commit failed after {attempts} attempts: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def table_exists(table: str, *, lake: str | None = None) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(
+        spec.table_uri(table, lake), storage_options=storage_options(lake)
+    )
+
+
+def append_rows(
+    table: str,
+    rows: pa.Table,
+    *,
+    lake: str | None = None,
+    partitioned: bool = True,
+) -> None:
+    """Append ``rows`` to a Delta table in one commit, creating it if needed.
+
+    New columns are merged into the table schema, so a later transform
+    version can add features without rewriting history.
+    """
+    from deltalake import write_deltalake
+
+    if rows.num_rows == 0:
+        return
+    if partitioned:
+        for col in spec.PARTITION_COLUMNS:
+            if col not in rows.column_names:
+                raise SpecError(f"{table}: rows lack partition column {col!r}")
+            for value in pc.unique(rows[col]).to_pylist():
+                spec.validate_partition_value(col, value, source=table)
+    uri = spec.table_uri(table, lake)
+
+    def commit() -> None:
+        write_deltalake(
+            uri,
+            rows,
+            mode="append",
+            partition_by=list(spec.PARTITION_COLUMNS) if partitioned else None,
+            schema_mode="merge",
+            storage_options=storage_options(lake),
+        )
+
+    _retry(commit, what=f"append to {table}")
+
+
+def append_log(entries: pa.Table, *, lake: str | None = None) -> None:
+    """Append attempts to ``ingest_log`` (not partitioned: it is small)."""
+    unknown = set(pc.unique(entries["status"]).to_pylist()) - set(spec.INGEST_STATUSES)
+    if unknown:
+        raise SpecError(f"unknown ingest status {sorted(unknown)}")
+    append_rows(spec.INGEST_LOG, entries.cast(INGEST_LOG_SCHEMA), lake=lake, partitioned=False)
+
+
+def prune_superseded(
+    table: str,
+    *,
+    file_id: str,
+    keep_ingest_id: str | None,
+    lake: str | None = None,
+) -> int:
+    """Delete rows of ``file_id`` whose ``ingest_id`` is not ``keep_ingest_id``.
+
+    With ``keep_ingest_id=None`` every row of the file is deleted. Returns
+    the number of rows deleted. The predicate is built only from validated
+    hex identifiers.
+    """
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return 0
+    _check_id("file_id", file_id)
+    predicate = f"file_id = '{file_id}'"
+    if keep_ingest_id is not None:
+        predicate += f" AND ingest_id != '{_check_id('ingest_id', keep_ingest_id)}'"
+
+    def commit() -> int:
+        dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+        metrics = dt.delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    return _retry(commit, what=f"prune {table}")
+
+
+def read_table(
+    table: str,
+    *,
+    lake: str | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table | None:
+    """The current snapshot of a table, or ``None`` if it does not exist yet."""
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return None
+    dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+    return dt.to_pyarrow_table(columns=columns)
+
+
+def snapshot_files(table: str, *, lake: str | None = None) -> tuple[int, list[str]]:
+    """Version and data-file URIs of the table's current snapshot."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+    return dt.version(), list(dt.file_uris())
+
+
+def latest_attempts(*, lake: str | None = None) -> pa.Table:
+    """The latest ``ingest_log`` row per file_id (empty table if no log yet)."""
+    log = read_table(spec.INGEST_LOG, lake=lake)
+    if log is None or log.num_rows == 0:
+        return INGEST_LOG_SCHEMA.empty_table()
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    return con.sql(
+        "SELECT * FROM log QUALIFY row_number() OVER "
+        "(PARTITION BY file_id ORDER BY finished_at DESC, ingest_id DESC) = 1"
+    ).to_arrow_table()
+
+
+def published_ingests(*, lake: str | None = None) -> dict[str, tuple[str, str]]:
+    """file_id -> (ingest_id, transform_version) of its latest *published* attempt."""
+    log = read_table(
+        spec.INGEST_LOG,
+        lake=lake,
+        columns=["file_id", "ingest_id", "status", "transform_version", "finished_at"],
+    )
+    if log is None or log.num_rows == 0:
+        return {}
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    rows = con.sql(
+        "SELECT file_id, ingest_id, transform_version FROM log WHERE status = 'published' "
+        "QUALIFY row_number() OVER (PARTITION BY file_id ORDER BY finished_at DESC, "
+        "ingest_id DESC) = 1"
+    ).fetchall()
+    return {f: (i, v) for f, i, v in rows}
+
+
+def count_rows(
+    table: str, *, lake: str | None = None, file_ids: Iterable[str] | None = None
+) -> int:
+    """Physical row count (all ingest attempts), optionally for some files."""
+    data = read_table(table, lake=lake, columns=["file_id"])
+    if data is None:
+        return 0
+    if file_ids is None:
+        return data.num_rows
+    return int(pc.sum(pc.is_in(data["file_id"], pa.array(list(file_ids)))).as_py() or 0)
+
+
+Mode = Literal["error", "overwrite"]

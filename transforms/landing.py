@@ -1,0 +1,145 @@
+"""The landing zone: where files arrive, and what each one's metadata is.
+
+Files arrive as ``<landing>/<lab>/<condition>/<timepoint>/<file>``; an optional
+sidecar ``<file>.meta.json`` adds or overrides metadata. Explicit values
+(CLI flags, DAG params) override both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from transforms import spec
+from transforms.errors import SpecError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of the file's bytes: the ``file_id`` (streamed, constant memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a file's rows go, and the free-text metadata that rides along."""
+
+    partition: spec.Partition
+    cell_id: str | None = None
+    subject: str | None = None
+    notes: str | None = None
+
+
+def read_sidecar(path: Path) -> dict[str, str]:
+    """The ``<file>.meta.json`` beside ``path`` (empty if there is none)."""
+    sidecar = path.with_name(path.name + spec.SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return {}
+    try:
+        doc = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{sidecar.name}: not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{sidecar.name}: must hold a JSON object")
+    unknown = set(doc) - spec.SIDECAR_KEYS
+    if unknown:
+        raise SpecError(
+            f"{sidecar.name}: unknown keys {sorted(unknown)}; allowed: {sorted(spec.SIDECAR_KEYS)}"
+        )
+    out: dict[str, str] = {}
+    for key, value in doc.items():
+        if value is None:
+            continue
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise SpecError(f"{sidecar.name}: {key} must be a string, got {type(value).__name__}")
+        text = str(value)
+        if len(text) > 4096 or "\x00" in text:
+            raise SpecError(f"{sidecar.name}: {key} is too long or holds a NUL byte")
+        out[key] = text
+    return out
+
+
+def _from_path(path: Path, landing: str | None) -> dict[str, str]:
+    root = spec.landing_root(landing)
+    if spec.is_remote(root):
+        return {}
+    try:
+        rel = path.resolve().relative_to(Path(root))
+    except ValueError:
+        return {}
+    if len(rel.parts) != 4:
+        return {}
+    lab, condition, timepoint, _ = rel.parts
+    return {"lab": lab, "condition": condition, "timepoint": timepoint}
+
+
+def resolve_target(
+    path: str | Path,
+    *,
+    landing: str | None = None,
+    lab: str | None = None,
+    condition: str | None = None,
+    timepoint: str | None = None,
+) -> Target:
+    """Partition and metadata of a file: landing path < sidecar < explicit values.
+
+    Raises
+    ------
+    SpecError
+        If a partition value is missing or invalid; the message names the
+        file and the value.
+    """
+    path = Path(path)
+    values = _from_path(path, landing)
+    values.update(read_sidecar(path))
+    explicit = {"lab": lab, "condition": condition, "timepoint": timepoint}
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    missing = [c for c in spec.PARTITION_COLUMNS if not values.get(c)]
+    if missing:
+        raise SpecError(
+            f"{path.name}: no {', '.join(missing)}: place it under "
+            "<landing>/<lab>/<condition>/<timepoint>/, add a sidecar, or pass them explicitly"
+        )
+    partition = spec.Partition.of(
+        values["lab"], values["condition"], values["timepoint"], source=path.name
+    )
+    return Target(
+        partition=partition,
+        cell_id=values.get("cell_id"),
+        subject=values.get("subject"),
+        notes=values.get("notes"),
+    )
+
+
+def is_candidate(path: Path) -> bool:
+    """A recording file (by suffix), not a sidecar, hidden or partial upload."""
+    name = path.name
+    return (
+        path.is_file()
+        and not name.startswith(".")
+        and path.suffix.lower() in spec.RECORDING_SUFFIXES
+    )
+
+
+def scan(
+    *, landing: str | None = None, settle_s: float = 0.0, now: float | None = None
+) -> list[Path]:
+    """Recording files under the landing zone, oldest first.
+
+    Files modified less than ``settle_s`` seconds ago are left for the next
+    scan: they may still be uploading.
+    """
+    root = Path(spec.landing_root(landing))
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    found = [p for p in root.rglob("*") if is_candidate(p) and now - p.stat().st_mtime >= settle_s]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))

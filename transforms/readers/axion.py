@@ -1,0 +1,1367 @@
+"""Axion AxIS container files: continuous ``.raw`` and spike ``.spk``, read and written.
+
+The layout follows ``shared/docs/axion-file-format.md`` (the project's reference; section
+numbers below refer to it). A file is a 1024-byte primary header with 123 entry slots
+(``type << 56 | length``), optionally chained 1024-byte sub-headers, and entries stored
+back to back from ``EntriesStart``: a ChannelArray (plate type + electrode wiring), a
+CombinedBlockVectorHeader (sampling rate, volts per count, start time, data region) and
+the data region itself, plus Tags (plate map, key-value metadata, annotations) and the
+legacy NotesArray.
+
+Reading never loads the data region: :meth:`AxionFile.read` and
+:meth:`AxionFile.iter_chunks` memory-map just the frames asked for, so a 5 GB plate is
+read window by window. Writing streams too: :func:`write_axion_raw` takes an iterable of
+``(samples, channels)`` chunks and patches the header (lengths, CRCs) when done.
+
+Units: samples are returned in µV (float32), times in seconds from the recording start
+(the data set's ``BlockVectorStartTime``). The stored volts-per-count factor is signed
+(real Maestro files have a negative one) and the sign is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import struct
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.errors import DecodeError, SpecError, UnsupportedRecording
+from transforms.mea.layout import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
+
+MAGIC: Final = b"AxionBio"
+HEADER_SIZE: Final = 1024
+PRIMARY_SLOTS: Final = 123
+SUB_SLOTS: Final = 126
+NOTES_LENGTH: Final = 600
+NOTE_RECORD_SIZE: Final = 618
+_LENGTH_MASK: Final = (1 << 56) - 1
+#: Slot length meaning "to the end of the file" (section 3).
+READ_TO_END: Final = _LENGTH_MASK
+
+# Entry type ids (section 3).
+E_TERMINATE: Final = 0x00
+E_NOTES: Final = 0x01
+E_CHANNEL_ARRAY: Final = 0x02
+E_BV_HEADER: Final = 0x03
+E_BV_DATA: Final = 0x04
+E_BV_HEADER_EXT: Final = 0x05
+E_TAG: Final = 0x06
+E_COMBINED: Final = 0x07
+E_SKIP: Final = 0xFF
+_KNOWN_ENTRIES: Final = frozenset(
+    {E_NOTES, E_CHANNEL_ARRAY, E_BV_HEADER, E_BV_DATA, E_BV_HEADER_EXT, E_TAG, E_COMBINED, E_SKIP}
+)
+
+# Tag types (section 9.2) this module interprets.
+TAG_DELETED: Final = 0
+TAG_WELL_TREATMENT: Final = 1
+TAG_USER_ANNOTATION: Final = 2
+TAG_SYSTEM_ANNOTATION: Final = 3
+TAG_KEY_VALUE: Final = 11
+_KNOWN_TAG_TYPES: Final = frozenset(range(14))
+
+DATA_SPIKES: Final = 1
+DATA_CONTINUOUS: Final = 2
+_SAMPLE_DTYPES: Final[dict[int, np.dtype]] = {
+    0: np.dtype("<i2"),
+    1: np.dtype("<i4"),
+    2: np.dtype("<f4"),
+    3: np.dtype("<f8"),
+}
+_RAW_SET_NAMES: Final = ("raw", "broadband high-frequency", "broadband low-frequency")
+
+#: Default volts per count of Maestro files (-1/17.2e6 V, section 6.4), in µV.
+DEFAULT_VOLTAGE_SCALE_UV: Final = -5.8139534883720935e-08 * 1e6
+SPIKE_HEADER_SIZE: Final = 30
+#: Default spike waveform length (38 samples, about 3 ms at 12.5 kHz; section 8.4).
+DEFAULT_WAVEFORM_SAMPLES: Final = 38
+
+# Sanity bounds for header values; anything outside is treated as corruption.
+_MAX_CHANNELS: Final = 4096
+_MAX_RATE_HZ: Final = 1.0e6
+_MAX_PARSED_ENTRY: Final = 64 * 1024 * 1024
+_MAX_TEXT: Final = 1 << 20
+
+# Flags recorded on an AxionFile when something was tolerated rather than fatal.
+FLAG_UNKNOWN_ENTRY: Final = "unknown_entry_skipped"
+FLAG_TRUNCATED: Final = "truncated_data_region"
+FLAG_PARTIAL_FRAME: Final = "partial_frame_dropped"
+FLAG_CRC_MISMATCH: Final = "crc_mismatch_ignored"
+FLAG_BAD_TAG: Final = "unreadable_tag_ignored"
+FLAG_EXTRA_DATA_SETS: Final = "extra_data_sets_ignored"
+FLAG_UNSUPPORTED_SET: Final = "unsupported_data_set_skipped"
+
+_HEAD: Final = struct.Struct("<8sHHHQIq")  # magic .. EntriesStart (34 bytes)
+_DATETIME: Final = struct.Struct("<7H")
+_COMBINED_FIXED: Final = struct.Struct("<HHHHddIIIII")  # 44 bytes before the DateTimes
+_TAG_HEAD: Final = struct.Struct("<H14s16sI")
+_SPIKE_HEAD: Final = struct.Struct("<qBBidd")
+
+
+def _crc32(data: bytes | bytearray | memoryview) -> int:
+    # CRC-32/ISO-HDLC, identical to the AxIS CRC (section 0).
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class WellTreatment:
+    """One plate-map entry (WellTreatment tag, section 9.3).
+
+    ``amount`` is in the base unit (30 µM is ``3e-5`` with ``unit`` ``M``);
+    ``unit_exponent`` is the display prefix power (6 for µ).
+    """
+
+    well: str
+    treatment: str = ""
+    additional_info: str = ""
+    amount: float | None = None
+    unit_exponent: int | None = None
+    unit: str | None = None
+    active: bool = True
+    control: bool = False
+    color_rgb: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A time-stamped note (UserAnnotation / SystemAnnotation tag, section 9.4)."""
+
+    time_s: float
+    text: str
+    system: bool = False
+
+
+@dataclass(frozen=True)
+class Note:
+    """A legacy NotesArray record (section 4)."""
+
+    investigator: str
+    recording_name: str
+    description: str
+    revision: int
+    revised_at: dt.datetime | None
+
+
+class Chunk(NamedTuple):
+    """A block of consecutive frames: ``data`` is (samples, channels) float32 µV."""
+
+    start_sample: int
+    start_s: float
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
+class _DataSet:
+    data_type: int
+    sample_type: int
+    sampling_rate_hz: float
+    voltage_scale_v: float
+    channels_per_block: int
+    sets_per_block: int
+    samples_per_block: int
+    block_header_size: int
+    start_time: dt.datetime | None
+    experiment_start: dt.datetime | None
+    duration_s: float | None
+    name: str
+    region_start: int
+    region_length: int
+    channel_ids: tuple[int, ...]
+    set_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    well_col: int
+    well_row: int
+    el_col: int
+    el_row: int
+    chip: int
+    channel: int
+
+    @property
+    def channel_id(self) -> int:
+        return self.chip << 8 | self.channel
+
+    @property
+    def name(self) -> str:
+        return f"{chr(ord('A') + self.well_row - 1)}{self.well_col}_{self.el_col}{self.el_row}"
+
+
+# --------------------------------------------------------------------------- small codecs
+
+
+def _read_datetime(raw: bytes) -> dt.datetime | None:
+    y, mo, d, h, mi, s, ms = _DATETIME.unpack(raw)
+    if y == 0 and mo == 0 and d == 0:
+        return None
+    try:
+        return dt.datetime(y, mo, d, h, mi, s, ms * 1000)
+    except ValueError:
+        return None  # invalid stored dates carry no information; not worth failing a file
+
+
+def _datetime_bytes(value: dt.datetime) -> bytes:
+    return _DATETIME.pack(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
+    )
+
+
+def _lpstring(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack("<i", len(raw)) + raw
+
+
+def _clean_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").replace("\r", "").rstrip("\x00 \t\n")
+
+
+class _Cursor:
+    """Bounded reader over one entry's bytes; overruns raise DecodeError."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.where = where
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise DecodeError(f"{self.where}: field runs past the end of the entry")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple:  # type: ignore[type-arg]
+        s = struct.Struct(fmt)
+        return s.unpack(self.take(s.size))
+
+    def lpstring(self) -> str:
+        (n,) = self.unpack("<i")
+        if n < 0 or n > _MAX_TEXT:
+            raise DecodeError(f"{self.where}: absurd string length {n}")
+        return _clean_text(self.take(n))
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class AxionFile:
+    """An opened AxIS ``.raw`` or ``.spk`` file (header parsed, data left on disk).
+
+    Attributes
+    ----------
+    path
+        The file.
+    kind
+        ``"raw"`` (continuous voltage) or ``"spk"`` (spike records).
+    layout
+        The plate layout from the ChannelArray's plate type.
+    sampling_rate_hz, voltage_scale_uv_per_count
+        From the data set header (the scale is signed).
+    n_samples, duration_s
+        Frames in the data region (``.raw``) / declared duration (``.spk``).
+    electrodes
+        Electrode names (``A1_23``) in data-column order (``.raw``) or the
+        electrodes the spike set covers (``.spk``).
+    recorded_at, experiment_started_at
+        ``BlockVectorStartTime`` / ``ExperimentStartTime`` (naive local time).
+    metadata
+        Key-value tags (``RecordingName``, ``Investigator``, ...), or the legacy note.
+    plate_map, annotations, notes
+        WellTreatment tags, annotation tags, legacy notes.
+    flags
+        Tolerated problems (unknown entries skipped, truncation accepted, ...).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        strict_crc: bool = True,
+        allow_truncated: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._strict_crc = strict_crc
+        self._allow_truncated = allow_truncated
+        self._flags: list[str] = []
+        self.notes: tuple[Note, ...] = ()
+        self.metadata: dict[str, str] = {}
+        self.plate_map: tuple[WellTreatment, ...] = ()
+        self.annotations: tuple[Annotation, ...] = ()
+        self._parse()
+
+    # -- parsing ------------------------------------------------------------------
+
+    def _fail(self, what: str) -> DecodeError:
+        return DecodeError(f"{self.path.name}: {what}")
+
+    def _flag(self, flag: str) -> None:
+        if flag not in self._flags:
+            self._flags.append(flag)
+
+    def _check_crc(self, data: bytes, stored: int, what: str) -> None:
+        if _crc32(data) != stored:
+            if self._strict_crc:
+                raise self._fail(f"{what} CRC mismatch (stored {stored:#010x})")
+            self._flag(FLAG_CRC_MISMATCH)
+
+    def _parse(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except OSError as exc:
+            raise DecodeError(f"{self.path}: cannot open ({exc.strerror})") from exc
+        self.file_size = size
+        with self.path.open("rb") as f:
+            head = f.read(HEADER_SIZE)
+            if len(head) < 8 or head[:8] != MAGIC:
+                if head[:1] == b"\x40":
+                    raise UnsupportedRecording(
+                        f"{self.path.name}: looks like a legacy 0.0 'beta' AxIS file; not supported"
+                    )
+                raise self._fail("not an AxIS file (magic 'AxionBio' missing)")
+            if len(head) < HEADER_SIZE:
+                raise self._fail(f"truncated header ({len(head)} of {HEADER_SIZE} bytes)")
+            _, _ptype, major, _minor, _notes_start, notes_len, entries_start = _HEAD.unpack_from(
+                head
+            )
+            if major == 0:
+                raise UnsupportedRecording(
+                    f"{self.path.name}: legacy AxIS header version 0.x is not supported"
+                )
+            if major != 1:
+                raise self._fail(f"unknown header version {major} (expected 1)")
+            if notes_len != NOTES_LENGTH:
+                raise self._fail(f"NotesLength is {notes_len}, expected {NOTES_LENGTH}")
+            (stored_crc,) = struct.unpack_from("<I", head, 1018)
+            self._check_crc(head[:1018], stored_crc, "primary header")
+            if not HEADER_SIZE <= entries_start <= size:
+                raise self._fail(f"EntriesStart {entries_start} outside the file ({size} bytes)")
+            slots = struct.unpack_from(f"<{PRIMARY_SLOTS}Q", head, 34)
+            self._walk(f, entries_start, slots, size)
+
+    def _walk(self, f, pos: int, slots: Sequence[int], size: int) -> None:  # type: ignore[no-untyped-def]
+        mappings: list[_Mapping] | None = None
+        plate_type: int | None = None
+        data_sets: list[tuple[_DataSet, list[_Mapping]]] = []
+        tags: list[tuple[int, dt.datetime | None, str, int, bytes, int]] = []
+        notes: list[Note] = []
+        entry_no = 0
+        while True:
+            terminated = False
+            for slot in slots:
+                etype, length = slot >> 56, slot & _LENGTH_MASK
+                if etype == E_TERMINATE:
+                    terminated = True
+                    break
+                last = length == READ_TO_END
+                if last:
+                    length = size - pos
+                where = f"entry {entry_no} (type {etype:#04x}) at offset {pos}"
+                if pos + length > size and etype != E_BV_DATA:
+                    raise self._fail(f"{where} declares {length} bytes, past the end of the file")
+                if etype in (E_NOTES, E_CHANNEL_ARRAY, E_COMBINED, E_TAG):
+                    if length > _MAX_PARSED_ENTRY:
+                        raise self._fail(f"{where}: absurd length {length}")
+                    f.seek(pos)
+                    data = f.read(length)
+                    cur = _Cursor(data, f"{self.path.name}: {where}")
+                    if etype == E_CHANNEL_ARRAY:
+                        plate_type, mappings = self._parse_channel_array(cur)
+                    elif etype == E_COMBINED:
+                        if mappings is None:
+                            raise self._fail(f"{where}: data set header before any ChannelArray")
+                        ds = self._parse_combined(cur)
+                        if ds is not None:
+                            data_sets.append((ds, mappings))
+                    elif etype == E_TAG:
+                        tag = self._parse_tag_head(cur, pos)
+                        if tag is not None:
+                            tags.append(tag)
+                    else:
+                        notes.extend(self._parse_notes(cur))
+                elif etype in (E_BV_HEADER, E_BV_HEADER_EXT):
+                    raise UnsupportedRecording(
+                        f"{self.path.name}: legacy block-vector headers (entry type {etype:#04x}) "
+                        "are not supported"
+                    )
+                elif etype not in _KNOWN_ENTRIES:
+                    self._flag(FLAG_UNKNOWN_ENTRY)  # section 3: unknown ids are skipped
+                pos += length
+                entry_no += 1
+                if last:
+                    terminated = True
+                    break
+            if terminated:
+                break
+            # All slots used: a sub-header follows the last entry's bytes (section 2).
+            f.seek(pos)
+            sub = f.read(HEADER_SIZE)
+            if len(sub) < HEADER_SIZE or sub[:8] != MAGIC:
+                raise self._fail(f"sub-header expected at offset {pos} but not found")
+            (crc,) = struct.unpack_from("<I", sub, 1016)
+            self._check_crc(sub[:1016], crc, f"sub-header at offset {pos}")
+            slots = struct.unpack_from(f"<{SUB_SLOTS}Q", sub, 8)
+            pos += HEADER_SIZE
+        self._finish(plate_type, data_sets, tags, notes)
+
+    def _parse_channel_array(self, cur: _Cursor) -> tuple[int, list[_Mapping]]:
+        plate_type, n = cur.unpack("<II")
+        if n > _MAX_CHANNELS:
+            raise DecodeError(f"{cur.where}: absurd channel count {n}")
+        if cur.remaining != 8 * n:
+            raise DecodeError(
+                f"{cur.where}: ChannelArray of {n} channels must be {8 + 8 * n} bytes, "
+                f"entry has {len(cur.data)}"
+            )
+        raw = np.frombuffer(cur.take(8 * n), dtype=np.uint8).reshape(n, 8)
+        maps = [_Mapping(*(int(v) for v in row[:6])) for row in raw]
+        if any(m.well_col < 1 or m.well_row < 1 or m.el_col < 1 or m.el_row < 1 for m in maps):
+            raise DecodeError(f"{cur.where}: ChannelArray holds a zero well/electrode coordinate")
+        if len({(m.well_col, m.well_row, m.el_col, m.el_row) for m in maps}) != n:
+            raise DecodeError(f"{cur.where}: ChannelArray lists an electrode twice")
+        if len({m.channel_id for m in maps}) != n:
+            raise DecodeError(f"{cur.where}: ChannelArray lists an amplifier channel twice")
+        return int(plate_type), maps
+
+    def _parse_combined(self, cur: _Cursor) -> _DataSet | None:
+        fixed = cur.unpack(_COMBINED_FIXED.format)
+        vmaj, vmin, dtype_code, sample_type, fs, vscale, nch, nsets, nsamp, _vhs, bhs = fixed
+        if vmaj < 1:
+            raise DecodeError(f"{cur.where}: combined header version {vmaj}.{vmin}")
+        times = [_read_datetime(cur.take(14)) for _ in range(4)]
+        duration: float | None = None
+        if vmaj > 1 or vmin >= 1:
+            (duration,) = cur.unpack("<d")
+        name = cur.lpstring()
+        _desc = cur.lpstring()
+        region_start, region_length = cur.unpack("<qq")
+        body_end = cur.pos
+        (crc,) = cur.unpack("<I")
+        self._check_crc(cur.data[:body_end], crc, f"{cur.where}: combined header")
+        ext_start = cur.pos
+        if dtype_code == DATA_CONTINUOUS:
+            if not 0 < nch <= _MAX_CHANNELS or not 0 < nsets <= 16:
+                raise DecodeError(f"{cur.where}: absurd channel/set counts {nch}, {nsets}")
+            ids = cur.unpack(f"<{nch}H")
+            names = tuple(cur.lpstring() for _ in range(nsets))
+        elif dtype_code == DATA_SPIKES:
+            (k,) = cur.unpack("<I")
+            if k > _MAX_CHANNELS:
+                raise DecodeError(f"{cur.where}: absurd spike channel count {k}")
+            ids = cur.unpack(f"<{k}H")
+            names = (cur.lpstring(),)
+        else:
+            self._flag(FLAG_UNSUPPORTED_SET)  # section 11: skip by length, ignore the set
+            return None
+        ext_end = cur.pos
+        (ext_crc,) = cur.unpack("<I")
+        self._check_crc(cur.data[ext_start:ext_end], ext_crc, f"{cur.where}: header extension")
+        if sample_type not in _SAMPLE_DTYPES:
+            raise DecodeError(f"{cur.where}: unknown sample type {sample_type}")
+        if not (math.isfinite(fs) and 0 < fs <= _MAX_RATE_HZ):
+            raise DecodeError(f"{cur.where}: absurd sampling rate {fs} Hz")
+        if not (math.isfinite(vscale) and 0 < abs(vscale) < 1.0):
+            raise DecodeError(f"{cur.where}: absurd voltage scale {vscale} V/count")
+        if region_start < 0 or region_length < 0:
+            raise DecodeError(f"{cur.where}: negative data region {region_start}+{region_length}")
+        if duration is not None and not (math.isfinite(duration) and duration >= 0):
+            raise DecodeError(f"{cur.where}: absurd duration {duration} s")
+        return _DataSet(
+            data_type=dtype_code,
+            sample_type=sample_type,
+            sampling_rate_hz=fs,
+            voltage_scale_v=vscale,
+            channels_per_block=nch,
+            sets_per_block=nsets,
+            samples_per_block=nsamp,
+            block_header_size=bhs,
+            start_time=times[0],
+            experiment_start=times[1],
+            duration_s=duration,
+            name=name,
+            region_start=region_start,
+            region_length=region_length,
+            channel_ids=tuple(int(i) for i in ids),
+            set_names=names,
+        )
+
+    def _parse_tag_head(
+        self, cur: _Cursor, pos: int
+    ) -> tuple[int, dt.datetime | None, str, int, bytes, int] | None:
+        if cur.remaining < _TAG_HEAD.size:
+            raise DecodeError(f"{cur.where}: tag entry shorter than its 36-byte head")
+        ttype, created, guid, revision = cur.unpack(_TAG_HEAD.format)
+        return (
+            int(ttype),
+            _read_datetime(created),
+            str(uuid.UUID(bytes_le=guid)),
+            int(revision),
+            cur.take(cur.remaining),
+            pos,
+        )
+
+    def _parse_notes(self, cur: _Cursor) -> list[Note]:
+        if len(cur.data) % NOTE_RECORD_SIZE:
+            raise DecodeError(f"{cur.where}: NotesArray length is not a multiple of 618")
+        out = []
+        while cur.remaining:
+            inv, name, desc = (_clean_text(cur.take(n)) for n in (50, 50, 500))
+            (rev,) = cur.unpack("<I")
+            out.append(Note(inv, name, desc, int(rev), _read_datetime(cur.take(14))))
+        return sorted(out, key=lambda n: n.revision)
+
+    def _interpret_tags(
+        self, tags: list[tuple[int, dt.datetime | None, str, int, bytes, int]]
+    ) -> None:
+        heads: dict[str, tuple[int, dt.datetime | None, str, int, bytes, int]] = {}
+        for tag in tags:  # section 9.2: the highest revision of each GUID wins
+            if tag[2] not in heads or tag[3] >= heads[tag[2]][3]:
+                heads[tag[2]] = tag
+        plate: list[WellTreatment] = []
+        notes: list[Annotation] = []
+        meta: dict[str, str] = {}
+        for guid in sorted(heads):
+            ttype, _, _, _, payload, pos = heads[guid]
+            cur = _Cursor(payload, f"{self.path.name}: tag at offset {pos}")
+            try:
+                if ttype == TAG_WELL_TREATMENT:
+                    plate.append(_parse_well_treatment(cur))
+                elif ttype in (TAG_USER_ANNOTATION, TAG_SYSTEM_ANNOTATION):
+                    fs, sample, _dur = cur.unpack("<dqq")
+                    cur.take(4)
+                    if not (math.isfinite(fs) and fs > 0):
+                        raise DecodeError(f"{cur.where}: annotation sampling rate {fs}")
+                    notes.append(
+                        Annotation(sample / fs, cur.lpstring(), ttype == TAG_SYSTEM_ANNOTATION)
+                    )
+                elif ttype == TAG_KEY_VALUE:
+                    key = cur.lpstring()
+                    meta[key] = cur.lpstring()
+                elif ttype not in _KNOWN_TAG_TYPES:
+                    self._flag(FLAG_BAD_TAG)  # rule 4: unknown tag types read as Deleted
+            except DecodeError:
+                self._flag(FLAG_BAD_TAG)  # rule 5: an unparsable head means a deleted tag
+        self.plate_map = tuple(sorted(plate, key=lambda w: parse_well(w.well)))
+        self.annotations = tuple(sorted(notes, key=lambda a: a.time_s))
+        self.metadata = meta
+
+    def _finish(
+        self,
+        plate_type: int | None,
+        data_sets: list[tuple[_DataSet, list[_Mapping]]],
+        tags: list[tuple[int, dt.datetime | None, str, int, bytes, int]],
+        notes: list[Note],
+    ) -> None:
+        if plate_type is None:
+            raise self._fail("no ChannelArray entry")
+        layout = PLATE_TYPES.get(plate_type)
+        if layout is None:
+            raise UnsupportedRecording(f"{self.path.name}: unknown plate type {plate_type:#x}")
+        self.layout: PlateLayout = layout
+        self.plate_type = plate_type
+        chosen = [
+            (ds, maps)
+            for ds, maps in data_sets
+            if (
+                ds.data_type == DATA_CONTINUOUS
+                and ds.name == "Voltage"
+                and len(ds.set_names) == 1
+                and ds.set_names[0].lower() in _RAW_SET_NAMES
+            )
+            or (ds.data_type == DATA_SPIKES and ds.set_names[0] in ("Spikes", ""))
+        ]
+        if not chosen:
+            raise UnsupportedRecording(f"{self.path.name}: no voltage or spike data set")
+        if len(chosen) > 1:
+            self._flag(FLAG_EXTRA_DATA_SETS)
+        ds, maps = chosen[0]
+        self._ds = ds
+        by_id = {m.channel_id: m for m in maps}
+        missing = [i for i in ds.channel_ids if i not in by_id]
+        if missing:
+            raise self._fail(f"data set lists channel id {missing[0]:#06x} absent from the array")
+        cols = [by_id[i] for i in ds.channel_ids]
+        for m in cols:
+            if (
+                (m.el_col, m.el_row) not in layout.electrode_positions
+                or m.well_row > (layout.well_rows)
+                or m.well_col > layout.well_cols
+            ):
+                raise self._fail(f"electrode {m.name} does not exist on a {layout.name} plate")
+        self.electrodes: tuple[str, ...] = tuple(m.name for m in cols)
+        self._channel_names = {m.channel_id: m.name for m in maps}
+        self.sampling_rate_hz = ds.sampling_rate_hz
+        self.voltage_scale_uv_per_count = ds.voltage_scale_v * 1e6
+        self.recorded_at = ds.start_time
+        self.experiment_started_at = ds.experiment_start
+        self._dtype = _SAMPLE_DTYPES[ds.sample_type]
+        available = max(0, min(ds.region_length, self.file_size - ds.region_start))
+        if available < ds.region_length:
+            if not self._allow_truncated:
+                raise self._fail(
+                    f"data region declares {ds.region_length} bytes from offset "
+                    f"{ds.region_start} but only {available} are in the file (truncated)"
+                )
+            self._flag(FLAG_TRUNCATED)
+        if ds.data_type == DATA_CONTINUOUS:
+            self.kind = "raw"
+            if ds.samples_per_block != 1 or ds.block_header_size != 0 or ds.sets_per_block != 1:
+                raise UnsupportedRecording(
+                    f"{self.path.name}: continuous blocks with {ds.samples_per_block} samples, "
+                    f"{ds.sets_per_block} sets and a {ds.block_header_size}-byte header"
+                )
+            self._frame_bytes = ds.channels_per_block * self._dtype.itemsize
+            if available % self._frame_bytes:
+                self._flag(FLAG_PARTIAL_FRAME)
+            self.n_samples = available // self._frame_bytes
+            self.duration_s = self.n_samples / ds.sampling_rate_hz
+            self.n_spikes = 0
+        else:
+            self.kind = "spk"
+            if ds.sample_type != 0 or ds.channels_per_block != 1 or ds.sets_per_block != 1:
+                raise self._fail("spike set must hold one int16 channel per block")
+            if ds.block_header_size < SPIKE_HEADER_SIZE or ds.samples_per_block < 1:
+                raise self._fail(
+                    f"spike records with a {ds.block_header_size}-byte header and "
+                    f"{ds.samples_per_block} samples"
+                )
+            self._frame_bytes = ds.block_header_size + 2 * ds.samples_per_block
+            if ds.region_length % self._frame_bytes:
+                raise self._fail(
+                    f"spike region of {ds.region_length} bytes is not a whole number of "
+                    f"{self._frame_bytes}-byte records"
+                )
+            self.n_spikes = available // self._frame_bytes
+            self.waveform_samples = ds.samples_per_block
+            self.duration_s = ds.duration_s if ds.duration_s is not None else 0.0
+            self.n_samples = round(self.duration_s * ds.sampling_rate_hz)
+        self.notes = tuple(notes)
+        self._interpret_tags(tags)
+        if not self.metadata and self.notes:  # section 4: notes only without key-value tags
+            last = self.notes[-1]
+            self.metadata = {
+                "RecordingName": last.recording_name,
+                "Investigator": last.investigator,
+                "Description": last.description,
+            }
+
+    # -- access -------------------------------------------------------------------
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return tuple(self._flags)
+
+    def __enter__(self) -> AxionFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None  # nothing stays open: every read maps and unmaps its own window
+
+    def __repr__(self) -> str:
+        return (
+            f"AxionFile({self.path.name!r}, kind={self.kind}, layout={self.layout.name!r}, "
+            f"channels={len(self.electrodes)}, duration_s={self.duration_s:.3f})"
+        )
+
+    def columns(
+        self, *, electrodes: Sequence[str] | None = None, wells: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Data-column indices for an electrode and/or well selection (all if neither).
+
+        Raises
+        ------
+        SpecError
+            If a name is malformed or the file holds no such electrode / well.
+        """
+        if self.kind != "raw":
+            raise SpecError(f"{self.path.name}: a spike file has no data columns")
+        return _select_columns(self.electrodes, electrodes, wells, self.path.name)
+
+    def _check_raw(self) -> None:
+        if self.kind != "raw":
+            raise SpecError(f"{self.path.name} holds spikes, not continuous data")
+
+    def read_counts(
+        self, start_sample: int, stop_sample: int, *, columns: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Stored counts of frames ``[start_sample, stop_sample)``, (samples, channels)."""
+        self._check_raw()
+        start = max(0, int(start_sample))
+        stop = min(self.n_samples, int(stop_sample))
+        n_cols = len(self.electrodes)
+        if stop <= start:
+            width = n_cols if columns is None else len(columns)
+            return np.empty((0, width), dtype=self._dtype)
+        # Map only this window: RSS stays bounded whatever the file size.
+        mm = np.memmap(
+            self.path,
+            dtype=self._dtype,
+            mode="r",
+            offset=self._ds.region_start + start * self._frame_bytes,
+            shape=(stop - start, n_cols),
+        )
+        try:
+            if columns is None:
+                return np.array(mm)
+            if len(columns) and np.all(np.diff(columns) == 1):
+                return np.array(mm[:, int(columns[0]) : int(columns[-1]) + 1])
+            return mm[:, columns]
+        finally:
+            mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC time
+
+    def read(
+        self,
+        start_s: float,
+        stop_s: float,
+        *,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Voltages of a time window, (samples, channels) float32 µV.
+
+        Frames ``round(start_s·fs)`` to ``round(stop_s·fs)`` (exclusive), clamped to the
+        recording. Columns follow :attr:`electrodes` order restricted to the selection.
+        """
+        self._check_raw()
+        if not (math.isfinite(start_s) and math.isfinite(stop_s)) or not 0 <= start_s <= stop_s:
+            raise SpecError(f"{self.path.name}: bad window [{start_s}, {stop_s}] s")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        k0 = round(start_s * self.sampling_rate_hz)
+        k1 = round(stop_s * self.sampling_rate_hz)
+        counts = self.read_counts(k0, k1, columns=cols)
+        return _to_uv(counts, self.voltage_scale_uv_per_count)
+
+    def iter_chunks(
+        self,
+        *,
+        chunk_s: float,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+        start_s: float = 0.0,
+        stop_s: float | None = None,
+    ) -> Iterator[Chunk]:
+        """Consecutive windows of ``chunk_s`` seconds (the last may be shorter), in µV."""
+        self._check_raw()
+        if not (math.isfinite(chunk_s) and chunk_s > 0):
+            raise SpecError(f"{self.path.name}: chunk_s must be positive, got {chunk_s}")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        step = max(1, round(chunk_s * self.sampling_rate_hz))
+        k = max(0, round(start_s * self.sampling_rate_hz))
+        end = (
+            self.n_samples
+            if stop_s is None
+            else min(self.n_samples, round(stop_s * self.sampling_rate_hz))
+        )
+        while k < end:
+            stop = min(end, k + step)
+            counts = self.read_counts(k, stop, columns=cols)
+            yield Chunk(
+                k, k / self.sampling_rate_hz, _to_uv(counts, self.voltage_scale_uv_per_count)
+            )
+            k = stop
+
+    def spike_records(self) -> np.ndarray:
+        """The raw spike records as a structured array (a copy; ``.spk`` only)."""
+        if self.kind != "spk":
+            raise SpecError(f"{self.path.name} holds continuous data, not spikes")
+        if self.n_spikes == 0:
+            return np.empty(0, dtype=self._record_dtype())
+        mm = np.memmap(
+            self.path,
+            dtype=self._record_dtype(),
+            mode="r",
+            offset=self._ds.region_start,
+            shape=(self.n_spikes,),
+        )
+        out = np.array(mm)
+        mm._mmap.close()  # type: ignore[attr-defined]
+        return out
+
+    def _record_dtype(self) -> np.dtype:
+        fields: list[tuple] = [  # type: ignore[type-arg]
+            ("start_sample", "<i8"),
+            ("channel", "u1"),
+            ("chip", "u1"),
+            ("trigger_offset", "<i4"),
+            ("noise_sd", "<f8"),
+            ("threshold_multiplier", "<f8"),
+        ]
+        extra = self._ds.block_header_size - SPIKE_HEADER_SIZE
+        if extra:
+            fields.append(("reserved", f"V{extra}"))
+        fields.append(("waveform", "<i2", (self._ds.samples_per_block,)))
+        return np.dtype(fields)
+
+    def read_spikes(self) -> pa.Table:
+        """Spikes in the MEA spike-table convention, sorted by ``time_s``.
+
+        ``time_s = (StartingSample + TriggerSampleOffset) / fs``; ``amplitude_uv`` is the
+        waveform sample at the trigger offset times the voltage scale (null when the
+        offset lies outside the waveform).
+        """
+        from transforms.mea.detect import spikes_table  # late: detect imports this module
+
+        rec = self.spike_records()
+        ids = rec["chip"].astype(np.int64) << 8 | rec["channel"].astype(np.int64)
+        lookup = self._channel_names
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        for cid in uniq:
+            if int(cid) not in lookup:
+                raise self._fail(f"spike on amplifier channel {int(cid):#06x} absent from array")
+        names = np.array([lookup[int(c)] for c in uniq], dtype=object)
+        electrode = names[inverse] if len(rec) else np.empty(0, dtype=object)
+        trig = rec["trigger_offset"].astype(np.int64)
+        time_s = (rec["start_sample"] + trig) / self.sampling_rate_hz
+        w = self._ds.samples_per_block
+        inside = (trig >= 0) & (trig < w)
+        at = rec["waveform"][np.arange(len(rec)), np.clip(trig, 0, w - 1)].astype(np.float64)
+        amp = np.where(inside, at * self.voltage_scale_uv_per_count, np.nan)
+        return spikes_table(electrode, time_s, amp.astype(np.float32))
+
+
+def open_axion(
+    path: str | Path, *, strict_crc: bool = True, allow_truncated: bool = False
+) -> AxionFile:
+    """Open an AxIS ``.raw`` or ``.spk`` file (parses headers only).
+
+    Parameters
+    ----------
+    path
+        The file.
+    strict_crc
+        Raise on a header CRC mismatch (default); if False, record
+        :data:`FLAG_CRC_MISMATCH` and go on.
+    allow_truncated
+        Accept a data region running past the end of the file (an interrupted
+        recording): use the whole frames present and flag :data:`FLAG_TRUNCATED`.
+
+    Raises
+    ------
+    DecodeError
+        Corrupt, truncated or absurd content (the message names the file and the field).
+    UnsupportedRecording
+        Legacy 0.x / block-vector files, unknown plate types, files without voltage or
+        spike data.
+    """
+    return AxionFile(path, strict_crc=strict_crc, allow_truncated=allow_truncated)
+
+
+def _to_uv(counts: np.ndarray, scale_uv: float) -> np.ndarray:
+    out = counts.astype(np.float32)
+    out *= np.float32(scale_uv)
+    return out
+
+
+def _select_columns(
+    names: Sequence[str],
+    electrodes: Sequence[str] | None,
+    wells: Sequence[str] | None,
+    source: str,
+) -> np.ndarray:
+    if isinstance(electrodes, str) or isinstance(wells, str):
+        raise SpecError(f"{source}: pass electrodes / wells as a list of names, not one string")
+    if electrodes is None and wells is None:
+        return np.arange(len(names), dtype=np.int64)
+    index = {n: i for i, n in enumerate(names)}
+    picked: list[int] = []
+    if electrodes is not None:
+        for e in electrodes:
+            parse_electrode(e)
+            if e not in index:
+                raise SpecError(f"{source}: no electrode {e!r} in this recording")
+            picked.append(index[e])
+    if wells is not None:
+        for w in wells:
+            parse_well(w)
+            cols = [i for n, i in index.items() if n.split("_", 1)[0] == w]
+            if not cols:
+                raise SpecError(f"{source}: no electrode of well {w!r} in this recording")
+            picked.extend(sorted(cols))
+    seen: set[int] = set()
+    ordered = [i for i in picked if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return np.asarray(ordered, dtype=np.int64)
+
+
+def _parse_well_treatment(cur: _Cursor) -> WellTreatment:
+    col, row, _ec, _er, flags = cur.unpack("<5B")
+    if col < 1 or row < 1:
+        raise DecodeError(f"{cur.where}: WellTreatment with well column/row 0")
+    well = f"{chr(ord('A') + row - 1)}{col}"
+    if cur.remaining < 12:  # old-style tag: no colour or treatment (section 9.3)
+        return WellTreatment(well, active=bool(flags & 1), control=bool(flags & 2))
+    r, g, b = cur.unpack("<3B")
+    what = cur.lpstring()
+    info = cur.lpstring()
+    amount = exponent = unit = None
+    if cur.remaining > 9:
+        amount, exponent = cur.unpack("<db")
+        unit = cur.lpstring()
+    return WellTreatment(
+        well, what, info, amount, exponent, unit, bool(flags & 1), bool(flags & 2), (r, g, b)
+    )
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def _wiring(layout: PlateLayout, electrodes: Sequence[str]) -> list[_Mapping]:
+    """ChannelArray records; amplifier (chip, channel) = divmod(plate index, 64)."""
+    maps = []
+    for name in electrodes:
+        idx = layout.electrode_index.get(name)
+        if idx is None:
+            raise SpecError(f"electrode {name!r} does not exist on a {layout.name} plate")
+        well, ec, er = parse_electrode(name)
+        wr, wc = parse_well(well)
+        chip, channel = divmod(idx, 64)
+        maps.append(_Mapping(wc, wr, ec, er, chip, channel))
+    if len({m.channel_id for m in maps}) != len(maps):
+        raise SpecError("an electrode is listed twice")
+    return maps
+
+
+def _channel_array_bytes(plate_type: int, maps: Sequence[_Mapping]) -> bytes:
+    body = b"".join(
+        struct.pack("<6BH", m.well_col, m.well_row, m.el_col, m.el_row, m.chip, m.channel, 0)
+        for m in maps
+    )
+    return struct.pack("<II", plate_type, len(maps)) + body
+
+
+def _combined_bytes(
+    *,
+    data_type: int,
+    sampling_rate_hz: float,
+    voltage_scale_v: float,
+    channels_per_block: int,
+    samples_per_block: int,
+    block_header_size: int,
+    times: Sequence[dt.datetime],
+    duration_s: float,
+    name: str,
+    region_start: int,
+    region_length: int,
+    extension: bytes,
+) -> bytes:
+    fixed = _COMBINED_FIXED.pack(
+        1,
+        1,
+        data_type,
+        0,
+        sampling_rate_hz,
+        voltage_scale_v,
+        channels_per_block,
+        1,
+        samples_per_block,
+        0,
+        block_header_size,
+    )
+    common = (
+        fixed
+        + b"".join(_datetime_bytes(t) for t in times)
+        + struct.pack("<d", duration_s)
+        + _lpstring(name)
+        + _lpstring("")
+        + struct.pack("<qq", region_start, region_length)
+    )
+    ext = extension + struct.pack("<I", _crc32(extension))
+    return common + struct.pack("<I", _crc32(common)) + ext
+
+
+def _primary_header(primary_type: int, slots: Sequence[int]) -> bytes:
+    head = _HEAD.pack(MAGIC, primary_type, 1, 3, 0, NOTES_LENGTH, HEADER_SIZE)
+    head += struct.pack(f"<{PRIMARY_SLOTS}Q", *slots, *([0] * (PRIMARY_SLOTS - len(slots))))
+    return head + struct.pack("<I", _crc32(head)) + b"\x00\x00"
+
+
+def _sub_header(slots: Sequence[int]) -> bytes:
+    body = MAGIC + struct.pack(f"<{SUB_SLOTS}Q", *slots, *([0] * (SUB_SLOTS - len(slots))))
+    return body + struct.pack("<I", _crc32(body)) + b"\x00" * 4
+
+
+def _tag_bytes(tag_type: int, guid: uuid.UUID, created: dt.datetime, payload: bytes) -> bytes:
+    return _TAG_HEAD.pack(tag_type, _datetime_bytes(created), guid.bytes_le, 1) + payload
+
+
+_TAG_NAMESPACE: Final = uuid.UUID("6f1c7a52-3d9e-4b8e-9a51-2f0c8d7e4a10")
+
+
+def _metadata_tags(
+    created: dt.datetime,
+    metadata: dict[str, str] | None,
+    plate_map: Sequence[WellTreatment],
+    annotations: Sequence[Annotation],
+    sampling_rate_hz: float,
+    layout: PlateLayout,
+) -> list[bytes]:
+    tags = []
+    for key, value in (metadata or {}).items():
+        guid = uuid.uuid5(_TAG_NAMESPACE, f"kv:{key}")
+        tags.append(_tag_bytes(TAG_KEY_VALUE, guid, created, _lpstring(key) + _lpstring(value)))
+    for wt in plate_map:
+        if not layout.has_well(wt.well):
+            raise SpecError(f"plate map well {wt.well!r} is not on a {layout.name} plate")
+        row, col = parse_well(wt.well)
+        payload = struct.pack(
+            "<5B3B", col, row, 0, 0, int(wt.active) | int(wt.control) << 1, *wt.color_rgb
+        )
+        payload += _lpstring(wt.treatment) + _lpstring(wt.additional_info)
+        if wt.amount is not None:
+            payload += struct.pack("<db", wt.amount, wt.unit_exponent or 0)
+            payload += _lpstring(wt.unit or "")
+        guid = uuid.uuid5(_TAG_NAMESPACE, f"well:{wt.well}")
+        tags.append(_tag_bytes(TAG_WELL_TREATMENT, guid, created, payload))
+    for i, note in enumerate(annotations):
+        sample = round(note.time_s * sampling_rate_hz)
+        payload = struct.pack("<dqq", sampling_rate_hz, sample, 0) + b"\x00" * 4
+        payload += _lpstring(note.text)
+        ttype = TAG_SYSTEM_ANNOTATION if note.system else TAG_USER_ANNOTATION
+        tags.append(_tag_bytes(ttype, uuid.uuid5(_TAG_NAMESPACE, f"note:{i}"), created, payload))
+    return tags
+
+
+def _write_container(
+    f,  # type: ignore[no-untyped-def]
+    *,
+    primary_type: int,
+    channel_array: bytes,
+    combined: bytes,
+    data_length: int,
+    tail_entries: Sequence[tuple[int, bytes]],
+) -> None:
+    """Write headers and every entry but the data region, which is already in place.
+
+    ``f`` is positioned at the end of the data region. Entries after the data (tags)
+    follow it; sub-headers are inserted whenever a header's slots run out.
+    """
+    entries: list[tuple[int, int]] = [
+        (E_CHANNEL_ARRAY, len(channel_array)),
+        (E_COMBINED, len(combined)),
+        (E_BV_DATA, data_length),
+    ] + [(t, len(b)) for t, b in tail_entries]
+    slots = [t << 56 | n for t, n in entries]
+    # Tail entries go after the data; with > 123 entries sub-headers sit between them.
+    cut = PRIMARY_SLOTS
+    k = 3
+    while True:
+        while k < min(cut, len(entries)):
+            f.write(tail_entries[k - 3][1])
+            k += 1
+        if len(entries) < cut:
+            break
+        f.write(_sub_header(slots[cut : cut + SUB_SLOTS]))
+        cut += SUB_SLOTS
+    f.seek(0)
+    f.write(_primary_header(primary_type, slots[:PRIMARY_SLOTS]))
+    f.write(channel_array)
+    f.write(combined)
+
+
+def _check_common(
+    layout: PlateLayout, sampling_rate_hz: float, voltage_scale_uv_per_count: float
+) -> None:
+    if not (math.isfinite(sampling_rate_hz) and 0 < sampling_rate_hz <= _MAX_RATE_HZ):
+        raise SpecError(f"sampling_rate_hz must be in (0, 1e6], got {sampling_rate_hz}")
+    if not (math.isfinite(voltage_scale_uv_per_count) and voltage_scale_uv_per_count != 0):
+        raise SpecError(
+            f"voltage_scale_uv_per_count must be nonzero, got {voltage_scale_uv_per_count}"
+        )
+    if layout.plate_type not in PLATE_TYPES:
+        raise SpecError(f"layout {layout.name} has no known plate type")
+
+
+def _quantize(block: np.ndarray, scale_uv: float) -> np.ndarray:
+    if block.dtype == np.int16:
+        return block  # already counts
+    # float32 is exact for the int16 range and halves the memory traffic of float64
+    counts = np.multiply(block, np.float32(1.0 / scale_uv), dtype=np.float32)
+    np.rint(counts, out=counts)
+    np.clip(counts, -32768, 32767, out=counts)
+    return counts.astype("<i2")
+
+
+def write_axion_raw(
+    path: str | Path,
+    chunks: Iterable[np.ndarray],
+    *,
+    layout: PlateLayout,
+    sampling_rate_hz: float = 12500.0,
+    voltage_scale_uv_per_count: float = DEFAULT_VOLTAGE_SCALE_UV,
+    electrodes: Sequence[str] | None = None,
+    recorded_at: dt.datetime | None = None,
+    metadata: dict[str, str] | None = None,
+    plate_map: Sequence[WellTreatment] = (),
+    annotations: Sequence[Annotation] = (),
+) -> Path:
+    """Write a continuous AxIS ``.raw`` file from a stream of chunks.
+
+    Parameters
+    ----------
+    path
+        Output file (overwritten).
+    chunks
+        Arrays of shape (samples, channels): float µV (rounded to counts, clipped to
+        int16) or int16 arrays taken as raw counts. Only one chunk is held at a time.
+    layout
+        Plate layout; its plate type goes into the ChannelArray.
+    electrodes
+        Data columns in order (default: every electrode of the layout).
+    voltage_scale_uv_per_count
+        Signed µV per count (default: the Maestro value, −0.0581 µV).
+    recorded_at
+        Recording start (all four header dates); default: now, to the millisecond.
+    metadata, plate_map, annotations
+        Key-value, WellTreatment and UserAnnotation tags, written after the data.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    _check_common(layout, sampling_rate_hz, voltage_scale_uv_per_count)
+    names = list(layout.electrodes if electrodes is None else electrodes)
+    maps = _wiring(layout, names)
+    n_ch = len(maps)
+    when = recorded_at or dt.datetime.now().replace(microsecond=0)
+    ca = _channel_array_bytes(layout.plate_type, maps)
+    ext = struct.pack(f"<{n_ch}H", *(m.channel_id for m in maps)) + _lpstring("Raw")
+
+    def combined(start: int, length: int) -> bytes:
+        return _combined_bytes(
+            data_type=DATA_CONTINUOUS,
+            sampling_rate_hz=sampling_rate_hz,
+            voltage_scale_v=voltage_scale_uv_per_count * 1e-6,
+            channels_per_block=n_ch,
+            samples_per_block=1,
+            block_header_size=0,
+            times=[when] * 4,
+            duration_s=length / (2 * n_ch) / sampling_rate_hz,
+            name="Voltage",
+            region_start=start,
+            region_length=length,
+            extension=ext,
+        )
+
+    data_start = HEADER_SIZE + len(ca) + len(combined(0, 0))
+    out = Path(path)
+    tags = _metadata_tags(when, metadata, plate_map, annotations, sampling_rate_hz, layout)
+    with out.open("wb") as f:
+        f.seek(data_start)
+        n_bytes = 0
+        for block in chunks:
+            arr = np.asarray(block)
+            if arr.ndim != 2 or arr.shape[1] != n_ch:
+                raise SpecError(
+                    f"{out.name}: chunk of shape {arr.shape}, expected (samples, {n_ch})"
+                )
+            raw = np.ascontiguousarray(_quantize(arr, voltage_scale_uv_per_count))
+            f.write(raw.tobytes())
+            n_bytes += raw.nbytes
+        _write_container(
+            f,
+            primary_type=DATA_CONTINUOUS,
+            channel_array=ca,
+            combined=combined(data_start, n_bytes),
+            data_length=n_bytes,
+            tail_entries=[(E_TAG, t) for t in tags],
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class SpikeRecords:
+    """A batch of spikes to write: one row per spike.
+
+    Attributes
+    ----------
+    electrode
+        Electrode names (``A1_23``).
+    start_sample
+        Sample index of each waveform's first sample (int64).
+    waveforms_uv
+        (spikes, W) waveforms in µV (or int16 counts).
+    trigger_offset
+        Sample within the waveform where the detector triggered (scalar or per spike).
+    noise_sd_uv, threshold_multiplier
+        Noise level and threshold multiple stored with each record.
+    """
+
+    electrode: Sequence[str] | np.ndarray
+    start_sample: np.ndarray
+    waveforms_uv: np.ndarray
+    trigger_offset: int | np.ndarray = 0
+    noise_sd_uv: float | np.ndarray = 0.0
+    threshold_multiplier: float | np.ndarray = 0.0
+
+
+def write_axion_spk(
+    path: str | Path,
+    batches: Iterable[SpikeRecords] | SpikeRecords,
+    *,
+    layout: PlateLayout,
+    duration_s: float,
+    sampling_rate_hz: float = 12500.0,
+    voltage_scale_uv_per_count: float = DEFAULT_VOLTAGE_SCALE_UV,
+    electrodes: Sequence[str] | None = None,
+    recorded_at: dt.datetime | None = None,
+    metadata: dict[str, str] | None = None,
+    plate_map: Sequence[WellTreatment] = (),
+) -> Path:
+    """Write an AxIS ``.spk`` file (Spike_v1 records, section 8) from batches of spikes.
+
+    Batches must come in time order (StartingSample non-decreasing across and within
+    batches) and share one waveform length. ``duration_s`` is the recording length
+    stored in the header. The noise level is stored in volts (section 8.2).
+
+    Raises
+    ------
+    SpecError
+        Unsorted spikes, mismatched array lengths, unknown electrodes.
+    """
+    _check_common(layout, sampling_rate_hz, voltage_scale_uv_per_count)
+    if not (math.isfinite(duration_s) and duration_s >= 0):
+        raise SpecError(f"duration_s must be >= 0, got {duration_s}")
+    names = list(layout.electrodes if electrodes is None else electrodes)
+    maps = _wiring(layout, names)
+    id_of = {n: m.channel_id for n, m in zip(names, maps, strict=True)}
+    when = recorded_at or dt.datetime.now().replace(microsecond=0)
+    ca = _channel_array_bytes(layout.plate_type, maps)
+    ext = struct.pack(f"<I{len(maps)}H", len(maps), *(m.channel_id for m in maps)) + _lpstring(
+        "Spikes"
+    )
+    if isinstance(batches, SpikeRecords):
+        batches = [batches]
+    out = Path(path)
+    width: int | None = None
+    last_start = -(1 << 62)
+    n_bytes = 0
+    # Placeholder sized for a default waveform; the real header is written at the end,
+    # so the data is written to a temporary position only once width is known.
+    ca_len = len(ca)
+    with out.open("wb") as f:
+        data_start = 0
+        for batch in batches:
+            start = np.asarray(batch.start_sample, dtype=np.int64)
+            n = len(start)
+            waves = np.asarray(batch.waveforms_uv)
+            if waves.ndim != 2 or waves.shape[0] != n or len(batch.electrode) != n:
+                raise SpecError(f"{out.name}: spike batch arrays disagree in length")
+            if width is None:
+                width = waves.shape[1]
+                if width < 1:
+                    raise SpecError(f"{out.name}: empty spike waveforms")
+                combined_len = len(
+                    _combined_bytes(
+                        data_type=DATA_SPIKES,
+                        sampling_rate_hz=sampling_rate_hz,
+                        voltage_scale_v=voltage_scale_uv_per_count * 1e-6,
+                        channels_per_block=1,
+                        samples_per_block=width,
+                        block_header_size=SPIKE_HEADER_SIZE,
+                        times=[when] * 4,
+                        duration_s=duration_s,
+                        name="Spikes",
+                        region_start=0,
+                        region_length=0,
+                        extension=ext,
+                    )
+                )
+                data_start = HEADER_SIZE + ca_len + combined_len
+                f.seek(data_start)
+            elif waves.shape[1] != width:
+                raise SpecError(f"{out.name}: waveform length changed from {width}")
+            if n == 0:
+                continue
+            if np.any(np.diff(start) < 0) or start[0] < last_start:
+                raise SpecError(f"{out.name}: spikes must be written in time order")
+            last_start = int(start[-1])
+            try:
+                cid = np.array([id_of[e] for e in batch.electrode], dtype=np.uint16)
+            except KeyError as exc:
+                raise SpecError(
+                    f"{out.name}: spike on electrode {exc.args[0]!r} not written"
+                ) from None
+            rec = np.zeros(
+                n,
+                dtype=[
+                    ("start_sample", "<i8"),
+                    ("channel", "u1"),
+                    ("chip", "u1"),
+                    ("trigger_offset", "<i4"),
+                    ("noise_sd", "<f8"),
+                    ("threshold_multiplier", "<f8"),
+                    ("waveform", "<i2", (width,)),
+                ],
+            )
+            rec["start_sample"] = start
+            rec["channel"] = cid & 0xFF
+            rec["chip"] = cid >> 8
+            rec["trigger_offset"] = batch.trigger_offset
+            rec["noise_sd"] = np.asarray(batch.noise_sd_uv, dtype=np.float64) * 1e-6
+            rec["threshold_multiplier"] = batch.threshold_multiplier
+            rec["waveform"] = _quantize(waves, voltage_scale_uv_per_count)
+            f.write(rec.tobytes())
+            n_bytes += rec.nbytes
+        if width is None:  # no batch at all: an empty set with the default width
+            width = DEFAULT_WAVEFORM_SAMPLES
+        comb = _combined_bytes(
+            data_type=DATA_SPIKES,
+            sampling_rate_hz=sampling_rate_hz,
+            voltage_scale_v=voltage_scale_uv_per_count * 1e-6,
+            channels_per_block=1,
+            samples_per_block=width,
+            block_header_size=SPIKE_HEADER_SIZE,
+            times=[when] * 4,
+            duration_s=duration_s,
+            name="Spikes",
+            region_start=HEADER_SIZE + ca_len,
+            region_length=n_bytes,
+            extension=ext,
+        )
+        data_start = HEADER_SIZE + ca_len + len(comb)
+        comb = _combined_bytes(
+            data_type=DATA_SPIKES,
+            sampling_rate_hz=sampling_rate_hz,
+            voltage_scale_v=voltage_scale_uv_per_count * 1e-6,
+            channels_per_block=1,
+            samples_per_block=width,
+            block_header_size=SPIKE_HEADER_SIZE,
+            times=[when] * 4,
+            duration_s=duration_s,
+            name="Spikes",
+            region_start=data_start,
+            region_length=n_bytes,
+            extension=ext,
+        )
+        f.seek(data_start + n_bytes)
+        tags = _metadata_tags(when, metadata, plate_map, (), sampling_rate_hz, layout)
+        _write_container(
+            f,
+            primary_type=DATA_SPIKES,
+            channel_array=ca,
+            combined=comb,
+            data_length=n_bytes,
+            tail_entries=[(E_TAG, t) for t in tags],
+        )
+    return out
