@@ -36,6 +36,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         lab=args.lab,
         condition=args.condition,
         timepoint=args.timepoint,
+        plate_map=args.plate_map,
         force=args.force,
         publish=not args.no_publish,
         on_outcome=_print_outcome,
@@ -150,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition")
     p.add_argument("--timepoint")
     p.add_argument("--landing", help=f"landing zone (default ${spec.ENV_LANDING} or ./landing)")
+    p.add_argument(
+        "--plate-map",
+        help="plate map CSV for MEA recordings (AxIS experiment log or well,condition[,timepoint])",
+    )
     p.add_argument("--force", action="store_true", help="re-ingest already published content")
     p.add_argument("--no-publish", action="store_true", help="skip rebuilding the catalog")
     p.add_argument("--strict", action="store_true", help="exit 1 if any file failed")

@@ -87,5 +87,7 @@ def decode_icephys(
     tables = {
         spec.ICEPHYS_RECORDINGS: prov(recording_row(path, rec, target)),
         spec.ICEPHYS_SWEEPS: prov(features.sweeps),
+        spec.ICEPHYS_SPIKES: prov(features.spikes),
+        spec.ICEPHYS_CELL_FEATURES: prov(features.cell),
     }
     return rec.source_format, tables

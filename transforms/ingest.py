@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from transforms import lake as lakeio
 from transforms import qc, spec
 from transforms.errors import NeurocyteError, SpecError
-from transforms.landing import resolve_target, sha256_file
+from transforms.landing import Target, resolve_target, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,58 @@ def staging_dir(ingest_id: str, *, lake: str | None = None) -> Path:
     return Path(root) / "_staging" / ingest_id
 
 
-Decoder = Callable[..., tuple[str, dict[str, pa.Table]]]
+def recording_kind(path: Path) -> str:
+    """The decoder key of a file: by name, then (NWB) by content."""
+    kind = spec.recording_kind(path.name)
+    if kind is None:
+        raise SpecError(f"{path.name}: unsupported file type {path.suffix.lower()!r}")
+    if kind == "nwb" and _is_ecephys_nwb(path):
+        return "nwb_ecephys"
+    return kind
 
 
-def _decoder(path: Path) -> Decoder:
-    """The decoder for a file, by suffix; each returns (format, {table: rows})."""
-    suffix = path.suffix.lower()
-    if suffix == ".abf" or suffix == ".nwb":
+def _is_ecephys_nwb(path: Path) -> bool:
+    """True if the NWB file's acquisition holds an ElectricalSeries (an MEA recording)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            acq = f.get("acquisition")
+            if acq is None:
+                return False
+            for obj in acq.values():
+                kind = obj.attrs.get("neurodata_type", b"")
+                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+                if kind == "ElectricalSeries":
+                    return True
+    except OSError:
+        return False  # not HDF5: the icephys reader reports it clearly
+    return False
+
+
+def _decode(
+    path: Path,
+    kind: str,
+    *,
+    target: Target,
+    file_id: str,
+    ingest_id: str,
+    plate_map: Path | None,
+) -> tuple[str, dict[str, pa.Table]]:
+    if kind in ("abf", "nwb"):
         from transforms.icephys_rows import decode_icephys
 
-        return decode_icephys
-    raise SpecError(f"{path.name}: unsupported file type {suffix!r}")
+        return decode_icephys(path, target=target, file_id=file_id, ingest_id=ingest_id)
+    from transforms.mea_rows import decode_mea
+
+    return decode_mea(
+        path,
+        target=target,
+        file_id=file_id,
+        ingest_id=ingest_id,
+        kind=kind,
+        plate_map_path=plate_map,
+    )
 
 
 def _log_row(outcome: Outcome, *, finished_at: datetime) -> dict[str, Any]:
@@ -113,6 +154,7 @@ def stage_file(
     lab: str | None = None,
     condition: str | None = None,
     timepoint: str | None = None,
+    plate_map: str | Path | None = None,
     force: bool = False,
 ) -> Outcome:
     """Decode and extract features; stage the rows as Parquet for the gate.
@@ -134,11 +176,25 @@ def stage_file(
     try:
         if not path.is_file():
             raise SpecError(f"{path}: no such file")
+        kind = recording_kind(path)
         outcome.file_id = sha256_file(path)
         target = resolve_target(
-            path, landing=landing, lab=lab, condition=condition, timepoint=timepoint
+            path,
+            landing=landing,
+            lab=lab,
+            condition=condition,
+            timepoint=timepoint,
+            require_all=kind in ("abf", "nwb"),
         )
-        outcome.partition = target.partition.as_dict()
+        outcome.partition = {
+            k: v
+            for k, v in (
+                ("lab", target.lab),
+                ("condition", target.condition),
+                ("timepoint", target.timepoint),
+            )
+            if v
+        }
         published = lakeio.published_ingests(lake=lake)
         previous = published.get(outcome.file_id)
         if previous and previous[1] == spec.TRANSFORM_VERSION and not force:
@@ -146,9 +202,13 @@ def stage_file(
             outcome.reason = f"content already published (ingest {previous[0]})"
             record(outcome, lake=lake)
             return outcome
-        decode = _decoder(path)
-        outcome.source_format, tables = decode(
-            path, target=target, file_id=outcome.file_id, ingest_id=outcome.ingest_id
+        outcome.source_format, tables = _decode(
+            path,
+            kind,
+            target=target,
+            file_id=outcome.file_id,
+            ingest_id=outcome.ingest_id,
+            plate_map=Path(plate_map) if plate_map else None,
         )
         stage = staging_dir(outcome.ingest_id, lake=lake)
         stage.mkdir(parents=True, exist_ok=True)
@@ -221,7 +281,7 @@ def commit_staged(outcome: Outcome | dict[str, Any], *, lake: str | None = None)
             lakeio.append_rows(name, rows, lake=lake)
         outcome.status = "published"
         record(outcome, lake=lake)  # the commit point
-        for name in spec.DATA_TABLES:
+        for name in tables:
             lakeio.prune_superseded(
                 name, file_id=outcome.file_id, keep_ingest_id=outcome.ingest_id, lake=lake
             )
@@ -281,6 +341,7 @@ def ingest_paths(
     lab: str | None = None,
     condition: str | None = None,
     timepoint: str | None = None,
+    plate_map: str | Path | None = None,
     force: bool = False,
     publish: bool = True,
     on_outcome: Callable[[Outcome], None] | None = None,
@@ -295,6 +356,7 @@ def ingest_paths(
             lab=lab,
             condition=condition,
             timepoint=timepoint,
+            plate_map=plate_map,
             force=force,
         )
         outcomes.append(outcome)

@@ -30,12 +30,30 @@ def sha256_file(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a file's rows go, and the free-text metadata that rides along."""
+    """Where a file's rows go, and the free-text metadata that rides along.
 
-    partition: spec.Partition
+    Partition values are validated when set; a plate recording may leave
+    ``condition``/``timepoint`` to its plate map (per well).
+    """
+
+    lab: str
+    condition: str | None = None
+    timepoint: str | None = None
     cell_id: str | None = None
     subject: str | None = None
     notes: str | None = None
+    source: str = ""
+
+    @property
+    def partition(self) -> spec.Partition:
+        """The file-level partition; :class:`SpecError` if incomplete."""
+        if not self.condition or not self.timepoint:
+            missing = [c for c in ("condition", "timepoint") if not getattr(self, c)]
+            raise SpecError(
+                f"{self.source}: no {', '.join(missing)}: place it under "
+                "<landing>/<lab>/<condition>/<timepoint>/, add a sidecar, or pass them explicitly"
+            )
+        return spec.Partition(self.lab, self.condition, self.timepoint)
 
 
 def read_sidecar(path: Path) -> dict[str, str]:
@@ -88,8 +106,12 @@ def resolve_target(
     lab: str | None = None,
     condition: str | None = None,
     timepoint: str | None = None,
+    require_all: bool = True,
 ) -> Target:
     """Partition and metadata of a file: landing path < sidecar < explicit values.
+
+    With ``require_all=False`` only ``lab`` is required (plate recordings take
+    condition and timepoint per well from their plate map).
 
     Raises
     ------
@@ -102,31 +124,33 @@ def resolve_target(
     values.update(read_sidecar(path))
     explicit = {"lab": lab, "condition": condition, "timepoint": timepoint}
     values.update({k: v for k, v in explicit.items() if v is not None})
-    missing = [c for c in spec.PARTITION_COLUMNS if not values.get(c)]
+    needed = spec.PARTITION_COLUMNS if require_all else ("lab",)
+    missing = [c for c in needed if not values.get(c)]
     if missing:
         raise SpecError(
             f"{path.name}: no {', '.join(missing)}: place it under "
             "<landing>/<lab>/<condition>/<timepoint>/, add a sidecar, or pass them explicitly"
         )
-    partition = spec.Partition.of(
-        values["lab"], values["condition"], values["timepoint"], source=path.name
-    )
+    checked = {
+        c: spec.validate_partition_value(c, values[c], source=path.name)
+        for c in spec.PARTITION_COLUMNS
+        if values.get(c)
+    }
     return Target(
-        partition=partition,
+        lab=checked["lab"],
+        condition=checked.get("condition"),
+        timepoint=checked.get("timepoint"),
         cell_id=values.get("cell_id"),
         subject=values.get("subject"),
         notes=values.get("notes"),
+        source=path.name,
     )
 
 
 def is_candidate(path: Path) -> bool:
     """A recording file (by suffix), not a sidecar, hidden or partial upload."""
     name = path.name
-    return (
-        path.is_file()
-        and not name.startswith(".")
-        and path.suffix.lower() in spec.RECORDING_SUFFIXES
-    )
+    return path.is_file() and not name.startswith(".") and spec.recording_kind(name) is not None
 
 
 def scan(

@@ -40,7 +40,11 @@ def with_provenance(
     }
     out = pa.table(front)
     for name in rows.column_names:
+        if name in out.column_names:  # a step's own params column: folded into ours
+            continue
         out = out.append_column(rows.schema.field(name), rows[name])
     for col, value in partition.as_dict().items():
-        out = out.append_column(pa.field(col, pa.string(), nullable=False), pa.array([value] * n))
+        out = out.append_column(
+            pa.field(col, pa.string(), nullable=False), pa.array([value] * n, pa.string())
+        )
     return out

@@ -30,8 +30,26 @@ PARTITION_COLUMNS: Final = ("lab", "condition", "timepoint")
 #: '..'), at most 64 characters. Nothing else can reach a path or a view.
 _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
-#: Files the landing-zone scanner treats as recordings, by suffix.
-RECORDING_SUFFIXES: Final = (".abf",)
+#: Files the landing-zone scanner treats as recordings, by suffix. AxIS
+#: spike-list exports are CSV (plain or gzipped) whose name contains
+#: ``spike_list`` (AxIS's default export name); other CSVs are plate maps.
+RECORDING_SUFFIXES: Final = (".abf", ".nwb", ".raw", ".spk", ".csv", ".gz")
+_SPIKE_LIST_NAME = re.compile(r"spike_?list.*\.csv(\.gz)?$", re.IGNORECASE)
+
+
+def recording_kind(name: str) -> str | None:
+    """What a landing file holds, from its name: ``abf``, ``nwb``, ``axion_raw``,
+    ``axion_spk``, ``spike_list``, or ``None`` (not a recording: plate maps,
+    sidecars, notes)."""
+    lower = name.lower()
+    if lower.endswith(SIDECAR_SUFFIX) or lower.startswith("."):
+        return None
+    if _SPIKE_LIST_NAME.search(lower):
+        return "spike_list"
+    suffix = lower.rsplit(".", 1)[-1] if "." in lower else ""
+    return {"abf": "abf", "nwb": "nwb", "raw": "axion_raw", "spk": "axion_spk"}.get(suffix)
+
+
 SIDECAR_SUFFIX: Final = ".meta.json"
 #: Sidecar keys a lab may set; anything else is an error, not silently dropped.
 SIDECAR_KEYS: Final = frozenset({"cell_id", "subject", "notes", "lab", "condition", "timepoint"})
@@ -41,7 +59,30 @@ ICEPHYS_RECORDINGS: Final = "icephys_recordings"
 ICEPHYS_SWEEPS: Final = "icephys_sweeps"
 INGEST_LOG: Final = "ingest_log"
 
-DATA_TABLES: Final = (ICEPHYS_RECORDINGS, ICEPHYS_SWEEPS)
+ICEPHYS_SPIKES: Final = "icephys_spikes"
+ICEPHYS_CELL_FEATURES: Final = "icephys_cell_features"
+MEA_RECORDINGS: Final = "mea_recordings"
+MEA_SPIKES: Final = "mea_spikes"
+MEA_ELECTRODE_METRICS: Final = "mea_electrode_metrics"
+MEA_WELL_METRICS: Final = "mea_well_metrics"
+MEA_BURSTS: Final = "mea_bursts"
+MEA_NETWORK_BURSTS: Final = "mea_network_bursts"
+
+ICEPHYS_TABLES: Final = (
+    ICEPHYS_RECORDINGS,
+    ICEPHYS_SWEEPS,
+    ICEPHYS_SPIKES,
+    ICEPHYS_CELL_FEATURES,
+)
+MEA_TABLES: Final = (
+    MEA_RECORDINGS,
+    MEA_SPIKES,
+    MEA_ELECTRODE_METRICS,
+    MEA_WELL_METRICS,
+    MEA_BURSTS,
+    MEA_NETWORK_BURSTS,
+)
+DATA_TABLES: Final = (*ICEPHYS_TABLES, *MEA_TABLES)
 ALL_TABLES: Final = (*DATA_TABLES, INGEST_LOG)
 
 INGEST_STATUSES: Final = ("published", "quarantined", "failed", "duplicate")
