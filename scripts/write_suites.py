@@ -47,8 +47,11 @@ def between(column: str, lo: float | None, hi: float | None, **kw) -> object:
 
 
 SUITES = {
+    # Suites validate a batch of many files at once: per-file rules are written
+    # as row-level expectations (uniqueness by file_id), so every failure can be
+    # attributed to the file whose rows broke it.
     "icephys_recordings": [
-        gxe.ExpectTableRowCountToEqual(value=1),
+        gxe.ExpectColumnValuesToBeUnique(column="file_id"),
         gxe.ExpectColumnValuesToBeBetween(
             column="sampling_rate_hz", min_value=0, strict_min=True, max_value=1_000_000
         ),
@@ -91,7 +94,7 @@ SUITES = {
         between("upstroke_mv_per_ms", 0, 2000),
     ],
     "icephys_cell_features": [
-        gxe.ExpectTableRowCountToBeBetween(min_value=0, max_value=1),
+        gxe.ExpectColumnValuesToBeUnique(column="file_id"),
         between("rheobase_pa", -100, 5000),
         between("input_resistance_mohm", 0, 5000),
         between("tau_ms", 0, 500),
@@ -99,9 +102,8 @@ SUITES = {
         between("fi_slope_hz_per_pa", 0, 10),
     ],
     "mea_recordings": [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, max_value=384),
         gxe.ExpectColumnValuesToMatchRegex(column="well", regex=WELL),
-        gxe.ExpectColumnValuesToBeUnique(column="well"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["file_id", "well"]),
         gxe.ExpectColumnValuesToBeBetween(
             column="duration_s", min_value=0, strict_min=True, max_value=7 * 86400
         ),

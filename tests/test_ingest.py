@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ABF_DIR
 from tests.helpers import land, query
 from transforms import lake as lakeio
-from transforms import spec
+from transforms import qc, spec
 from transforms.ingest import ingest_paths
 
 GOOD = ["171116sh_0018.abf", "File_axon_5.abf"]
@@ -89,7 +89,7 @@ def test_quarantine_keeps_bad_batch_out_and_others_publish(zone) -> None:
     log = query(lake, "SELECT status, reason FROM ingest_log WHERE file_id = ?", [bad.file_id])
     assert log[0][0] == "quarantined" and "v_baseline_mv" in log[0][1]
     assert any(Path(spec.quarantine_dir(bad.file_id, str(lake))).rglob("*.parquet"))
-    page = Path(bad.qc_pages["icephys_sweeps"])
+    page = qc.docs_dir(str(lake)) / bad.qc_pages["icephys_sweeps"]
     assert page.is_file() and "v_baseline_mv" in page.read_text()
 
 
@@ -141,3 +141,14 @@ def test_catalog_is_read_only_and_pinned(zone) -> None:
     ).fetchone()
     con.close()
     assert version >= 0
+
+
+def test_same_content_twice_in_one_batch_publishes_once(zone) -> None:
+    landing, lake = zone
+    a = land(landing, GOOD[1])
+    land(landing, GOOD[1], condition="KO", as_name="copy.abf")
+    summary = _ingest(landing, lake)
+    assert sorted(summary.counts().items()) == [("duplicate", 1), ("published", 1)]
+    assert query(lake, "SELECT count(*) FROM icephys_recordings")[0][0] == 1
+    assert lakeio.count_rows("icephys_sweeps", lake=str(lake)) == 9
+    assert a.exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms import lake as lakeio
@@ -49,6 +50,7 @@ class Outcome:
     partition: dict[str, str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     staging: str = ""
+    batch_id: str = ""
     qc_pages: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,15 +137,21 @@ def _log_row(outcome: Outcome, *, finished_at: datetime) -> dict[str, Any]:
         "timepoint": part.get("timepoint"),
         "transform_version": spec.TRANSFORM_VERSION,
         "rows_json": json.dumps(outcome.rows, sort_keys=True) if outcome.rows else None,
+        "batch_id": outcome.batch_id or None,
+        "qc_report": json.dumps(outcome.qc_pages, sort_keys=True) if outcome.qc_pages else None,
         "started_at": datetime.fromisoformat(outcome.started_at),
         "finished_at": finished_at,
     }
 
 
-def record(outcome: Outcome, *, lake: str | None = None) -> None:
-    """Append the outcome to ``ingest_log``."""
-    row = _log_row(outcome, finished_at=_now())
-    lakeio.append_log(pa.Table.from_pylist([row], schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
+def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
+    """Append outcomes to ``ingest_log`` in one commit."""
+    outcomes = [outcome] if isinstance(outcome, Outcome) else list(outcome)
+    if not outcomes:
+        return
+    now = _now()
+    rows = [_log_row(o, finished_at=now) for o in outcomes]
+    lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
 
 
 def stage_file(
@@ -232,74 +240,108 @@ def stage_file(
     return outcome
 
 
-def commit_staged(outcome: Outcome | dict[str, Any], *, lake: str | None = None) -> Outcome:
-    """Validate staged rows, then append them and record the commit point.
+def _as_outcome(o: Outcome | dict[str, Any]) -> Outcome:
+    return Outcome(**o) if isinstance(o, dict) else o
 
-    A batch that fails any suite is moved to ``<lake>/quarantine/<file_id>/``
-    and logged ``quarantined`` with the failed expectations; nothing of it
-    reaches the data tables.
+
+def commit_batch(
+    outcomes: Sequence[Outcome | dict[str, Any]], *, lake: str | None = None
+) -> list[Outcome]:
+    """Validate staged files together, then commit the passing ones at once.
+
+    Each table's rows of the whole batch are validated in one GX run; failures
+    are attributed to files through their ``file_id``. Files with a failure
+    are moved to ``<lake>/quarantine/<file_id>/`` and logged ``quarantined``
+    with the failed expectations; nothing of them reaches the data tables.
+    The others are appended with one commit per table; one ``ingest_log``
+    commit then publishes all of them (the commit point), and one delete per
+    table removes the rows of their superseded attempts.
     """
-    if isinstance(outcome, dict):
-        outcome = Outcome(**outcome)
-    if outcome.status != "staged":
-        return outcome
-    stage = Path(outcome.staging)
+    outs = [_as_outcome(o) for o in outcomes]
+    staged: list[Outcome] = []
+    seen: dict[str, Outcome] = {}
+    for o in outs:
+        if o.status != "staged":
+            continue
+        if o.file_id in seen:  # the same bytes twice in one batch: keep the first
+            o.status, o.reason = "duplicate", f"same content as {seen[o.file_id].file_name}"
+            shutil.rmtree(o.staging, ignore_errors=True)
+            o.staging = ""
+            record(o, lake=lake)
+            continue
+        seen[o.file_id] = o
+        staged.append(o)
+    if not staged:
+        return outs
+    batch_id = uuid.uuid4().hex
     run_time = _now().replace(microsecond=0).isoformat()
+    local = not spec.is_remote(spec.lake_root(lake))
     try:
-        tables = {name: pq.read_table(stage / f"{name}.parquet") for name in outcome.rows}
-        failures: list[str] = []
-        for name, rows in tables.items():
+        combined: dict[str, pa.Table] = {}
+        for name in dict.fromkeys(n for o in staged for n in o.rows):
+            parts = [
+                pq.read_table(Path(o.staging) / f"{name}.parquet") for o in staged if name in o.rows
+            ]
+            combined[name] = pa.concat_tables(parts, promote_options="permissive")
+        failures: dict[str, list[str]] = {}
+        pages: dict[str, str] = {}
+        for name, rows in combined.items():
             result = qc.validate(name, rows)
-            if not spec.is_remote(spec.lake_root(lake)):
-                qc.save_result(
-                    result,
-                    file_id=outcome.file_id,
-                    ingest_id=outcome.ingest_id,
-                    run_time=run_time,
-                    lake=lake,
-                )
-                page = qc.docs_page(
-                    name,
-                    file_id=outcome.file_id,
-                    ingest_id=outcome.ingest_id,
-                    run_time=run_time,
-                    lake=lake,
-                )
-                outcome.qc_pages[name] = str(page)
-            if not result.success:
-                failures.append(result.reason)
-        if failures:
-            quarantine = Path(spec.quarantine_dir(outcome.file_id, lake)) / outcome.ingest_id
+            if local:
+                qc.save_result(result, batch_id=batch_id, run_time=run_time, lake=lake)
+                page = qc.docs_page(name, batch_id=batch_id, run_time=run_time, lake=lake)
+                pages[name] = str(page.relative_to(qc.docs_dir(lake)))
+            for fid, lines in result.by_file.items():
+                failures.setdefault(fid, []).extend(f"{name}: {line}" for line in lines)
+            if result.unattributed:
+                # A table-level expectation failed: find the culprits file by file.
+                for o in staged:
+                    mine = rows.filter(pc.equal(rows["file_id"], o.file_id))
+                    alone = qc.validate(name, mine)
+                    if not alone.success:
+                        failures.setdefault(o.file_id, []).append(alone.reason)
+        for o in staged:
+            o.batch_id = batch_id
+            o.qc_pages = {n: p for n, p in pages.items() if n in o.rows}
+        bad = [o for o in staged if o.file_id in failures]
+        good = [o for o in staged if o.file_id not in failures]
+        for o in bad:
+            quarantine = Path(spec.quarantine_dir(o.file_id, lake)) / o.ingest_id
             quarantine.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(stage), str(quarantine))
-            outcome.status = "quarantined"
-            outcome.reason = " | ".join(failures)
-            outcome.staging = str(quarantine)
-            record(outcome, lake=lake)
-            return outcome
-        for name, rows in tables.items():
-            lakeio.append_rows(name, rows, lake=lake)
-        outcome.status = "published"
-        record(outcome, lake=lake)  # the commit point
-        for name in tables:
-            lakeio.prune_superseded(
-                name, file_id=outcome.file_id, keep_ingest_id=outcome.ingest_id, lake=lake
-            )
-        shutil.rmtree(stage, ignore_errors=True)
-        outcome.staging = ""
-        return outcome
+            shutil.move(o.staging, str(quarantine))
+            o.status, o.staging = "quarantined", str(quarantine)
+            o.reason = " | ".join(dict.fromkeys(failures[o.file_id]))
+        good_ids = pa.array([o.file_id for o in good], pa.string())
+        for name, rows in combined.items():
+            if good:
+                lakeio.append_rows(
+                    name, rows.filter(pc.is_in(rows["file_id"], good_ids)), lake=lake
+                )
+        for o in good:
+            o.status = "published"
+        record([*good, *bad], lake=lake)  # the commit point of every good file
+        keep = {o.file_id: o.ingest_id for o in good}
+        for name in combined:
+            lakeio.prune_superseded_many(name, keep=keep, lake=lake)
+        for o in good:
+            shutil.rmtree(o.staging, ignore_errors=True)
+            o.staging = ""
+        return outs
     except NeurocyteError as exc:
-        outcome.status, outcome.reason = "failed", str(exc)
+        reason = str(exc)
     except Exception as exc:
-        log.error(
-            "unexpected error committing %s (file_id=%s)\n%s",
-            outcome.file_name,
-            outcome.file_id,
-            traceback.format_exc(),
-        )
-        outcome.status, outcome.reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
-    record(outcome, lake=lake)
-    return outcome
+        log.error("unexpected error committing batch %s\n%s", batch_id, traceback.format_exc())
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    pending = [o for o in staged if o.status == "staged"]
+    for o in pending:
+        o.status, o.reason = "failed", reason
+    record(pending, lake=lake)
+    return outs
+
+
+def commit_staged(outcome: Outcome | dict[str, Any], *, lake: str | None = None) -> Outcome:
+    """Validate and commit one staged file (a batch of one)."""
+    return commit_batch([outcome], lake=lake)[0]
 
 
 def ingest_file(path: str | Path, *, lake: str | None = None, **kwargs: Any) -> Outcome:
@@ -344,24 +386,34 @@ def ingest_paths(
     plate_map: str | Path | None = None,
     force: bool = False,
     publish: bool = True,
+    batch_size: int = 50,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> IngestSummary:
-    """Ingest many files one by one, then publish the catalog and QC docs once."""
-    outcomes = []
-    for path in expand_paths(paths):
-        outcome = ingest_file(
-            path,
-            lake=lake,
-            landing=landing,
-            lab=lab,
-            condition=condition,
-            timepoint=timepoint,
-            plate_map=plate_map,
-            force=force,
-        )
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+    """Ingest many files in batches, then publish the catalog and QC docs once.
+
+    Each batch is staged file by file, validated together and committed with
+    one Delta commit per table (see :func:`commit_batch`).
+    """
+    outcomes: list[Outcome] = []
+    files = expand_paths(paths)
+    for start in range(0, len(files), batch_size):
+        staged = [
+            stage_file(
+                path,
+                lake=lake,
+                landing=landing,
+                lab=lab,
+                condition=condition,
+                timepoint=timepoint,
+                plate_map=plate_map,
+                force=force,
+            )
+            for path in files[start : start + batch_size]
+        ]
+        for outcome in commit_batch(staged, lake=lake):
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
     catalog = docs = ""
     if publish:
         from transforms.publish import publish as publish_catalog

@@ -47,6 +47,8 @@ INGEST_LOG_SCHEMA = pa.schema(
         pa.field("timepoint", pa.string()),
         pa.field("transform_version", pa.string(), nullable=False),
         pa.field("rows_json", pa.string()),
+        pa.field("batch_id", pa.string()),
+        pa.field("qc_report", pa.string()),
         pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
@@ -57,7 +59,20 @@ def storage_options(lake: str | None = None) -> dict[str, str] | None:
     """deltalake storage options for an object-store lake, from the environment.
 
     Credentials are never part of the code or of a URI: they come from the
-    standard ``AWS_*`` variables (or an Airflow connection exported into them).
+    standard ``AWS_*`` variables (an Airflow task exports its ``aws``
+    connection into them for the duration of the call).
+
+    Safe concurrent commits: S3 has no atomic rename, so delta-rs must either
+    put the next ``_delta_log`` entry conditionally (``If-None-Match``; MinIO,
+    R2, current AWS S3 and moto's server honour it) or take a DynamoDB lock.
+    The default is ``AWS_CONDITIONAL_PUT=etag``; set ``AWS_S3_LOCKING_PROVIDER
+    =dynamodb`` (and ``DELTA_DYNAMO_TABLE_NAME``) in the environment to use
+    the lock instead. Unsafe renames are never enabled here.
+
+    Returns
+    -------
+    dict or None
+        ``None`` for a local lake.
     """
     root = spec.lake_root(lake)
     if not spec.is_remote(root):
@@ -69,15 +84,16 @@ def storage_options(lake: str | None = None) -> dict[str, str] | None:
         "AWS_REGION",
         "AWS_ENDPOINT_URL",
         "AWS_ALLOW_HTTP",
+        "AWS_CONDITIONAL_PUT",
+        "AWS_S3_LOCKING_PROVIDER",
+        "DELTA_DYNAMO_TABLE_NAME",
     )
     opts = {k: os.environ[k] for k in keys if os.environ.get(k)}
-    opts.setdefault("AWS_REGION", "us-east-1")
-    endpoint = opts.get("AWS_ENDPOINT_URL", "")
-    if endpoint.startswith("http://"):
+    opts.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         opts["AWS_ALLOW_HTTP"] = "true"
-    # S3 has no atomic put-if-absent on old stores; delta-rs needs this flag to
-    # use conditional puts, which MinIO and current S3 support.
-    opts.setdefault("AWS_CONDITIONAL_PUT", "etag")
+    if opts.get("AWS_S3_LOCKING_PROVIDER") != "dynamodb":
+        opts.setdefault("AWS_CONDITIONAL_PUT", "etag")
     return opts
 
 
@@ -258,3 +274,30 @@ def count_rows(
 
 
 Mode = Literal["error", "overwrite"]
+
+
+def prune_superseded_many(
+    table: str,
+    *,
+    keep: dict[str, str],
+    lake: str | None = None,
+) -> int:
+    """One commit deleting, for every ``file_id`` in ``keep``, rows of other attempts.
+
+    ``keep`` maps file_id -> the ingest_id whose rows stay. The predicate is
+    built only from validated hex identifiers.
+    """
+    from deltalake import DeltaTable
+
+    if not keep or not table_exists(table, lake=lake):
+        return 0
+    files = ", ".join(f"'{_check_id('file_id', f)}'" for f in keep)
+    ingests = ", ".join(f"'{_check_id('ingest_id', i)}'" for i in keep.values())
+    predicate = f"file_id IN ({files}) AND ingest_id NOT IN ({ingests})"
+
+    def commit() -> int:
+        dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+        metrics = dt.delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    return _retry(commit, what=f"prune {table}")

@@ -71,16 +71,33 @@ def _batch_definition() -> Any:
 
 @dataclass(frozen=True)
 class QCResult:
-    """Outcome of validating one table's batch for one file."""
+    """Outcome of validating one table's batch (one or many files).
+
+    Attributes
+    ----------
+    failures
+        One readable line per failed expectation.
+    by_file
+        file_id -> the failure lines whose unexpected rows belong to it.
+    unattributed
+        Failure lines that no row carries (table-level expectations).
+    """
 
     table: str
     success: bool
     failures: tuple[str, ...] = ()
+    by_file: dict[str, list[str]] = field(default_factory=dict)
+    unattributed: tuple[str, ...] = ()
     result: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def reason(self) -> str:
         return "; ".join(f"{self.table}: {f}" for f in self.failures)
+
+
+#: Kept per failed expectation in a stored result (the Data Docs page); the
+#: attribution to files uses the full list before trimming.
+_MAX_LISTED = 50
 
 
 def _describe_failure(res: dict[str, Any]) -> str:
@@ -99,7 +116,7 @@ def _describe_failure(res: dict[str, Any]) -> str:
     return f"{cfg.get('type')}({args}){detail}"
 
 
-def validate(table: str, rows: pa.Table) -> QCResult:
+def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QCResult:
     """Validate a batch against the table's suite.
 
     Parameters
@@ -107,22 +124,51 @@ def validate(table: str, rows: pa.Table) -> QCResult:
     table
         A table name with a suite in ``expectations/``.
     rows
-        The batch, exactly as it would be written.
+        The batch, exactly as it would be written (rows of one or many files).
+    index_column
+        Column reported with every unexpected row, to attribute failures to files.
 
     Returns
     -------
     QCResult
-        ``success`` and one readable line per failed expectation.
+        ``success``, one readable line per failed expectation, and which
+        files each failure belongs to.
     """
     suite = load_suite(table)
     df = rows.to_pandas()
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite, result_format="SUMMARY").to_json_dict()
-    failures = tuple(
-        _describe_failure(r) for r in result.get("results", []) if not r.get("success", False)
-    )
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]}
+    result = batch.validate(suite, result_format=fmt).to_json_dict()
+    failures: list[str] = []
+    by_file: dict[str, list[str]] = {}
+    unattributed: list[str] = []
+    for res in result.get("results", []):
+        if res.get("success", False):
+            continue
+        line = _describe_failure(res)
+        failures.append(line)
+        out = res.get("result", {}) or {}
+        owners = {
+            row.get(index_column)
+            for row in out.get("unexpected_index_list") or []
+            if isinstance(row, dict)
+        }
+        owners.discard(None)
+        if not owners:
+            unattributed.append(line)
+        for owner in owners:
+            by_file.setdefault(str(owner), []).append(line)
+        for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_index_list"):
+            if isinstance(out.get(key), list):
+                out[key] = out[key][:_MAX_LISTED]
+        out.pop("unexpected_index_query", None)
     return QCResult(
-        table=table, success=bool(result.get("success")), failures=failures, result=result
+        table=table,
+        success=bool(result.get("success")),
+        failures=tuple(failures),
+        by_file=by_file,
+        unattributed=tuple(unattributed),
+        result=result,
     )
 
 
@@ -133,13 +179,11 @@ def results_dir(lake: str | None = None) -> Path:
     return Path(root) / "results"
 
 
-def save_result(
-    qc: QCResult, *, file_id: str, ingest_id: str, run_time: str, lake: str | None = None
-) -> Path:
-    """Persist a validation result for the Data Docs builder."""
-    out = results_dir(lake) / qc.table / f"{file_id}__{ingest_id}.json"
+def save_result(qc: QCResult, *, batch_id: str, run_time: str, lake: str | None = None) -> Path:
+    """Persist a batch's validation result for the Data Docs builder."""
+    out = results_dir(lake) / qc.table / f"{batch_id}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"file_id": file_id, "ingest_id": ingest_id, "run_time": run_time, "result": qc.result}
+    doc = {"batch_id": batch_id, "run_time": run_time, "result": qc.result}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
     tmp.replace(out)
@@ -150,14 +194,12 @@ def docs_dir(lake: str | None = None) -> Path:
     return Path(spec.qc_dir(lake)) / "docs"
 
 
-def docs_page(
-    table: str, *, file_id: str, ingest_id: str, run_time: str, lake: str | None = None
-) -> Path:
-    """Where the Data Docs page of one batch lives (GX's own layout)."""
+def docs_page(table: str, *, batch_id: str, run_time: str, lake: str | None = None) -> Path:
+    """Where the Data Docs page of one validated batch lives (GX's own layout)."""
     from datetime import datetime
 
     stamp = datetime.fromisoformat(run_time).strftime("%Y%m%dT%H%M%S.%fZ")
-    return docs_dir(lake) / "validations" / table / ingest_id / stamp / f"{file_id}.html"
+    return docs_dir(lake) / "validations" / table / batch_id / stamp / f"{batch_id}.html"
 
 
 def build_data_docs(*, lake: str | None = None) -> Path:
@@ -196,19 +238,13 @@ def build_data_docs(*, lake: str | None = None) -> Path:
     for path in sorted(rdir.glob("*/*.json")) if rdir.is_dir() else []:
         doc = json.loads(path.read_text(encoding="utf-8"))
         table = path.parent.name
-        page = docs_page(
-            table,
-            file_id=doc["file_id"],
-            ingest_id=doc["ingest_id"],
-            run_time=doc["run_time"],
-            lake=lake,
-        )
+        page = docs_page(table, batch_id=doc["batch_id"], run_time=doc["run_time"], lake=lake)
         if page.exists():
             continue
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=table),
-            run_id=RunIdentifier(run_name=doc["ingest_id"], run_time=doc["run_time"]),
-            batch_identifier=doc["file_id"],
+            run_id=RunIdentifier(run_name=doc["batch_id"], run_time=doc["run_time"]),
+            batch_identifier=doc["batch_id"],
         )
         ctx.validation_results_store.set(key, ExpectationSuiteValidationResult(**doc["result"]))
         new_keys.append(key)
