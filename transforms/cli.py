@@ -117,6 +117,14 @@ def _interactive(con) -> int:
         buf = ""
 
 
+def cmd_export_nwb(args: argparse.Namespace) -> int:
+    from transforms.exporting import export_recording_nwb
+
+    out = export_recording_nwb(args.file_id, args.out, lake=args.lake)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from transforms.demo.generate import generate_demo
 
@@ -172,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactive", "-i", action="store_true")
     _lake_arg(p)
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("export-nwb", help="write a published recording + features as NWB")
+    p.add_argument("file_id", help="file_id (or a unique prefix of at least 8 hex digits)")
+    p.add_argument("out", help="output .nwb path")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_export_nwb)
 
     for name, func, text in (
         ("demo-data", cmd_demo_data, "write simulated ABF recordings into the landing zone"),
