@@ -31,16 +31,16 @@ demo: sync
 	$(DEMO_ENV) $(RUN) python scripts/run_dag.py neurocyte_ingest --conf '{"settle_s": 0, "max_wait_s": 0}'
 	@echo
 	@echo "== published icephys_sweeps (first rows) =="
-	$(DEMO_ENV) $(RUN) neurocyte sql "SELECT r.cell_id, s.condition, s.timepoint, s.sweep_number, \
+	@$(DEMO_ENV) $(RUN) neurocyte sql "SELECT r.cell_id, s.condition, s.timepoint, s.sweep_number, \
 		s.stim_amp_pa, round(s.v_baseline_mv, 1) AS v_baseline_mv, s.spike_count \
 		FROM icephys_sweeps s JOIN icephys_recordings r USING (file_id) \
 		ORDER BY r.cell_id, s.sweep_number LIMIT 14"
-	@echo "== spikes at +160 pA by condition and age =="
-	$(DEMO_ENV) $(RUN) neurocyte sql "SELECT condition, timepoint, count(*) AS sweeps, \
+	@echo "== spikes at +160 pA by condition and age (KO cells are hyperexcitable) =="
+	@$(DEMO_ENV) $(RUN) neurocyte sql "SELECT condition, timepoint, count(*) AS sweeps, \
 		round(avg(spike_count), 1) AS mean_spikes FROM icephys_sweeps WHERE stim_amp_pa = 160 \
 		GROUP BY ALL ORDER BY ALL"
 	@echo "== ingest_log =="
-	$(DEMO_ENV) $(RUN) neurocyte sql "SELECT file_name, status, left(coalesce(reason, ''), 90) AS reason \
+	@$(DEMO_ENV) $(RUN) neurocyte sql "SELECT file_name, status, left(coalesce(reason, ''), 90) AS reason \
 		FROM ingest_log ORDER BY file_name"
 	@echo
 	@echo "catalog:  $(DEMO_DIR)/lake/catalog.duckdb   (duckdb -readonly $(DEMO_DIR)/lake/catalog.duckdb)"

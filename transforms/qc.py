@@ -102,7 +102,8 @@ _MAX_LISTED = 50
 
 def _describe_failure(res: dict[str, Any]) -> str:
     cfg = res.get("expectation_config", {})
-    kwargs = {k: v for k, v in cfg.get("kwargs", {}).items() if k != "batch_id"}
+    skip = {"batch_id", "row_condition", "condition_parser"}
+    kwargs = {k: v for k, v in cfg.get("kwargs", {}).items() if k not in skip}
     out = res.get("result", {}) or {}
     detail = ""
     if out.get("unexpected_count") is not None:
