@@ -1,6 +1,8 @@
-"""Benchmark: per-cell feature extraction on 171116sh_0018.abf (decoding excluded).
+"""Benchmark: per-cell feature extraction on 171116sh_0018.abf.
 
-Prints the median and p90 of ``extract_features`` (default parameters), the
+Prints the median and p90 of ``extract_features`` (default parameters, so
+sweep QC passes and the cell features, tau fits included, are computed), the
+median of decoding (``read_abf``) and of decode + features per cell, the
 ratio to IPFX 2.1.2's time on the same file (``ipfx_seconds`` in the reference
 JSON) and the ratio to a naive baseline measured in the same run: the IPFX
 approach of filtering each whole sweep separately and looping over spikes in
@@ -81,11 +83,18 @@ def main() -> None:
     rec = read_abf(ABF / FILE)
     extract_features(rec)  # warm-up: imports, filter design cache
     fast = timed(lambda: extract_features(rec), 40)
+    decode = timed(lambda: read_abf(ABF / FILE), 15)
+    both = timed(lambda: extract_features(read_abf(ABF / FILE)), 15)
     naive = timed(lambda: naive_spikes(rec), 3)
     med, p90 = float(np.median(fast)), float(np.percentile(fast, 90))
     print(f"file: {FILE} ({len(rec.sweeps)} sweeps, {rec.sweeps[0].n_samples} samples each)")
     print(
         f"extract_features median: {med * 1e3:.2f} ms  p90: {p90 * 1e3:.2f} ms  (target <= 20 ms)"
+    )
+    print(f"read_abf (decode) median: {float(np.median(decode)) * 1e3:.2f} ms")
+    print(
+        f"decode + features per cell median: {float(np.median(both)) * 1e3:.2f} ms"
+        f"  p90: {float(np.percentile(both, 90)) * 1e3:.2f} ms"
     )
     print(f"IPFX 2.1.2 reference: {ipfx_s * 1e3:.0f} ms  -> speed-up x{ipfx_s / med:.1f}")
     naive_med = float(np.median(naive))

@@ -103,3 +103,118 @@ def test_ingest_dag_end_to_end_on_real_files(
     dagrun = dag.test(run_conf={"settle_s": 0, "max_wait_s": 0})
     assert str(dagrun.state) in {"success", "skipped"}
     assert query(lake, "SELECT count(*) FROM icephys_sweeps")[0][0] == 34
+
+
+def test_nightly_dag_schedule_and_batching(dagbag) -> None:
+    nightly = dagbag.get_dag("neurocyte_nightly")
+    assert nightly is not None
+    assert nightly.timetable.expression == "0 2 * * *"
+    ingest = dagbag.get_dag("neurocyte_ingest")
+    assert "batch_size" in ingest.params
+    for dag in (ingest, nightly):
+        for t in dag.tasks:
+            assert t.on_failure_callback, f"{dag.dag_id}.{t.task_id} has no failure alert"
+    sensor = ingest.get_task("wait_for_s3")
+    assert sensor.deferrable and sensor.task_type == "S3KeysUnchangedSensor"
+    assert ingest.get_task("wait_for_files").mode == "reschedule"
+
+
+def test_failure_alert_is_structured_and_posted(monkeypatch, caplog) -> None:
+    """The on_failure_callback logs one JSON alert and POSTs it to the webhook."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(REPO_ROOT / "dags"))
+    import neurocyte_ops
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    monkeypatch.setenv("NEUROCYTE_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    ti = SimpleNamespace(
+        dag_id="neurocyte_ingest", task_id="extract", run_id="r1", map_index=3, try_number=4
+    )
+    with caplog.at_level("ERROR", logger="neurocyte.tasks"):
+        neurocyte_ops.alert_on_failure({"ti": ti, "exception": OSError("S3 unreachable")})
+    thread.join(timeout=10)
+    server.server_close()
+    assert received == [
+        {
+            "event": "neurocyte.task_failed",
+            "dag_id": "neurocyte_ingest",
+            "task_id": "extract",
+            "run_id": "r1",
+            "map_index": 3,
+            "try_number": 4,
+            "error": "OSError: S3 unreachable",
+        }
+    ]
+    assert any(r.getMessage().startswith("ALERT {") for r in caplog.records)
+
+
+def test_docker_compose_is_consistent() -> None:
+    """YAML loads; every command exists; no literal secrets; every ${VAR} is templated."""
+    import re
+    import subprocess
+
+    import yaml
+
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    doc = yaml.safe_load(text)
+    example = (REPO_ROOT / ".env.example").read_text()
+    declared = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.M))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", text))
+    assert used <= declared, f"not in .env.example: {sorted(used - declared)}"
+    # .env.example holds no secret values (only names, buckets and roles)
+    for line in example.splitlines():
+        key, _, value = line.partition("=")
+        if any(w in key for w in ("PASSWORD", "SECRET", "KEY")):
+            assert value == "", f".env.example sets {key}"
+    airflow_cmds = subprocess.run(
+        [sys.executable, "-m", "airflow", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    services = doc["services"]
+    for name in (
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+    ):
+        assert name in services, name
+        sub = services[name]["command"].split()[0]
+        assert re.search(rf"^\s+{re.escape(sub)}\s", airflow_cmds, re.M), f"{name}: airflow {sub}"
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for key, value in env.items():
+        secret = any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "JWT"))
+        if secret and not key.endswith("_FILE"):
+            assert str(value).startswith("${"), f"literal secret in {key}"
+        for match in re.finditer(r"://([^:/@\s]+):([^@\s]+)@", str(value)):
+            assert match.group(2).startswith("${"), f"literal password in {key}"
+    for key in (
+        "NEUROCYTE_AWS_CONN_ID",
+        "NEUROCYTE_LANDING",
+        "NEUROCYTE_LAKE",
+        "NEUROCYTE_CATALOG",
+    ):
+        assert key in env, key
+    conn = env["AIRFLOW_CONN_" + env["NEUROCYTE_AWS_CONN_ID"].upper()]
+    assert '"conn_type": "aws"' in conn and "endpoint_url" in conn
+    assert "${MINIO_ROOT_PASSWORD" in conn
+    assert "redis-server" in " ".join(services["redis"]["command"])
+    assert "--requirepass" in services["redis"]["command"]

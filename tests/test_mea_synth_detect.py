@@ -124,8 +124,10 @@ def test_recall_precision_snr5(plate_snr5) -> None:  # type: ignore[no-untyped-d
     assert set(noise) == set(raw.electrodes)
 
 
-@pytest.mark.parametrize("snr", [8.0, 12.0])
+@pytest.mark.parametrize("snr", [8.0, 12.0, 20.0, 40.0])
 def test_recall_precision_higher_snr(tmp_path: Path, snr: float) -> None:
+    # At SNR 20 and 40 the band-pass ringing after each trough crosses the threshold
+    # ~1.5 ms later; the ripple rule must reject it without losing burst spikes.
     plate = generate_plate(
         tmp_path, n_wells=48, duration_s=6.0, snr=snr, seed=int(snr), write_spk=False
     )
@@ -172,6 +174,27 @@ def test_dead_time_and_polarity_on_a_hand_built_trace() -> None:
     short = times(DetectionParams(dead_time_ms=0.3), "A1_11")
     assert short[:2] == pytest.approx([0.5, 0.5006], abs=2e-4)
     assert times(DetectionParams(polarity="positive"), "A1_21") == pytest.approx([0.8], abs=2e-4)
+
+
+def test_ripple_rule_drops_filter_ringing_only() -> None:
+    fs = 12500.0
+    x = np.random.default_rng(1).normal(0, 1.0, (50000, 1)).astype(np.float32)
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 1.8) ** 2)
+    # a 300 µV trough followed 1.6 ms later by a 40 µV one (a ripple-sized event), then
+    # two equal troughs 2.5 ms apart (a burst), all far above a 6-sigma threshold
+    for s, depth in ((10000, 300), (10020, 40), (30000, 100), (30031, 100)):
+        x[s - 6 : s + 7, 0] -= depth * kernel
+
+    def times(params: DetectionParams) -> list[float]:
+        t = detect_spikes(x, sampling_rate_hz=fs, electrodes=["A1_11"], params=params)
+        return t["time_s"].to_pylist()
+
+    assert times(DetectionParams()) == pytest.approx([0.8, 2.4, 2.40248], abs=2e-4)
+    # without the rule the small event and ringing after the burst are spikes too
+    off = times(DetectionParams(ripple_ratio=0.0))
+    assert off[:4] == pytest.approx([0.8, 0.8016, 2.4, 2.40248], abs=2e-4) and len(off) >= 4
+    with pytest.raises(SpecError):
+        DetectionParams(ripple_ratio=1.5)
 
 
 def test_spikes_table_and_params_validation() -> None:

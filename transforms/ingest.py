@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -23,10 +22,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from transforms import lake as lakeio
-from transforms import qc, spec
+from transforms import qc, spec, storage
 from transforms.errors import NeurocyteError, SpecError
 from transforms.landing import Target, resolve_target, sha256_file
 
@@ -61,11 +59,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def staging_dir(ingest_id: str, *, lake: str | None = None) -> Path:
-    root = spec.lake_root(lake)
-    if spec.is_remote(root):
-        raise SpecError("staging needs a local lake path")
-    return Path(root) / "_staging" / ingest_id
+def staging_dir(ingest_id: str, *, lake: str | None = None) -> str:
+    """``<lake>/_staging/<ingest_id>``: a local path or an ``s3://`` URI.
+
+    Staging lives with the lake so the extract and commit tasks may run on
+    different workers.
+    """
+    return storage.join(spec.lake_root(lake), "_staging", lakeio._check_id("ingest_id", ingest_id))
 
 
 def recording_kind(path: Path) -> str:
@@ -164,17 +164,20 @@ def stage_file(
     timepoint: str | None = None,
     plate_map: str | Path | None = None,
     force: bool = False,
+    source_uri: str | None = None,
 ) -> Outcome:
     """Decode and extract features; stage the rows as Parquet for the gate.
 
     Terminal outcomes (``failed``, ``duplicate``) are recorded in
     ``ingest_log`` here; a ``staged`` outcome is recorded by
-    :func:`commit_staged`. Never raises for bad input.
+    :func:`commit_staged`. Never raises for bad input. ``source_uri`` is the
+    file's landing-zone address to record when ``path`` is a local copy of it
+    (an object fetched from S3).
     """
     path = Path(path)
     started = _now()
     outcome = Outcome(
-        source_path=str(path.resolve()) if path.exists() else str(path),
+        source_path=source_uri or (str(path.resolve()) if path.exists() else str(path)),
         file_name=path.name,
         file_id="",
         ingest_id=uuid.uuid4().hex,
@@ -219,13 +222,14 @@ def stage_file(
             plate_map=Path(plate_map) if plate_map else None,
         )
         stage = staging_dir(outcome.ingest_id, lake=lake)
-        stage.mkdir(parents=True, exist_ok=True)
         for name, rows in tables.items():
-            pq.write_table(rows, stage / f"{name}.parquet")
+            storage.write_parquet(rows, storage.join(stage, f"{name}.parquet"))
             outcome.rows[name] = rows.num_rows
-        outcome.staging = str(stage)
+        outcome.staging = stage
         outcome.status = "staged"
-        (stage / "outcome.json").write_text(json.dumps(outcome.as_dict()), encoding="utf-8")
+        storage.write_bytes(
+            storage.join(stage, "outcome.json"), json.dumps(outcome.as_dict()).encode()
+        )
         return outcome
     except NeurocyteError as exc:
         outcome.reason = str(exc)
@@ -265,7 +269,7 @@ def commit_batch(
             continue
         if o.file_id in seen:  # the same bytes twice in one batch: keep the first
             o.status, o.reason = "duplicate", f"same content as {seen[o.file_id].file_name}"
-            shutil.rmtree(o.staging, ignore_errors=True)
+            storage.remove_tree(o.staging)
             o.staging = ""
             record(o, lake=lake)
             continue
@@ -280,7 +284,9 @@ def commit_batch(
         combined: dict[str, pa.Table] = {}
         for name in dict.fromkeys(n for o in staged for n in o.rows):
             parts = [
-                pq.read_table(Path(o.staging) / f"{name}.parquet") for o in staged if name in o.rows
+                storage.read_parquet(storage.join(o.staging, f"{name}.parquet"))
+                for o in staged
+                if name in o.rows
             ]
             combined[name] = pa.concat_tables(parts, promote_options="permissive")
         failures: dict[str, list[str]] = {}
@@ -306,10 +312,9 @@ def commit_batch(
         bad = [o for o in staged if o.file_id in failures]
         good = [o for o in staged if o.file_id not in failures]
         for o in bad:
-            quarantine = Path(spec.quarantine_dir(o.file_id, lake)) / o.ingest_id
-            quarantine.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(o.staging, str(quarantine))
-            o.status, o.staging = "quarantined", str(quarantine)
+            quarantine = storage.join(spec.quarantine_dir(o.file_id, lake), o.ingest_id)
+            storage.move_tree(o.staging, quarantine)
+            o.status, o.staging = "quarantined", quarantine
             o.reason = " | ".join(dict.fromkeys(failures[o.file_id]))
         good_ids = pa.array([o.file_id for o in good], pa.string())
         for name, rows in combined.items():
@@ -324,7 +329,7 @@ def commit_batch(
         for name in combined:
             lakeio.prune_superseded_many(name, keep=keep, lake=lake)
         for o in good:
-            shutil.rmtree(o.staging, ignore_errors=True)
+            storage.remove_tree(o.staging)
             o.staging = ""
         return outs
     except NeurocyteError as exc:

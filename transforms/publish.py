@@ -96,17 +96,27 @@ class PublishResult:
 
 
 def publish(*, lake: str | None = None) -> PublishResult:
-    """(Re)create ``<lake>/catalog.duckdb`` with one view per published table.
+    """(Re)create the catalog (``<lake>/catalog.duckdb`` or ``$NEUROCYTE_CATALOG``).
+
+    One view per published table. For an ``s3://`` lake the views read the
+    snapshot's Parquet objects through DuckDB's ``httpfs`` extension, which
+    must be installed (it is never downloaded here); readers configure their
+    own S3 credentials (``CREATE SECRET``), the catalog holds none.
 
     The new catalog is written beside the old one and renamed over it, so a
     reader never opens a half-built catalog.
     """
     import duckdb
 
+    from transforms import storage
+
     root = spec.lake_root(lake)
+    # A remote lake's catalog is a local file ($NEUROCYTE_CATALOG) whose views
+    # read s3:// Parquet through DuckDB's httpfs extension: checked first, so
+    # a host without it gets a clear CatalogUnavailable and no partial file.
+    target = Path(storage.catalog_path(lake))
     if spec.is_remote(root):
-        raise LakeError("the DuckDB catalog file is published into a local lake only")
-    target = Path(spec.catalog_path(lake))
+        storage.require_httpfs(duckdb.connect())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -114,6 +124,8 @@ def publish(*, lake: str | None = None) -> PublishResult:
     files: dict[str, int] = {}
     con = duckdb.connect(str(tmp))
     try:
+        if spec.is_remote(root):
+            storage.require_httpfs(con)
         for name in VIEW_ORDER:
             statement, version, n_files = render_view(name, lake=lake)
             con.execute(statement)
@@ -138,7 +150,9 @@ def connect(*, lake: str | None = None, read_only: bool = True):
     """Open the published catalog (read-only by default, as analysts should)."""
     import duckdb
 
-    path = Path(spec.catalog_path(lake))
+    from transforms import storage
+
+    path = Path(storage.catalog_path(lake))
     if not path.is_file():
         raise LakeError(f"no catalog at {path}: run `neurocyte publish` (or an ingest) first")
     return duckdb.connect(str(path), read_only=read_only)

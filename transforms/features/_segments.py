@@ -12,6 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: An element-wise test: ``cond(values)`` or ``cond(values, thresholds)`` giving
+#: booleans. Numpy comparison ufuncs (``np.less_equal``) have overloaded call
+#: signatures that no precise ``Callable`` spells, hence the ellipsis.
+Comparison = Callable[..., np.ndarray]
+
 #: Samples examined at once by the short-range searches before falling back
 #: to an exact per-segment scan.
 _PROBE = 96
@@ -20,28 +25,27 @@ _PROBE = 96
 def seg_argext(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, largest: bool) -> np.ndarray:
     """Index of the first maximum (``largest``) or minimum of ``x[s:e]`` per segment.
 
-    Empty segments give -1, as do segments that are all NaN.
+    Empty segments give -1, as do segments that are all NaN. The extreme
+    value comes from one ``reduceat`` over ``x`` itself (no gathered copy of
+    the segments, which can span whole sweeps); its position from the
+    probe-then-scan search of :func:`first_where`, since peaks sit a few
+    samples after their segment's start.
     """
     starts = np.asarray(starts, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
     out = np.full(starts.shape, -1, dtype=np.int64)
-    lens = ends - starts
-    ok = lens > 0
+    ok = ends > starts
     if not ok.any():
         return out
-    s, ln = starts[ok], lens[ok]
-    offsets = np.cumsum(ln) - ln
-    seg_id = np.repeat(np.arange(s.size), ln)
-    pos = np.arange(int(ln.sum()), dtype=np.int64) + np.repeat(s - offsets, ln)
-    xs = x[pos]
+    s, e = starts[ok], ends[ok]
     ufunc = np.fmax if largest else np.fmin  # ignore NaN like a finite search would
-    ext = ufunc.reduceat(xs, offsets)
-    hit = np.flatnonzero(xs == ext[seg_id])
-    sid = seg_id[hit]
-    first = np.r_[True, sid[1:] != sid[:-1]] if sid.size else np.zeros(0, dtype=bool)
-    res = np.full(s.size, -1, dtype=np.int64)
-    res[sid[first]] = pos[hit[first]]
-    out[ok] = res
+    xr = x if e.max() < x.size else np.append(x, np.nan)  # reduceat needs in-range indices
+    idx = np.empty(2 * s.size, dtype=np.int64)
+    idx[0::2] = s
+    idx[1::2] = e
+    ext = ufunc.reduceat(xr, idx)[0::2]
+    # NaN (all-NaN segment) never compares equal: -1, as documented
+    out[ok] = first_where(x, s, e, np.equal, thresholds=ext)
     return out
 
 
@@ -67,7 +71,7 @@ def first_where(
     x: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
-    cond: Callable[[np.ndarray], np.ndarray],
+    cond: Comparison,
     *,
     thresholds: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -85,7 +89,7 @@ def last_where(
     x: np.ndarray,
     lows: np.ndarray,
     highs: np.ndarray,
-    cond: Callable[[np.ndarray], np.ndarray],
+    cond: Comparison,
     *,
     thresholds: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -97,7 +101,7 @@ def _search(
     x: np.ndarray,
     origin: np.ndarray,
     limit: np.ndarray,
-    cond: Callable[..., np.ndarray],
+    cond: Comparison,
     thresholds: np.ndarray | None,
     *,
     backward: bool,

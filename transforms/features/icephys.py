@@ -31,13 +31,25 @@ from transforms.features.filters import bessel_cutoff_khz, dvdt_mv_per_ms
 from transforms.features.spike_train import train_features
 from transforms.features.spikes import SpikeBlock, SpikeParams, detect_block
 from transforms.features.stimulus import Stimulus, StimulusParams, describe_stimulus
-from transforms.features.sweep_qc import SweepQCParams, sweep_qc
+from transforms.features.sweep_qc import (
+    SweepQCParams,
+    qc_profile,
+    sweep_qc,
+    sweep_qc_block,
+    with_overrides,
+)
 from transforms.model import IcephysRecording, Sweep
 
 
 @dataclass(frozen=True)
 class IcephysParams:
-    """Every parameter of feature extraction, with IPFX's defaults."""
+    """Every parameter of feature extraction, with IPFX's defaults.
+
+    Exceptions to IPFX's defaults: ``stim_window`` (see :mod:`.stimulus`) and
+    the sweep QC thresholds, which default to the ``"neurocyte"`` profile
+    (``qc_profile="ipfx"`` restores IPFX's; see
+    :func:`~transforms.features.sweep_qc.qc_profile`).
+    """
 
     # stimulus recognition
     stim_window: str = "first_epoch"
@@ -73,18 +85,29 @@ class IcephysParams:
     subthresh_min_amp_pa: float = -100.0
     hero_min_offset_pa: float = 39.0
     hero_max_offset_pa: float = 61.0
-    # sweep QC (IPFX Ephys QC Criteria v1.1)
-    pre_noise_rms_mv_max: float = 0.07
-    post_noise_rms_mv_max: float = 0.07
-    slow_noise_rms_mv_max: float = 0.5
-    vm_delta_mv_max: float = 1.0
+    # sweep QC: IPFX's criteria, thresholds from a named profile (see
+    # sweep_qc.qc_profile: "neurocyte" for pClamp rigs, "ipfx" for IPFX's own);
+    # a threshold given here overrides the profile's.
+    qc_profile: str = "neurocyte"
+    pre_noise_rms_mv_max: float | None = None
+    post_noise_rms_mv_max: float | None = None
+    slow_noise_rms_mv_max: float | None = None
+    vm_delta_mv_max: float | None = None
     qc_gates_cell: bool = True
 
     def __post_init__(self) -> None:
         self.stimulus_params()  # validates the window mode
+        self.qc_params()  # validates the QC profile name
 
     def as_dict(self) -> dict[str, float | str | int]:
-        return {k: (int(v) if isinstance(v, bool) else v) for k, v in asdict(self).items()}
+        """Flat, storable parameters, with the QC thresholds actually applied."""
+        out: dict[str, float | str | int] = {
+            k: (int(v) if isinstance(v, bool) else v)
+            for k, v in asdict(self).items()
+            if v is not None
+        }
+        out.update(self.qc_params().as_dict())
+        return out
 
     def stimulus_params(self) -> StimulusParams:
         return StimulusParams(
@@ -120,7 +143,8 @@ class IcephysParams:
         )
 
     def qc_params(self) -> SweepQCParams:
-        return SweepQCParams(
+        return with_overrides(
+            qc_profile(self.qc_profile),
             pre_noise_rms_mv_max=self.pre_noise_rms_mv_max,
             post_noise_rms_mv_max=self.post_noise_rms_mv_max,
             slow_noise_rms_mv_max=self.slow_noise_rms_mv_max,
@@ -232,6 +256,7 @@ class _Plan:
     det_end: int | None = None  # IPFX end_index (inclusive end sample of the window)
     cutoff_khz: float | None = None
     reasons: list[str] = field(default_factory=list)
+    all_finite: bool = True
 
 
 def _fill_series(plans: list[_Plan], *, gap_free: bool) -> None:
@@ -278,11 +303,12 @@ def _plan(recording: IcephysRecording, params: IcephysParams) -> list[_Plan]:
         if s.clamp_mode != "current_clamp":
             continue
         v = s.response
-        fin = np.isfinite(v)
-        if fin.all():
+        # one reduction instead of a boolean mask per sweep: NaN/inf propagate
+        if np.isfinite(np.add.reduce(v)):
             last_ok = v.size - 1
         else:
-            finite = np.flatnonzero(fin)
+            p.all_finite = False
+            finite = np.flatnonzero(np.isfinite(v))
             if finite.size < 2:
                 p.reasons.append("no_data")
                 continue
@@ -295,6 +321,8 @@ def _plan(recording: IcephysRecording, params: IcephysParams) -> list[_Plan]:
             start, end = 0, s.n_samples - 1
         assert start is not None and end is not None  # set for every stimulated kind
         end = min(end, last_ok, s.n_samples - 1)
+        if start >= last_ok:  # the recording stops before its stimulus starts
+            p.reasons.append("truncated")
         if end - start >= 3:
             p.det_start, p.det_end = int(start), int(end)
             p.cutoff_khz = bessel_cutoff_khz(s.sampling_rate_hz, requested_khz=params.filter_khz)
@@ -324,7 +352,8 @@ def _detect_all(plans: list[_Plan], params: IcephysParams) -> dict[int, dict[str
     out: dict[int, dict[str, np.ndarray]] = {}
     for (rate, a, b, ws, we, short, cutoff), members in groups.items():
         v = np.stack([plans[k].sweep.response[a:b] for k in members])
-        v = np.where(np.isfinite(v), v, np.nan)
+        if not all(plans[k].all_finite for k in members):
+            v = np.where(np.isfinite(v), v, np.nan)
         width = b - a
         d = np.empty_like(v)
         d[:, :-1] = dvdt_mv_per_ms(v, sampling_rate_hz=rate, cutoff_khz=cutoff)
@@ -407,7 +436,7 @@ def extract_features(
     recording
         The decoded recording (any reader).
     params
-        Extraction parameters (IPFX defaults).
+        Extraction parameters (IPFX defaults, "neurocyte" QC thresholds).
 
     Returns
     -------
@@ -425,133 +454,85 @@ def extract_features(
         raise UnsupportedRecording("recording has no sweeps to analyse")
     plans = _plan(recording, params)
     spikes = _detect_all(plans, params)
-    qcp = params.qc_params()
+    cols = _SweepColumns(plans)
     reader_reasons = [f for f in recording.qc_flags if f == "units_mislabelled"]
+    reasons: list[list[str]] = [list(p.reasons) + reader_reasons for p in plans]
 
-    sweep_rows: list[dict[str, Any]] = []
-    spike_cols: dict[str, list[np.ndarray]] = {}
-    ls_sweeps: list[cellmod.LongSquareSweep] = []
-    ls_spikes: dict[int, dict[str, np.ndarray]] = {}
+    # Sweeps sharing a stimulus window are analysed together, one row each.
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for k, p in enumerate(plans):
         s, st = p.sweep, p.stim
-        rate = s.sampling_rate_hz
-        cc = s.clamp_mode == "current_clamp"
-        row: dict[str, Any] = {
-            "sweep_number": s.number,
-            "clamp_mode": s.clamp_mode,
-            "stimulus_kind": st.kind
-            if cc or st.kind in ("hold", "voltage_clamp")
-            else "voltage_clamp",
-            "stim_amp_pa": st.amplitude if cc else None,
-            "stim_amp_mv": st.amplitude if not cc else None,
-            "stim_start_s": st.start_s(rate),
-            "stim_end_s": st.end_s(rate),
-            "n_stim_epochs": st.n_epochs,
-            "sampling_rate_hz": rate,
-            "duration_s": s.duration_s,
-            "filter_khz": p.cutoff_khz,
-        }
-        if not cc:
-            row["stimulus_kind"] = "voltage_clamp"
-        reasons = list(p.reasons) + reader_reasons
+        if s.clamp_mode != "current_clamp":
+            continue
+        if p.det_start is None or p.det_end is None:
+            if not p.reasons:  # nothing to analyse, and no better-known cause
+                reasons[k].append("no_data")
+            continue
+        cols.spike_count[k] = 0 if k not in spikes else spikes[k]["threshold_t_s"].size
+        if st.start_index is None or st.end_index is None:
+            _unstimulated(k, p, spikes.get(k), cols, reasons[k], params)
+            continue
+        key = (
+            s.sampling_rate_hz,
+            s.n_samples,
+            st.kind,
+            st.start_index,
+            st.end_index,
+            st.full_end_index,
+            p.det_end,
+        )
+        groups.setdefault(key, []).append(k)
+    ls_rows: dict[int, tuple[float, int]] = {}
+    for members in groups.values():
+        ls_rows.update(_stimulated(members, plans, spikes, cols, reasons, params))
+
+    qc_pass = np.array([not r for r in reasons], dtype=bool)
+    ls_sweeps: list[cellmod.LongSquareSweep] = []
+    ls_spikes: dict[int, dict[str, np.ndarray]] = {}
+    for k in sorted(ls_rows):  # acquisition order, as IPFX iterates
+        v_min, k_min = ls_rows[k]
+        p = plans[k]
+        s, st = p.sweep, p.stim
+        if not (qc_pass[k] or not params.qc_gates_cell) or not np.isfinite(
+            cols.f["avg_rate_hz"][k]
+        ):
+            continue
+        assert st.start_index is not None and st.end_index is not None  # grouped on a window
+        cmd = s.command
+        sag_v = cols.f["sag"][k]
+        ls_sweeps.append(
+            cellmod.LongSquareSweep(
+                sweep_number=s.number,
+                v=s.response,
+                start=st.start_index,
+                end=st.end_index,
+                rate_hz=s.sampling_rate_hz,
+                amp_pa=float(st.amplitude or 0.0),
+                avg_rate_hz=float(cols.f["avg_rate_hz"][k]),
+                v_baseline_mv=float(cols.f["v_baseline_mv"][k]),
+                peak_deflect_mv=float(cols.f["peak_deflect_mv"][k]),
+                sag=float(sag_v),
+                i_at_min_pa=float(np.nan_to_num(cmd[k_min])) if cmd is not None else 0.0,
+                v_min_mv=v_min,
+                t_min_index=k_min,
+            )
+        )
+        if k in spikes:
+            ls_spikes[s.number] = spikes[k]
+
+    spike_cols: dict[str, list[np.ndarray]] = {}
+    for k, p in enumerate(plans):
         sp = spikes.get(k)
-        v = s.response
-        if cc and p.det_start is not None and p.det_end is not None:
-            n_sp = 0 if sp is None else int(sp["threshold_t_s"].size)
-            row["spike_count"] = n_sp
-            if st.start_index is not None and st.end_index is not None:
-                start, end = st.start_index, st.end_index
-                t_start, t_end = (
-                    start / rate,
-                    (p.det_end / rate if st.kind != "long_square" else end / rate),
-                )
-                row["v_baseline_mv"] = sub.baseline_mv(
-                    v, start, rate_hz=rate, interval_s=params.baseline_interval_s
-                )
-                peak_v, _ = sub.deflection(v, s.command, start, end)
-                row["peak_deflect_mv"] = peak_v
-                if st.kind == "long_square":
-                    sag_v, v_ss = sub.sag(
-                        v,
-                        start,
-                        end,
-                        rate_hz=rate,
-                        peak_width_s=params.sag_peak_width_s,
-                        baseline_s=params.sag_baseline_interval_s,
-                    )
-                    row["sag"], row["steady_state_mv"] = sag_v, v_ss
-                pre_start = 0
-                reasons += sweep_qc(
-                    v,
-                    rate_hz=rate,
-                    stim_start=start,
-                    stim_end=st.full_end_index or end,
-                    pre_start=pre_start,
-                    is_ramp=st.kind == "ramp",
-                    params=qcp,
-                )
-            else:
-                t_start, t_end = 0.0, p.det_end / rate
-                row["v_baseline_mv"] = float(np.nanmedian(v))
-                reasons += sweep_qc(
-                    v,
-                    rate_hz=rate,
-                    stim_start=None,
-                    stim_end=None,
-                    pre_start=0,
-                    is_ramp=False,
-                    params=qcp,
-                )
-            thr_t = np.zeros(0) if sp is None else sp["threshold_t_s"]
-            row.update(train_features(thr_t, start_s=t_start, end_s=t_end))
-        elif cc:
-            reasons.append("no_data") if "no_data" not in reasons else None
-        row["qc_pass"] = not reasons
-        row["qc_reasons"] = ";".join(dict.fromkeys(reasons))
-        sweep_rows.append(row)
         if sp is not None and sp["threshold_t_s"].size:
             n = sp["threshold_t_s"].size
-            spike_cols.setdefault("sweep_number", []).append(np.full(n, s.number, dtype=np.int32))
+            spike_cols.setdefault("sweep_number", []).append(
+                np.full(n, p.sweep.number, dtype=np.int32)
+            )
             spike_cols.setdefault("spike_index", []).append(np.arange(n, dtype=np.int32))
             for name, arr in sp.items():
                 spike_cols.setdefault(name, []).append(arr)
-        if (
-            cc
-            and st.kind == "long_square"
-            and st.start_index is not None
-            and st.end_index is not None
-            and (row["qc_pass"] or not params.qc_gates_cell)
-            and row.get("avg_rate_hz") is not None
-        ):
-            vmin, kmin = sub.deflection(v, None, st.start_index, st.end_index, kind="min")
-            cmd = s.command
-            ls_sweeps.append(
-                cellmod.LongSquareSweep(
-                    sweep_number=s.number,
-                    v=v,
-                    start=st.start_index,
-                    end=st.end_index,
-                    rate_hz=rate,
-                    amp_pa=float(st.amplitude or 0.0),
-                    avg_rate_hz=float(row["avg_rate_hz"]),
-                    v_baseline_mv=float(row["v_baseline_mv"]),
-                    peak_deflect_mv=float(row["peak_deflect_mv"]),
-                    sag=float(row.get("sag") if row.get("sag") is not None else np.nan),
-                    i_at_min_pa=float(np.nan_to_num(cmd[kmin])) if cmd is not None else 0.0,
-                    v_min_mv=vmin,
-                    t_min_index=kmin,
-                )
-            )
-            if sp is not None:
-                ls_spikes[s.number] = sp
 
-    sweeps_tbl = pa.Table.from_pylist(
-        [
-            {f.name: (_opt(r.get(f.name)) if f.type == _F else r.get(f.name)) for f in SWEEP_SCHEMA}
-            for r in sweep_rows
-        ],
-        schema=SWEEP_SCHEMA,
-    )
+    sweeps_tbl = cols.table(qc_pass, [";".join(dict.fromkeys(r)) for r in reasons])
     spikes_tbl = _spike_table(spike_cols)
     has_series = any(
         p.stim.kind == "long_square" and p.sweep.clamp_mode == "current_clamp" for p in plans
@@ -560,6 +541,218 @@ def extract_features(
         _cell_table(ls_sweeps, ls_spikes, params) if has_series else CELL_SCHEMA.empty_table()
     )
     return IcephysFeatures(sweeps=sweeps_tbl, spikes=spikes_tbl, cell=cell_tbl, params=params)
+
+
+_TRAIN_KEYS = (
+    "avg_rate_hz",
+    "latency_s",
+    "first_isi_s",
+    "mean_isi_s",
+    "median_isi_s",
+    "isi_cv",
+    "adapt",
+)
+
+
+class _SweepColumns:
+    """The sweep table as numpy columns (NaN / -1 mark nulls), one row per plan."""
+
+    def __init__(self, plans: list[_Plan]) -> None:
+        n = len(plans)
+        self.f: dict[str, np.ndarray] = {
+            f.name: np.full(n, np.nan) for f in SWEEP_SCHEMA if f.type == _F
+        }
+        self.spike_count = np.full(n, -1, dtype=np.int64)
+        self.kinds: list[str] = []
+        self.modes: list[str] = []
+        self.n_epochs = np.empty(n, dtype=np.int64)
+        for k, p in enumerate(plans):
+            s, st = p.sweep, p.stim
+            cc = s.clamp_mode == "current_clamp"
+            rate = s.sampling_rate_hz
+            self.modes.append(s.clamp_mode)
+            self.kinds.append(st.kind if cc else "voltage_clamp")
+            amp = np.nan if st.amplitude is None else st.amplitude
+            self.f["stim_amp_pa" if cc else "stim_amp_mv"][k] = amp
+            if st.start_index is not None:
+                self.f["stim_start_s"][k] = st.start_index / rate
+            if st.end_index is not None:
+                self.f["stim_end_s"][k] = st.end_index / rate
+            self.n_epochs[k] = st.n_epochs
+            self.f["sampling_rate_hz"][k] = rate
+            self.f["duration_s"][k] = s.duration_s
+            if p.cutoff_khz is not None:
+                self.f["filter_khz"][k] = p.cutoff_khz
+        self.numbers = np.array([p.sweep.number for p in plans], dtype=np.int32)
+
+    def set_train(self, k: int, values: dict[str, float | None]) -> None:
+        for name in _TRAIN_KEYS:
+            x = values[name]
+            self.f[name][k] = np.nan if x is None else x
+
+    def table(self, qc_pass: np.ndarray, qc_reasons: list[str]) -> pa.Table:
+        arrays: list[pa.Array] = []
+        for f in SWEEP_SCHEMA:
+            if f.type == _F:
+                x = self.f[f.name]
+                arrays.append(pa.array(x, type=_F, mask=~np.isfinite(x)))
+            elif f.name == "sweep_number":
+                arrays.append(pa.array(self.numbers, type=pa.int32()))
+            elif f.name == "clamp_mode":
+                arrays.append(pa.array(self.modes, type=pa.string()))
+            elif f.name == "stimulus_kind":
+                arrays.append(pa.array(self.kinds, type=pa.string()))
+            elif f.name == "n_stim_epochs":
+                arrays.append(pa.array(self.n_epochs, type=pa.int32()))
+            elif f.name == "spike_count":
+                c = self.spike_count
+                arrays.append(pa.array(c, type=pa.int32(), mask=c < 0))
+            elif f.name == "qc_pass":
+                arrays.append(pa.array(qc_pass, type=pa.bool_()))
+            elif f.name == "qc_reasons":
+                arrays.append(pa.array(qc_reasons, type=pa.string()))
+            else:  # a schema column nobody fills is a programming error
+                raise NotImplementedError(f"sweep column {f.name} has no builder")
+        return pa.Table.from_arrays(arrays, schema=SWEEP_SCHEMA)
+
+
+def _unstimulated(
+    k: int,
+    p: _Plan,
+    sp: dict[str, np.ndarray] | None,
+    cols: _SweepColumns,
+    reasons: list[str],
+    params: IcephysParams,
+) -> None:
+    """Features of a current-clamp sweep without a stimulus (gap-free, flat command)."""
+    assert p.det_end is not None  # only called for planned sweeps
+    s = p.sweep
+    cols.f["v_baseline_mv"][k] = float(np.nanmedian(s.response))
+    reasons += sweep_qc(
+        s.response,
+        rate_hz=s.sampling_rate_hz,
+        stim_start=None,
+        stim_end=None,
+        pre_start=0,
+        is_ramp=False,
+        params=params.qc_params(),
+    )
+    thr_t = np.zeros(0) if sp is None else sp["threshold_t_s"]
+    cols.set_train(k, train_features(thr_t, start_s=0.0, end_s=p.det_end / s.sampling_rate_hz))
+
+
+def _stimulated(
+    members: list[int],
+    plans: list[_Plan],
+    spikes: dict[int, dict[str, np.ndarray]],
+    cols: _SweepColumns,
+    reasons: list[list[str]],
+    params: IcephysParams,
+) -> dict[int, tuple[float, int]]:
+    """Subthreshold, train and QC features of sweeps sharing one stimulus window.
+
+    The sweeps are rows of one 2-D array, so every feature is one reduction
+    along the rows. Returns, for long squares, each sweep's minimum in the
+    window and its sample index (the cell analysis needs them).
+    """
+    p0 = plans[members[0]]
+    st, rate, n = p0.stim, p0.sweep.sampling_rate_hz, p0.sweep.n_samples
+    start, end = st.start_index, st.end_index
+    assert start is not None and end is not None and p0.det_end is not None  # grouped on these
+    qcp = params.qc_params()
+    qc_end = st.full_end_index or end
+    is_ramp = st.kind == "ramp"
+    # Copy only the samples read: the head (baselines, QC's pre-stimulus
+    # epochs, the analysed window) and the tail (QC's end-of-sweep epochs).
+    n_stab = int(qcp.stability_epoch_s * rate)
+    n_noise = max(int(qcp.noise_epoch_s * rate), 1)
+    n_base = round(params.baseline_interval_s * rate)
+    n_sag = max(round(params.sag_baseline_interval_s * rate), 0)
+    half_peak = int(np.ceil(params.sag_peak_width_s / 2.0 * rate)) + 1
+    h0 = max(0, min(start - 1 - n_stab, start - n_base, start - n_sag, start - half_peak))
+    h1 = min(n, end + half_peak)
+    t0 = max(0, min(n - n_stab, n - n_noise))
+    responses = [plans[k].sweep.response for k in members]
+    if t0 <= h1:
+        h1 = n
+    head = np.stack([r[h0:h1] for r in responses])
+    tail = head[:, t0 - h0 :] if h1 == n else np.stack([r[t0:] for r in responses])
+    # indices below are relative to the head
+    s0, e0 = start - h0, end - h0
+    finite = np.array([plans[k].all_finite for k in members])
+    rows = np.arange(len(members))
+    f = cols.f
+    ix = np.asarray(members)
+
+    f["v_baseline_mv"][ix] = sub.mean_rows(head, s0 - n_base, s0)
+    win = head[:, s0:e0]
+    k_max, has = sub.arg_rows(win, largest=True)
+    k_min, _ = sub.arg_rows(win, largest=False)
+    v_max = np.where(has, win[rows, k_max], np.nan)
+    v_min = np.where(has, win[rows, k_min], np.nan)
+    # as IPFX's voltage_deflection: the sign comes from the command halfway through
+    half = (start + end) // 2
+    level = np.array(
+        [
+            0.0 if (c := plans[k].sweep.command) is None else float(np.nan_to_num(c[half]))
+            for k in members
+        ]
+    )
+    f["peak_deflect_mv"][ix] = np.where(level >= 0, v_max, v_min)
+    k_min_abs = k_min + start
+    if st.kind == "long_square":
+        sag, v_ss = sub.sag_rows(
+            head,
+            k_min + s0,
+            s0,
+            e0,
+            rate_hz=rate,
+            peak_width_s=params.sag_peak_width_s,
+            baseline_s=params.sag_baseline_interval_s,
+        )
+        f["sag"][ix], f["steady_state_mv"][ix] = sag, v_ss
+
+    def qc_rows(sel: np.ndarray) -> list[list[str]]:
+        return sweep_qc_block(
+            head[sel],
+            tail[sel],
+            head_start=h0,
+            n_samples=n,
+            rate_hz=rate,
+            stim_start=start,
+            stim_end=qc_end,
+            is_ramp=is_ramp,
+            params=qcp,
+        )
+
+    if finite.all():
+        block = qc_rows(rows)
+    else:  # NaN-holding sweeps take the scalar path (truncation needs the whole sweep)
+        block = [
+            qc_rows(rows[r : r + 1])[0]
+            if finite[r]
+            else sweep_qc(
+                responses[r],
+                rate_hz=rate,
+                stim_start=start,
+                stim_end=qc_end,
+                pre_start=0,
+                is_ramp=is_ramp,
+                params=qcp,
+            )
+            for r in rows
+        ]
+    t_start = start / rate
+    t_end = end / rate if st.kind == "long_square" else p0.det_end / rate
+    out: dict[int, tuple[float, int]] = {}
+    for r, k in enumerate(members):
+        reasons[k] += block[r]
+        sp = spikes.get(k)
+        thr_t = np.zeros(0) if sp is None else sp["threshold_t_s"]
+        cols.set_train(k, train_features(thr_t, start_s=t_start, end_s=t_end))
+        if st.kind == "long_square":
+            out[k] = (float(v_min[r]), int(k_min_abs[r]) if has[r] else start)
+    return out
 
 
 _ISI_TYPES = np.array([None, "direct", "detour"], dtype=object)

@@ -82,10 +82,12 @@ class Stimulus:
 
 def _changes(command: np.ndarray) -> np.ndarray:
     """Indices k where command[k + 1] != command[k] (NaN-safe)."""
-    d = np.diff(command)
-    nz = np.flatnonzero(d)
-    if nz.size and np.isnan(d[nz]).any():  # NaN gaps in the command: treat as 0 pA
-        nz = np.flatnonzero(np.diff(np.nan_to_num(command, nan=0.0)))
+    # a comparison, not np.diff: no float temporary on 10^5-sample commands
+    nz = np.flatnonzero(command[1:] != command[:-1])
+    if nz.size and (np.isnan(command[nz]).any() or np.isnan(command[nz + 1]).any()):
+        # NaN gaps in the command: treat as 0 pA
+        clean = np.nan_to_num(command, nan=0.0)
+        nz = np.flatnonzero(clean[1:] != clean[:-1])
     return nz
 
 
@@ -106,11 +108,11 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     """
     rate = sweep.sampling_rate_hz
     command = sweep.command
-    if command is None or not np.isfinite(command).any():
+    if command is None or not (np.isfinite(command[0]) or np.isfinite(command).any()):
         kind: StimulusKind = "voltage_clamp" if sweep.clamp_mode == "voltage_clamp" else "hold"
         return Stimulus(kind, None, None, None, 0)
     changes = _changes(command)
-    level0 = float(np.nan_to_num(command[0]))
+    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
     if changes.size >= 3:
         # A test pulse: short first deviation, early, and more changes follow.
         first_len_s = (changes[1] - changes[0]) / rate
@@ -131,9 +133,9 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     if changes.size < 2:
         return Stimulus("hold", level0, None, None, 0)
     start, last = int(changes[0] + 1), int(changes[-1])
-    stim = np.nan_to_num(command[start : last + 1])
     n_changes_inside = changes.size - 1
     if n_changes_inside >= params.ramp_min_changes:
+        stim = np.nan_to_num(command[start : last + 1])
         steps = np.diff(stim)
         if np.all(steps >= 0) or np.all(steps <= 0):
             amp = float(stim[np.argmax(np.abs(stim))])
@@ -149,11 +151,13 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     epoch_end = int(changes[1] + 1)
     epoch_s = (epoch_end - start) / rate
     amp = float(command[start + 1]) if start + 1 <= last else float(command[start])
-    n_epochs = int(np.count_nonzero(np.diff(np.concatenate(([0.0], stim))) != 0))
+    # epochs = level changes inside [start, last] plus the onset from 0 pA
+    first_level = command[start] if np.isfinite(command[start]) else 0.0
+    n_epochs = changes.size - 2 + int(first_level != 0)
     end = epoch_end if params.window == "first_epoch" else last + 1
     if epoch_s <= params.short_square_max_s:
         kind = "short_square"
-        amp = float(np.max(stim))  # IPFX _short_step_stim_amp
+        amp = float(np.max(np.nan_to_num(command[start : last + 1])))  # IPFX _short_step_stim_amp
     elif epoch_s >= params.long_square_min_s:
         kind = "long_square"
     else:

@@ -88,11 +88,18 @@ def fit_exponential(y: np.ndarray, *, rate_hz: float) -> tuple[float, float, flo
     coef = np.linalg.lstsq(m, y, rcond=None)[0]
     k0 = -coef[1] if coef[1] < 0 else 1.0 / max(x[-1], 1.0 / rate_hz)
 
+    # SSE of the best (a, y0) for a rate, from the 2x2 normal equations: a few
+    # dot products per evaluation instead of a least-squares solve.
+    yc = y - y.mean()  # centred: no cancellation between large sums
+    syy = float(yc @ yc)
+
     def sse(log_k: float) -> float:
         e = np.exp(-np.exp(log_k) * x)
-        a_mat = np.column_stack([e, np.ones(n)])
-        r = y - a_mat @ np.linalg.lstsq(a_mat, y, rcond=None)[0]
-        return float(r @ r)
+        se, see, sey = float(e.sum()), float(e @ e), float(e @ yc)
+        var_e = see - se * se / n
+        if var_e <= 0:
+            return syy
+        return max(syy - sey * sey / var_e, 0.0)
 
     lo, hi = np.log(k0) - 3.0, np.log(k0) + 3.0
     res = minimize_scalar(sse, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
@@ -100,7 +107,8 @@ def fit_exponential(y: np.ndarray, *, rate_hz: float) -> tuple[float, float, flo
     e = np.exp(-k * x)
     a_mat = np.column_stack([e, np.ones(n)])
     a, y0 = np.linalg.lstsq(a_mat, y, rcond=None)[0]
-    rmse = float(np.sqrt(res.fun / n))
+    r = y - (a * e + y0)
+    rmse = float(np.sqrt(r @ r / n))
     return 1.0 / k, float(a), float(y0), rmse
 
 
@@ -163,3 +171,86 @@ def input_resistance_mohm(
         return float("nan")
     slope = np.polyfit(i, v, 1)[0]
     return float(slope * 1e3)  # mV/pA = GΩ -> MΩ
+
+
+# --- the same features for a block of sweeps (rows) sharing one window -----------
+
+
+def mean_rows(v: np.ndarray, i0: int, i1: int) -> np.ndarray:
+    """:func:`mean_between` of every row of ``v`` (shape ``(rows, samples)``)."""
+    i0 = max(int(i0), 0)
+    seg = v[:, i0 : max(int(i1), i0)]
+    if not seg.shape[1]:
+        return np.full(v.shape[0], np.nan)
+    m = seg.mean(axis=1)
+    bad = ~np.isfinite(m)
+    if bad.any():  # NaN gaps: fall back to the finite samples, as mean_between does
+        m[bad] = [mean_between(row, 0, row.size) for row in seg[bad]]
+    return m
+
+
+def mean_rows_var(v: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+    """:func:`mean_between` of row ``r`` over ``[i0[r], i1[r])``, for every row."""
+    n_rows, n = v.shape
+    lo = np.clip(i0, 0, n)
+    hi = np.clip(np.maximum(i1, lo), 0, n)
+    width = hi - lo
+    w_max = int(width.max()) if width.size else 0
+    if w_max == 0:
+        return np.full(n_rows, np.nan)
+    step = np.arange(w_max)
+    inside = step[None, :] < width[:, None]
+    x = v[np.arange(n_rows)[:, None], np.minimum(lo[:, None] + step[None, :], n - 1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(inside, x, 0.0).sum(axis=1) / width
+    bad = ~np.isfinite(m) & (width > 0)
+    for r in np.flatnonzero(bad):  # NaN gaps: the slow, exact path
+        m[r] = mean_between(v[r], int(lo[r]), int(hi[r]))
+    return m
+
+
+def arg_rows(win: np.ndarray, *, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise NaN-ignoring argmax (``largest``) or argmin of ``win``.
+
+    Returns the indices (0 for rows without a finite sample) and a mask of the
+    rows that have a finite sample.
+    """
+    n_rows = win.shape[0]
+    if not win.shape[1]:
+        return np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool)
+    k = win.argmax(axis=1) if largest else win.argmin(axis=1)
+    has = np.ones(n_rows, dtype=bool)
+    nan_rows = np.flatnonzero(np.isnan(win[np.arange(n_rows), k]))  # argmax stops at NaN
+    for r in nan_rows:
+        row = win[r]
+        fin = np.isfinite(row)
+        if not fin.any():
+            k[r], has[r] = 0, False
+            continue
+        k[r] = np.nanargmax(row) if largest else np.nanargmin(row)
+    return k, has
+
+
+def sag_rows(
+    v: np.ndarray,
+    k_min: np.ndarray,
+    start: int,
+    end: int,
+    *,
+    rate_hz: float,
+    peak_width_s: float,
+    baseline_s: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sag` of every row of ``v``, given each row's minimum index in the window."""
+    half = peak_width_s / 2.0 * rate_hz
+    # np.rint rounds half to even, as Python's round() in sag()
+    lo = np.rint(k_min - half).astype(np.int64)
+    hi = np.rint(k_min + half).astype(np.int64)
+    v_peak = mean_rows_var(v, lo, hi)
+    n_base = round(baseline_s * rate_hz)
+    v_base = mean_rows(v, start - n_base, start)
+    v_steady = mean_rows(v, end - n_base, end)
+    denom = v_peak - v_base
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(denom != 0, (v_peak - v_steady) / denom, np.nan)
+    return value, v_steady

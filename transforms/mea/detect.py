@@ -1,18 +1,22 @@
 """Streaming threshold spike detection for MEA plates, and the MEA spike-table convention.
 
 The detector is the classic one (Quiroga et al. 2004): a causal Butterworth band-pass
-(``sosfilt`` with its state carried from chunk to chunk), a per-channel threshold of
+(computed as block matrix products on the time-major data, :mod:`transforms.mea.iir`,
+with its state carried from chunk to chunk), a per-channel threshold of
 ``k`` noise sigmas with sigma = MAD / 0.6745 estimated on an initial window of the
 filtered trace, a crossing rule (the sample goes past the threshold after being inside
 it), the spike placed at the filtered trace's extreme within a short window after the
-crossing, and a dead time after each accepted spike.
+crossing, a dead time after each accepted spike, and the rejection of the filter's
+ringing (small same-sign ripples shortly after a large spike; see
+:class:`DetectionParams`).
 
 Chunks are processed so that the result does not depend on the chunk size: the filter
 state and the last accepted spike of each channel are carried over, crossings whose
 peak-search window would reach past the chunk are left for the next one (the last few
 filtered samples are carried with them), so no spike is lost or doubled at a border.
-Channels are split into groups filtered in parallel threads (``sosfilt`` releases the
-GIL), and only one chunk of the plate is in memory at a time.
+Chunks hold whole filter blocks, aligned to the recording start. Channels are split
+into groups filtered in parallel threads (BLAS releases the GIL; it is held to one
+thread of its own meanwhile), and only one chunk of the plate is in memory at a time.
 
 Spikes travel as a :class:`pyarrow.Table` with :data:`MEA_SPIKE_SCHEMA`: ``electrode``
 (``A1_23``), ``well`` (``A1``), ``time_s`` (float64, from recording start) and
@@ -35,6 +39,7 @@ import pyarrow.compute as pc
 from scipy import signal
 
 from transforms.errors import SpecError
+from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
 
 MEA_SPIKE_SCHEMA: Final = pa.schema(
     [
@@ -51,6 +56,7 @@ PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
 NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
 
 _MAD_TO_SIGMA: Final = 0.6745
+_DECIMATE: Final = 8  # the noise estimate keeps every 8th filtered sample
 
 
 def spikes_table(
@@ -111,6 +117,14 @@ class DetectionParams:
         Length of the initial window on which sigma is estimated per channel.
     dead_time_ms
         A crossing closer than this to the previous spike's peak is ignored.
+    ripple_window_ms, ripple_ratio
+        Filter-ringing rejection: a crossing within ``ripple_window_ms`` of the previous
+        spike's peak is ignored if its peak is below ``ripple_ratio`` times that spike's
+        amplitude. The causal band-pass rings: the default filter turns a trough into a
+        same-sign ripple of ~13% of its depth ~1.5 ms later, which crosses a 6-sigma
+        threshold once spikes are large (SNR of 20 and more) and a fixed dead time long
+        enough to cover it would also drop real spikes of a burst. Only a spike less than
+        a third of its predecessor is doubted; set ``ripple_ratio`` to 0 to disable.
     peak_window_ms
         The spike is the extreme of the filtered trace within this window after the
         crossing.
@@ -124,6 +138,8 @@ class DetectionParams:
     threshold_k: float = 6.0
     noise_window_s: float = 10.0
     dead_time_ms: float = 1.0
+    ripple_window_ms: float = 3.0
+    ripple_ratio: float = 0.3
     peak_window_ms: float = 0.5
     polarity: Literal["negative", "positive", "both"] = "negative"
 
@@ -140,6 +156,8 @@ class DetectionParams:
             raise SpecError(f"noise_window_s must be positive, got {self.noise_window_s}")
         if not (self.dead_time_ms >= 0 and self.peak_window_ms > 0):
             raise SpecError("dead_time_ms must be >= 0 and peak_window_ms > 0")
+        if not (self.ripple_window_ms >= 0 and 0 <= self.ripple_ratio < 1):
+            raise SpecError("ripple_window_ms must be >= 0 and 0 <= ripple_ratio < 1")
         if self.polarity not in ("negative", "positive", "both"):
             raise SpecError(f"polarity must be negative, positive or both: {self.polarity!r}")
 
@@ -217,27 +235,36 @@ class _ChannelGroup:
     def __init__(
         self,
         local_cols: np.ndarray,
-        sos: np.ndarray,
-        zi: np.ndarray,
+        filt: BlockIIR,
+        state: np.ndarray,
         threshold: np.ndarray,
         sign: float,
         both: bool,
         window: int,
         dead: int,
+        ripple: int,
+        ripple_ratio: float,
     ) -> None:
         self.local_cols = local_cols
         self.contiguous = bool(len(local_cols) and np.all(np.diff(local_cols) == 1))
-        self.sos = sos
-        self.zi = zi
+        self.filt = filt
+        self.state = state
         self.threshold = threshold
+        # compare against the signed threshold without a scaled copy of the trace
+        self.limit = (threshold if sign > 0 else -threshold).astype(np.float32)
         self.sign = sign  # +1: look for maxima of y, -1: minima (in stored units)
         self.both = both
         self.window = window
         self.dead = dead
+        self.ripple = ripple
+        self.ripple_ratio = ripple_ratio
         n = len(local_cols)
-        self.tail = np.zeros((n, 1), dtype=np.float32)  # y at global sample p - 1
+        self.tail = np.zeros((1, n), dtype=np.float32)  # y at global sample p - 1
         self.p = 0  # first global sample whose crossing has not been examined
         self.last_peak = np.full(n, -(1 << 40), dtype=np.int64)
+        self.last_amp = np.zeros(n, dtype=np.float32)  # |amplitude| of the last kept spike
+        self.work: np.ndarray | None = None
+        self.ybuf: np.ndarray | None = None
 
     def _score(self, y: np.ndarray) -> np.ndarray:
         return np.abs(y) if self.both else y * np.float32(self.sign)
@@ -248,25 +275,37 @@ class _ChannelGroup:
             sub = block[:, int(self.local_cols[0]) : int(self.local_cols[-1]) + 1]
         else:
             sub = block[:, self.local_cols]
-        x = _transpose_f32(sub)
-        y, self.zi = signal.sosfilt(self.sos, x, axis=1, zi=self.zi)
-        buf = np.concatenate([self.tail, y], axis=1) if self.tail.shape[1] else y
-        base = self.p - 1  # global sample of buf[:, 0]
-        limit = end if final else end - self.window + 1
+        n_rows, n_ch = sub.shape
+        b = self.filt.block_samples
+        padded = -(-n_rows // b) * b
+        w = self.window
+        if self.ybuf is None or self.ybuf.shape[0] != w + padded:
+            self.ybuf = np.empty((w + padded, n_ch), dtype=np.float32)
+            self.work = self.filt.workspace(padded, n_ch)
+        # filtered rows go after room for the carried tail: no concatenation copy
+        self.state = self.filt.apply(sub, self.state, out=self.ybuf[w:], work=self.work)
+        n_tail = self.tail.shape[0]
+        self.ybuf[w - n_tail : w] = self.tail
+        buf = self.ybuf[w - n_tail : w + n_rows]
+        base = self.p - 1  # global sample of buf[0]
+        limit = end if final else end - w + 1
         limit = max(limit, self.p)
-        seg = buf[:, : limit - base]
-        thr = self.threshold[:, None]
+        seg = buf[: limit - base]
         if self.both:
-            above = np.abs(seg) > thr
+            above = np.abs(seg) > self.threshold
         elif self.sign > 0:
-            above = seg > thr
+            above = seg > self.limit
         else:
-            above = seg < -thr
-        cross = above[:, 1:] & ~above[:, :-1]
-        # 1-D flatnonzero is several times faster than 2-D nonzero on a sparse mask
-        ch, j = np.divmod(np.flatnonzero(cross), cross.shape[1])
-        out = self._peaks(buf, ch, j + 1, base)
-        self.tail = buf[:, limit - 1 - base :].copy()
+            above = seg < self.limit
+        flat = above.ravel()
+        # samples past the threshold are sparse: find them, keep those whose previous
+        # sample (one row up) was inside it
+        idx = np.flatnonzero(flat[n_ch:])
+        idx = idx[~flat[idx]]
+        row, ch = np.divmod(idx, n_ch)
+        order = np.lexsort((row, ch))
+        out = self._peaks(buf, ch[order], row[order] + 1, base)
+        self.tail = buf[limit - 1 - base :].copy()
         self.p = limit
         return out
 
@@ -277,50 +316,61 @@ class _ChannelGroup:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, np.empty(0, dtype=np.float32)
         idx = local[:, None] + np.arange(self.window)
-        np.minimum(idx, buf.shape[1] - 1, out=idx)  # only the final chunk is short
-        win = buf[ch[:, None], idx]
+        np.minimum(idx, buf.shape[0] - 1, out=idx)  # only the final chunk is short
+        win = buf[idx, ch[:, None]]
         peak_local = local + np.argmax(self._score(win), axis=1)
-        amp = buf[ch, peak_local]
+        amp = buf[peak_local, ch]
         cross = local + base
         peak = peak_local + base
-        keep = self._dead_time(ch, cross, peak)
+        keep = self._dead_time(ch, cross, peak, np.abs(amp))
         return ch[keep], peak[keep], amp[keep]
 
-    def _dead_time(self, ch: np.ndarray, cross: np.ndarray, peak: np.ndarray) -> np.ndarray:
-        # Crossings come sorted by (channel, sample). Only a crossing within the dead
-        # time of an earlier peak of its channel can be dropped; those are rare, so
-        # resolve just them in order against the last *kept* peak.
+    def _dead_time(
+        self, ch: np.ndarray, cross: np.ndarray, peak: np.ndarray, mag: np.ndarray
+    ) -> np.ndarray:
+        # Crossings come sorted by (channel, sample). A crossing is dropped if it falls
+        # within the dead time of the last kept peak of its channel, or within the ripple
+        # window of it with a peak below ripple_ratio of that spike. Only crossings that
+        # could be dropped against *some* earlier candidate (a superset) are resolved one
+        # by one, in order, against the last kept spike.
         order_key = ch.astype(np.int64) << 40
-        prev_max = np.maximum.accumulate(order_key + peak) - order_key
+        prev_peak = np.maximum.accumulate(order_key + peak) - order_key
+        # running max of |amplitude| within each channel: offset channels apart
+        span = 2.0 * float(max(mag.max(), self.last_amp.max())) + 1.0
+        mag_key = ch.astype(np.float64) * span
+        prev_mag = (np.maximum.accumulate(mag_key + mag) - mag_key) * (1 + 1e-9)
         first = np.ones(len(ch), dtype=bool)
         first[1:] = ch[1:] != ch[:-1]
-        carried = self.last_peak[ch]
-        shifted = np.empty_like(prev_max)
-        shifted[0] = carried[0]
-        shifted[1:] = prev_max[:-1]
-        prior = np.where(first, carried, np.maximum(carried, shifted))
+        carried_peak = self.last_peak[ch]
+        carried_mag = self.last_amp[ch].astype(np.float64)
+        shifted_peak = np.r_[carried_peak[:1], prev_peak[:-1]]
+        shifted_mag = np.r_[carried_mag[:1], prev_mag[:-1]]
+        prior = np.where(first, carried_peak, np.maximum(carried_peak, shifted_peak))
+        prior_mag = np.where(first, carried_mag, np.maximum(carried_mag, shifted_mag))
+        suspect = (cross < prior + self.dead) | (
+            (cross < prior + self.ripple) & (mag < self.ripple_ratio * prior_mag)
+        )
         keep = np.ones(len(ch), dtype=bool)
-        for k in np.flatnonzero(cross < prior + self.dead):
+        for k in np.flatnonzero(suspect).tolist():
             c = ch[k]
             j = k - 1
             while j >= 0 and ch[j] == c and not keep[j]:
                 j -= 1
-            last = peak[j] if j >= 0 and ch[j] == c else self.last_peak[c]
-            if cross[k] < last + self.dead:
+            if j >= 0 and ch[j] == c:
+                last, last_mag = peak[j], mag[j]
+            else:
+                last, last_mag = self.last_peak[c], self.last_amp[c]
+            dt = cross[k] - last
+            if dt < self.dead or (dt < self.ripple and mag[k] < self.ripple_ratio * last_mag):
                 keep[k] = False
         kept = np.flatnonzero(keep)
         if len(kept):
-            # the last kept peak of each channel seen in this chunk
+            # the last kept spike of each channel seen in this chunk
             kc = ch[kept]
             ends = np.flatnonzero(np.r_[kc[1:] != kc[:-1], True])
             self.last_peak[kc[ends]] = peak[kept[ends]]
+            self.last_amp[kc[ends]] = mag[kept[ends]]
         return keep
-
-
-def _initial_zi(sos: np.ndarray, first: np.ndarray) -> np.ndarray:
-    # Steady state for a constant input equal to the first sample: no start-up step.
-    zi = signal.sosfilt_zi(sos).astype(np.float32)
-    return zi[:, None, :] * first.astype(np.float32)[None, :, None]
 
 
 def estimate_noise(
@@ -328,55 +378,57 @@ def estimate_noise(
     *,
     columns: np.ndarray,
     params: DetectionParams,
-    sos: np.ndarray,
+    filt: BlockIIR,
     n_threads: int = 1,
 ) -> np.ndarray:
     """Per-column noise sigma (MAD / 0.6745) of the filtered trace, in stored units.
 
     Uses the first ``params.noise_window_s`` seconds (all of a shorter recording),
     skipping the first 5% of the window where the filter may still settle, and keeping
-    every 4th sample after that; the window is filtered in one-second chunks.
+    every 8th sample after that; the window is filtered in chunks of about one second.
     """
     fs = source.sampling_rate_hz
     n = min(source.n_samples, max(1, round(params.noise_window_s * fs)))
-    parts = np.array_split(np.arange(len(columns)), max(1, min(n_threads, len(columns))))
+    parts = _lane_groups(len(columns), n_threads)
     first = source.read_counts(0, 1, columns=columns)[0]
-    zis = [_initial_zi(sos, first[part]) for part in parts]
+    states = [filt.initial_state(first[part]) for part in parts]
     kept: list[list[np.ndarray]] = [[] for _ in parts]
     skip = n // 20  # the filter may still settle there
-    step = max(4, round(fs) // 4 * 4)  # one second, a multiple of the decimation
+    b = filt.block_samples
+    step = max(1, round(fs) // (_DECIMATE * b)) * _DECIMATE * b  # whole blocks
+    rows = min(step, -(-n // b) * b)
+    bufs = [np.empty((rows, len(part)), dtype=np.float32) for part in parts]
+    works = [filt.workspace(rows, len(part)) for part in parts]
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        # Stream the window: only every 4th filtered sample is kept (a quarter of the
-        # memory), which is plenty for a median.
+        # Stream the window keeping every 8th filtered sample, plenty for a median.
         for k in range(0, n, step):
             block = source.read_counts(k, min(n, k + step), columns=columns)
 
             def run(i: int, block: np.ndarray = block, k: int = k) -> None:
-                y, zis[i] = signal.sosfilt(
-                    sos, _transpose_f32(block[:, parts[i]]), axis=1, zi=zis[i]
-                )
+                y = bufs[i][: -(-len(block) // b) * b]
+                states[i] = filt.apply(block[:, parts[i]], states[i], out=y, work=works[i])
                 start = max(skip - k, 0)
-                start += (-(k + start)) % 4
-                kept[i].append(y[:, start::4].copy())
+                start += (-(k + start)) % _DECIMATE
+                kept[i].append(y[start : len(block) : _DECIMATE].copy())
 
             list(pool.map(run, range(len(parts))))
-        sigmas = list(pool.map(lambda ys: _mad_sigma(np.concatenate(ys, axis=1)), kept))
+        sigmas = list(pool.map(lambda ys: _mad_sigma(np.concatenate(ys, axis=0).T), kept))
     return np.concatenate(sigmas) if sigmas else np.zeros(0)
 
 
+def _lane_groups(n_columns: int, n_groups: int) -> list[np.ndarray]:
+    """Split column indices into at most ``n_groups`` runs of whole filter lanes."""
+    lanes = np.array_split(np.arange(n_columns), range(LANE_CHANNELS, n_columns, LANE_CHANNELS))
+    runs = np.array_split(np.arange(len(lanes)), max(1, min(n_groups, len(lanes))))
+    return [np.concatenate([lanes[i] for i in run]) for run in runs if len(run)]
+
+
 def _mad_sigma(y: np.ndarray) -> np.ndarray:
+    y = np.ascontiguousarray(y)  # (channels, samples)
     med = np.median(y, axis=1, keepdims=True)
     np.subtract(y, med, out=y)
     np.abs(y, out=y)
     return np.median(y, axis=1) / _MAD_TO_SIGMA
-
-
-def _transpose_f32(block: np.ndarray) -> np.ndarray:
-    """(samples, channels) -> contiguous (channels, samples) float32, cache-blocked."""
-    out = np.empty((block.shape[1], block.shape[0]), dtype=np.float32)
-    for i in range(0, block.shape[0], 512):
-        out[:, i : i + 512] = block[i : i + 512].T
-    return out
 
 
 def detect_spikes(
@@ -429,32 +481,52 @@ def detect_spikes(
     if not (math.isfinite(chunk_s) and chunk_s > 0) or n_threads < 1:
         raise SpecError(f"chunk_s must be positive and n_threads >= 1 ({chunk_s}, {n_threads})")
     fs = src.sampling_rate_hz
-    sos = params.sos(fs).astype(np.float32)
+    filt = BlockIIR(params.sos(fs))
     names = np.array([src.electrodes[int(c)] for c in cols], dtype=object)
     gain = src.voltage_scale_uv_per_count
     if len(cols) == 0 or src.n_samples == 0:
         return _with_metadata(spikes_table([], []), params, names, np.zeros(0), gain)
-    sigma = estimate_noise(src, columns=cols, params=params, sos=sos, n_threads=n_threads)
+    with blas_threads(1):  # parallelism comes from the channel groups' threads
+        return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads)
+
+
+def _detect(
+    src: ContinuousSource,
+    cols: np.ndarray,
+    names: np.ndarray,
+    gain: float,
+    params: DetectionParams,
+    filt: BlockIIR,
+    chunk_s: float,
+    n_threads: int,
+) -> pa.Table:
+    fs = src.sampling_rate_hz
+    sigma = estimate_noise(src, columns=cols, params=params, filt=filt, n_threads=n_threads)
     # A flat channel has sigma 0: an infinite threshold keeps it silent.
     thr = np.where(sigma > 0, params.threshold_k * sigma, np.inf).astype(np.float32)
     pol = {"negative": -1.0, "positive": 1.0, "both": 1.0}[params.polarity]
     sign = pol * math.copysign(1.0, gain)  # a negative volts-per-count flips the trace
     window = max(1, round(params.peak_window_ms * 1e-3 * fs))
     dead = round(params.dead_time_ms * 1e-3 * fs)
-    step = max(window + 1, round(chunk_s * fs))
+    ripple = round(params.ripple_window_ms * 1e-3 * fs)
+    b = filt.block_samples
+    # whole filter blocks per chunk, so that blocks sit at the same samples for any chunk_s
+    step = -(-max(window + 1, round(chunk_s * fs)) // b) * b
     first = src.read_counts(0, 1, columns=cols)[0]
     groups = []
-    for part in np.array_split(np.arange(len(cols)), min(n_threads, len(cols))):
+    for part in _lane_groups(len(cols), n_threads):
         groups.append(
             _ChannelGroup(
                 part,
-                sos,
-                _initial_zi(sos, first[part]),
+                filt,
+                filt.initial_state(first[part]),
                 thr[part],
                 sign,
                 params.polarity == "both",
                 window,
                 dead,
+                ripple,
+                params.ripple_ratio,
             )
         )
     results: list[tuple[np.ndarray, ...]] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,79 @@ def _unit_kind(unit: str) -> tuple[str, float]:
 
 def _clean(text: object) -> str:
     return str(text or "").replace("\x00", "").strip()
+
+
+def _command_active(abf: Any, dac: int) -> bool:
+    """Whether DAC ``dac``'s waveform changes within or across sweeps.
+
+    pyabf synthesises the waveform from the protocol's epoch table; a DAC that
+    only holds a level (or is unused) gives the same constant on every sweep.
+    """
+    first: float | None = None
+    for number in range(abf.sweepCount):
+        abf.setSweep(number, channel=dac)
+        c = np.asarray(abf.sweepC, dtype=np.float64)
+        fin = c[np.isfinite(c)]
+        if not fin.size:
+            continue
+        if fin.min() != fin.max():
+            return True
+        if first is None:
+            first = float(fin[0])
+        elif fin[0] != first:
+            return True
+    return False
+
+
+def _choose_channel(
+    abf: Any, adc_units: list[str], dac_units: list[str], name: str
+) -> tuple[ClampMode, int, int | None, list[str]]:
+    """Clamp mode, recorded channel, command DAC and reader flags of a file.
+
+    The mode follows what the rig did, not DAC 0's label: a DAC in current
+    units that steps, with a potential input, is current clamp; a DAC in
+    potential units that steps, with a current input, is voltage clamp (an
+    ABF may drive its active command from DAC 1 while DAC 0 idles in mV, as
+    ``18425108_abf1.abf`` does). pyabf pairs ADC channel ``i`` with DAC ``i``;
+    the paired input is preferred. Without any stepping command (gap-free,
+    holding only) the units of DAC 0 decide. A current command with only
+    current inputs cannot be: the amplifier's Vm output carries a wrong unit
+    label, and the file is flagged ``units_mislabelled``.
+    """
+    kinds = [_unit_kind(u)[0] for u in adc_units]
+    v_chs = [i for i, k in enumerate(kinds) if k == "voltage"]
+    i_chs = [i for i, k in enumerate(kinds) if k == "current"]
+    if not v_chs and not i_chs:
+        raise UnsupportedRecording(
+            f"{name}: no channel with voltage or current units (ADC units {adc_units})"
+        )
+    # pyabf can only synthesise the waveforms of DACs that have an ADC partner
+    n_dac = min(len(dac_units), abf.channelCount)
+    dac_kinds = [_unit_kind(dac_units[d])[0] for d in range(n_dac)]
+
+    def pick(chs: list[int], dac: int) -> int:
+        return dac if dac in chs else chs[0]
+
+    for d in range(n_dac):
+        if dac_kinds[d] == "current" and v_chs and _command_active(abf, d):
+            return "current_clamp", pick(v_chs, d), d, []
+        if dac_kinds[d] == "voltage" and i_chs and _command_active(abf, d):
+            return "voltage_clamp", pick(i_chs, d), d, []
+    dac0 = dac_kinds[0] if dac_kinds else "unknown"
+    if dac0 == "current" and v_chs:
+        return "current_clamp", pick(v_chs, 0), 0, []
+    if dac0 == "voltage" and i_chs:
+        return "voltage_clamp", pick(i_chs, 0), 0, []
+    if dac0 == "current":  # current command, current inputs only
+        return "current_clamp", i_chs[0], 0, ["units_mislabelled"]
+    if v_chs:
+        return "current_clamp", v_chs[0], _dac_of(dac_kinds, "current"), []
+    return "voltage_clamp", i_chs[0], _dac_of(dac_kinds, "voltage"), []
+
+
+def _dac_of(dac_kinds: list[str], kind: str) -> int | None:
+    """The first DAC in ``kind`` units, or None (the command is then unknown)."""
+    return next((d for d, k in enumerate(dac_kinds) if k == kind), None)
 
 
 def read_abf(path: str | Path) -> IcephysRecording:
@@ -74,51 +148,24 @@ def read_abf(path: str | Path) -> IcephysRecording:
         raise DecodeError(f"{path.name}: invalid sampling rate {abf.sampleRate!r}")
 
     adc_units = [_clean(u) for u in abf.adcUnits]
-    kinds = [_unit_kind(u) for u in adc_units]
-    voltage_channels = [i for i, (k, _) in enumerate(kinds) if k == "voltage"]
-    current_channels = [i for i, (k, _) in enumerate(kinds) if k == "current"]
     dac_units = [_clean(u) for u in abf.dacUnits]
-    dac_kind = _unit_kind(dac_units[0])[0] if dac_units else "unknown"
+    gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
+    mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name)
 
-    qc_flags: list[str] = []
-    mode: ClampMode
-    if dac_kind == "current" and voltage_channels:
-        mode, channel = "current_clamp", voltage_channels[0]
-    elif dac_kind == "voltage" and current_channels:
-        mode, channel = "voltage_clamp", current_channels[0]
-    elif dac_kind == "current" and current_channels and not voltage_channels:
-        # A current command with only "current" inputs: the amplifier's scaled
-        # output is almost certainly Vm with a wrong unit label in the protocol.
-        mode, channel = "current_clamp", current_channels[0]
-        qc_flags.append("units_mislabelled")
-    elif voltage_channels:
-        mode, channel = "current_clamp", voltage_channels[0]
-    elif current_channels:
-        mode, channel = "voltage_clamp", current_channels[0]
-    else:
-        raise UnsupportedRecording(
-            f"{path.name}: no channel with voltage or current units (ADC units {adc_units})"
-        )
-
-    response_scale = kinds[channel][1]
-    cmd_unit_kind, cmd_scale = (
-        _unit_kind(dac_units[channel]) if channel < len(dac_units) else ("unknown", 1.0)
-    )
-    expected_cmd = "current" if mode == "current_clamp" else "voltage"
+    response_scale = _unit_kind(adc_units[channel])[1]
     if "units_mislabelled" in qc_flags:
-        response_scale = 1.0
-    command_ok = cmd_unit_kind == expected_cmd or "units_mislabelled" in qc_flags
+        response_scale = 1.0  # keep the values as recorded: no guessed rescale
+    cmd_scale = _unit_kind(dac_units[dac])[1] if dac is not None else 1.0
 
     sweeps: list[Sweep] = []
-    gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
     for number in range(abf.sweepCount):
         abf.setSweep(number, channel=channel)
         response = np.asarray(abf.sweepY, dtype=np.float64) * response_scale
-        command = (
-            np.asarray(abf.sweepC, dtype=np.float64) * cmd_scale
-            if command_ok and not gap_free
-            else None
-        )
+        command: np.ndarray | None = None
+        if dac is not None and not gap_free:
+            if dac != channel:  # pyabf builds the waveform of the DAC with the channel's index
+                abf.setSweep(number, channel=dac)
+            command = np.asarray(abf.sweepC, dtype=np.float64) * cmd_scale
         sweeps.append(
             Sweep(
                 number=number,
@@ -148,5 +195,9 @@ def read_abf(path: str | Path) -> IcephysRecording:
         channel_names=tuple(_clean(n) for n in abf.adcNames),
         channel_units=tuple(adc_units),
         qc_flags=tuple(qc_flags),
-        metadata={"operation_mode": "gap_free" if gap_free else "episodic"},
+        metadata={
+            "operation_mode": "gap_free" if gap_free else "episodic",
+            "response_channel": f"{channel}:{_clean(abf.adcNames[channel])}",
+            "command_dac": "" if dac is None else f"{dac}:{dac_units[dac]}",
+        },
     )

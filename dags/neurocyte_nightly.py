@@ -1,0 +1,133 @@
+"""neurocyte_nightly: re-ingest stale files, pick up missed ones, maintain the lake.
+
+Runs at 02:00 UTC:
+
+1. ``find_work``: files whose latest published rows come from an older
+   transform version than the code's (``ingest_log.transform_version`` vs
+   ``spec.TRANSFORM_VERSION``; re-read from ``ingest_log.source_path``), plus
+   any settled landing file with no attempt yet (a missed sensor interval);
+   split into batches of ``batch_size``;
+2. ``extract`` / ``gate_and_commit`` per batch (the same bodies as the ingest DAG);
+3. ``maintain``: compact (or z-order by ``file_id``) every table's small files,
+   checkpoint, vacuum with a retention (``dry_run`` param, default off here);
+4. ``publish``: rebuild the catalog views over the new snapshots and QC docs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+if str(Path(__file__).parent) not in sys.path:  # the helpers beside this file
+    sys.path.insert(0, str(Path(__file__).parent))
+from neurocyte_ops import DEFAULT_ARGS, alert_on_failure
+
+
+@dag(
+    dag_id="neurocyte_nightly",
+    description="Re-ingest stale files, pick up missed ones, compact/vacuum, republish",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "on_failure_callback": alert_on_failure},
+    params={
+        "batch_size": Param(25, type="integer", minimum=1),
+        "settle_s": Param(300, type="number", description="landing files younger are left"),
+        "mode": Param("zorder", enum=["compact", "zorder"]),
+        "retention_hours": Param(168, type="integer", minimum=168),
+        "dry_run": Param(False, type="boolean", description="maintenance reports only"),
+    },
+    tags=["neurocyte", "maintenance"],
+    doc_md=__doc__,
+)
+def neurocyte_nightly() -> None:
+    @task
+    def find_work() -> list[list[dict[str, Any]]]:
+        """Stale files (older transform version) and missed landing files, in batches."""
+        from neurocyte_ops import aws_env, file_log, log
+
+        from transforms.discover import batches, new_files
+        from transforms.maintenance import stale_files
+
+        params = get_current_context()["params"]
+        with aws_env():
+            stale = stale_files()
+            missed = new_files(settle_s=float(params["settle_s"]))
+        work: dict[str, dict[str, Any]] = {}
+        for s in stale:
+            if not s.exists:
+                file_log(
+                    40,
+                    s.file_id,
+                    s.file_name,
+                    "stale (v%s) but gone: %s",
+                    s.transform_version,
+                    s.path,
+                )
+                continue
+            file_log(20, s.file_id, s.file_name, "stale: v%s -> re-ingest", s.transform_version)
+            work[s.file_id] = {"path": s.path, "file_name": s.file_name, "file_id": s.file_id}
+        for c in missed:
+            file_log(20, c.file_id, c.file_name, "missed by the sensor -> ingest")
+            work.setdefault(c.file_id, c.as_dict())
+        log.info("nightly: %d stale, %d missed, %d to ingest", len(stale), len(missed), len(work))
+        return batches(list(work.values()), size=int(params["batch_size"]))
+
+    @task(map_index_template="{{ batch_label }}")
+    def extract(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from neurocyte_ops import ingest_batch_extract
+
+        get_current_context()["batch_label"] = f"{len(batch)} files from {batch[0]['file_name']}"  # type: ignore[typeddict-unknown-key]
+        return ingest_batch_extract(batch)
+
+    @task(map_index_template="{{ batch_label }}")
+    def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from neurocyte_ops import ingest_batch_commit
+
+        label = f"{len(outcomes)} files from {outcomes[0]['file_name']}" if outcomes else "empty"
+        get_current_context()["batch_label"] = label  # type: ignore[typeddict-unknown-key]
+        return ingest_batch_commit(outcomes)
+
+    @task(trigger_rule="none_failed")
+    def maintain(committed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Compact / z-order, checkpoint and vacuum every table."""
+        from neurocyte_ops import aws_env, count_statuses, log
+
+        from transforms.maintenance import maintain as run_maintenance
+
+        params = get_current_context()["params"]
+        log.info("re-ingest outcomes %s", count_statuses(list(committed or [])))
+        with aws_env():
+            reports = run_maintenance(
+                mode=params["mode"],
+                retention_hours=int(params["retention_hours"]),
+                dry_run=bool(params["dry_run"]),
+            )
+        for r in reports:
+            log.info(
+                "maintain %s: files %d -> %d, vacuumed %d",
+                r.table,
+                r.files_before,
+                r.files_after,
+                r.vacuumed,
+            )
+        return [r.as_dict() for r in reports]
+
+    @task(trigger_rule="none_failed")
+    def publish(reports: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rebuild the catalog views (new snapshots after compaction) and QC docs."""
+        from neurocyte_ops import publish_catalog
+
+        return publish_catalog()
+
+    planned = find_work()
+    committed = gate_and_commit.expand(outcomes=extract.expand(batch=planned))
+    publish(maintain(committed))
+
+
+neurocyte_nightly()

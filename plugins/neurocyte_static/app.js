@@ -1,0 +1,362 @@
+/* Neurocyte page: fetches JSON from the plugin's API (relative URLs) and draws Plotly charts.
+ * Every chart container carries data-state = loading | ready | empty | error, so a person
+ * (and the browser test) can tell "no data" from "broken". */
+"use strict";
+
+const PALETTE = ["#1971c2", "#e8590c", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#5c940d", "#364fc7"];
+const PLOT_CONFIG = { displaylogo: false, responsive: true };
+const state = { conditionColor: {}, cells: [], fi: [], selectedCell: null };
+
+function colorFor(condition) {
+  const key = String(condition);
+  if (!(key in state.conditionColor)) {
+    state.conditionColor[key] = PALETTE[Object.keys(state.conditionColor).length % PALETTE.length];
+  }
+  return state.conditionColor[key];
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (!response.ok) {
+    const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : response.statusText;
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return body;
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function setMessage(div, stateName, text) {
+  if (window.Plotly) Plotly.purge(div);
+  div.replaceChildren(el("div", { class: "message", text }));
+  div.dataset.state = stateName;
+}
+
+async function plot(div, traces, layout) {
+  div.replaceChildren();
+  const base = { margin: { l: 60, r: 20, t: 36, b: 50 }, font: { size: 12 }, legend: { orientation: "h", y: -0.2 } };
+  await Plotly.newPlot(div, traces, Object.assign(base, layout), PLOT_CONFIG);
+  div.dataset.state = "ready";
+}
+
+async function guarded(div, fn) {
+  try {
+    await fn();
+  } catch (err) {
+    setMessage(div, "error", `Could not load: ${err.message}`);
+  }
+}
+
+/* ---------------------------------------------------------------- overview */
+
+async function loadOverview() {
+  const chart = document.getElementById("chart-status");
+  await guarded(chart, async () => {
+    const data = await getJSON("api/overview");
+    document.getElementById("lake-path").textContent = data.lake || "";
+    const totals = document.getElementById("totals");
+    totals.replaceChildren();
+    for (const [status, n] of Object.entries(data.totals || {})) {
+      totals.append(el("span", { class: `badge ${status}`, text: `${n} ${status}` }));
+    }
+    const rows = new Map();
+    const key = (r) => [r.lab, r.condition, r.timepoint].join("\u0000");
+    for (const r of data.status || []) {
+      const k = key(r);
+      if (!rows.has(k)) rows.set(k, { lab: r.lab, condition: r.condition, timepoint: r.timepoint });
+      rows.get(k)[r.status] = r.n_files;
+    }
+    for (const r of data.recordings || []) {
+      const k = key(r);
+      if (!rows.has(k)) rows.set(k, { lab: r.lab, condition: r.condition, timepoint: r.timepoint });
+      Object.assign(rows.get(k), { n_cells: r.n_cells, n_plates: r.n_plates, n_wells: r.n_wells });
+    }
+    const body = document.querySelector("#partition-table tbody");
+    body.replaceChildren();
+    for (const r of rows.values()) {
+      const tr = el("tr");
+      // A plate's file has no single condition (its wells have theirs): shown as "per well".
+      for (const v of [r.lab, r.condition ?? "per well", r.timepoint]) tr.append(el("td", { text: v ?? "—" }));
+      for (const v of [r.published, r.quarantined, r.failed, r.n_cells, r.n_plates, r.n_wells]) {
+        tr.append(el("td", { class: "num", text: v ?? 0 }));
+      }
+      body.append(tr);
+    }
+    if (!data.available || !(data.status || []).length) {
+      setMessage(chart, "empty", data.message || "No ingested files yet.");
+      return;
+    }
+    const labels = [...rows.values()].map((r) => `${r.lab}/${r.condition ?? "per well"}/${r.timepoint}`);
+    const statuses = ["published", "quarantined", "failed"];
+    const colors = { published: "#2b8a3e", quarantined: "#e67700", failed: "#c92a2a" };
+    const traces = statuses.map((s) => ({
+      type: "bar", name: s, x: labels, y: [...rows.values()].map((r) => r[s] || 0), marker: { color: colors[s] },
+    }));
+    await plot(chart, traces, { barmode: "stack", title: { text: "Files by partition and QC status" }, yaxis: { title: { text: "files" } }, xaxis: { automargin: true }, margin: { l: 50, r: 10, t: 36, b: 10 } });
+  });
+}
+
+async function loadProblems() {
+  const body = document.querySelector("#problem-table tbody");
+  const empty = document.getElementById("problems-empty");
+  try {
+    const data = await getJSON("api/problems");
+    body.replaceChildren();
+    const files = data.files || [];
+    empty.hidden = files.length > 0;
+    if (!data.available) { empty.textContent = data.message; empty.hidden = false; }
+    for (const f of files) {
+      const docs = el("td");
+      for (const d of f.docs || []) {
+        if (!d.path) continue;
+        const mark = d.success ? "\u2713" : "\u2717";
+        docs.append(el("a", {
+          class: `docs ${d.success ? "" : "failed-table"}`, href: `qc-docs/${d.path}`, target: "_blank",
+          rel: "noopener", "data-table": d.table, text: `${d.table} ${mark}`,
+          title: d.success ? "passed" : `failed: ${(d.failed_expectations || []).join(", ")}`,
+        }));
+      }
+      if (!docs.childNodes.length) docs.textContent = f.status === "failed" ? "not validated (decode failed)" : "—";
+      const tr = el("tr", { "data-file-id": f.file_id, "data-status": f.status },
+        el("td", { text: f.file_name, title: f.source_path || "" }),
+        el("td", {}, el("span", { class: `badge ${f.status}`, text: f.status })),
+        el("td", { text: [f.lab, f.condition, f.timepoint].map((v) => v ?? "—").join(" / ") }),
+        el("td", { class: "reason", text: f.reason || "" }),
+        docs);
+      body.append(tr);
+    }
+  } catch (err) {
+    empty.hidden = false;
+    empty.textContent = `Could not load: ${err.message}`;
+  }
+}
+
+/* ---------------------------------------------------------------- patch clamp */
+
+async function loadCells() {
+  const select = document.getElementById("cell-select");
+  const fiDiv = document.getElementById("chart-fi");
+  await guarded(fiDiv, async () => {
+    const [cells, fi] = await Promise.all([getJSON("api/cells"), getJSON("api/fi")]);
+    state.cells = cells.cells || [];
+    state.fi = fi.curves || [];
+    select.replaceChildren();
+    for (const c of state.cells) {
+      select.append(el("option", { value: c.file_id, text: `${c.cell_id || c.file_name} (${c.condition}, ${c.timepoint})` }));
+    }
+    const withCurve = state.fi.length ? state.fi[0].file_id : (state.cells[0] || {}).file_id;
+    state.selectedCell = withCurve || null;
+    if (state.selectedCell) select.value = state.selectedCell;
+    drawFI(fi);
+    await loadSweeps();
+  });
+}
+
+function drawFI(fi) {
+  const div = document.getElementById("chart-fi");
+  if (!state.fi.length) {
+    setMessage(div, "empty", (fi && fi.message) || "No long-square sweeps published yet: no f-I curves.");
+    return;
+  }
+  const yKey = document.getElementById("fi-y").value;
+  const seen = new Set();
+  const traces = state.fi.map((c) => {
+    const selected = c.file_id === state.selectedCell;
+    const legend = !seen.has(c.condition);
+    seen.add(c.condition);
+    return {
+      type: "scatter", mode: "lines+markers", name: String(c.condition), legendgroup: String(c.condition),
+      showlegend: legend, x: c.stim_amp_pa, y: c[yKey], customdata: c.sweep_number,
+      text: c.cell_id || c.file_name,
+      hovertemplate: "%{text}<br>%{x} pA → %{y}<br>sweep %{customdata}<extra></extra>",
+      line: { color: colorFor(c.condition), width: selected ? 4 : 1.5 },
+      marker: { size: selected ? 8 : 5 }, opacity: selected ? 1 : 0.55,
+      meta: c.file_id,
+    };
+  });
+  plot(div, traces, {
+    title: { text: "f-I curves (long-square sweeps)" },
+    xaxis: { title: { text: "stimulus amplitude (pA)" } },
+    yaxis: { title: { text: yKey === "spike_count" ? "spike count" : "mean rate (Hz)" } },
+  }).then(() => {
+    div.on("plotly_click", (ev) => {
+      const id = ev.points && ev.points[0] && ev.points[0].data.meta;
+      if (id) { state.selectedCell = id; document.getElementById("cell-select").value = id; drawFI(); loadSweeps(); }
+    });
+  });
+}
+
+async function loadSweeps() {
+  const div = document.getElementById("chart-sweeps");
+  if (!state.selectedCell) { setMessage(div, "empty", "No published cell."); return; }
+  setMessage(div, "loading", "Reading sweeps from the raw file…");
+  await guarded(div, async () => {
+    const data = await getJSON(`api/cells/${state.selectedCell}/sweeps`);
+    if (!data.available || !(data.sweeps || []).length) { setMessage(div, "empty", data.message || "No sweeps."); return; }
+    const traces = [];
+    data.sweeps.forEach((s, i) => {
+      const color = PALETTE[i % PALETTE.length];
+      const amp = s.stim_amp_pa === null || s.stim_amp_pa === undefined ? "" : `, ${s.stim_amp_pa} pA`;
+      traces.push({
+        type: "scatter", mode: "lines", name: `sweep ${s.sweep} (${s.role}${amp})`, x: s.t_s, y: s.y,
+        line: { color, width: 1 },
+      });
+      if (s.spikes && s.spikes.peak_t_s && s.spikes.peak_t_s.length) {
+        traces.push({
+          type: "scatter", mode: "markers", name: `spikes, sweep ${s.sweep} (${s.spikes.peak_t_s.length})`,
+          x: s.spikes.peak_t_s, y: s.spikes.peak_v_mv, marker: { color, symbol: "x", size: 7 },
+        });
+      }
+    });
+    const unit = data.sweeps[0].unit;
+    await plot(div, traces, {
+      title: { text: "Example sweeps with detected spikes (raw file)" },
+      xaxis: { title: { text: "time from sweep start (s)" } },
+      yaxis: { title: { text: `response (${unit})` } },
+    });
+  });
+}
+
+/* ---------------------------------------------------------------- MEA */
+
+async function loadPlates() {
+  const select = document.getElementById("plate-select");
+  const raster = document.getElementById("chart-raster");
+  const heat = document.getElementById("chart-heatmap");
+  try {
+    const data = await getJSON("api/plates");
+    const plates = data.plates || [];
+    select.replaceChildren();
+    for (const p of plates) {
+      select.append(el("option", { value: p.file_id, text: `${p.file_name || p.file_id.slice(0, 12)} (${p.lab}, ${p.timepoint})` }));
+    }
+    if (!plates.length) {
+      const msg = data.message || "No MEA plates published yet.";
+      setMessage(raster, "empty", msg);
+      setMessage(heat, "empty", msg);
+      return;
+    }
+    await Promise.all([loadHeatmap(), loadRaster()]);
+  } catch (err) {
+    setMessage(raster, "error", `Could not load: ${err.message}`);
+    setMessage(heat, "error", `Could not load: ${err.message}`);
+  }
+}
+
+async function loadHeatmap() {
+  const div = document.getElementById("chart-heatmap");
+  const plate = document.getElementById("plate-select").value;
+  await guarded(div, async () => {
+    const data = await getJSON(`api/plates/${plate}/heatmap`);
+    const wellSelect = document.getElementById("well-select");
+    const current = wellSelect.value;
+    wellSelect.replaceChildren(el("option", { value: "", text: "all wells" }));
+    if (!data.available) { setMessage(div, "empty", data.message || "No well metrics."); return; }
+    for (const r of data.rows) for (const c of data.cols) wellSelect.append(el("option", { value: `${r}${c}`, text: `${r}${c}` }));
+    wellSelect.value = current;
+    const text = data.z.map((row, i) => row.map((v, j) => `${data.rows[i]}${data.cols[j]}<br>${data.conditions[i][j] ?? ""}`));
+    await plot(div, [{
+      type: "heatmap", z: data.z, x: data.cols.map(String), y: data.rows, text, colorscale: "Viridis",
+      hovertemplate: "%{text}<br>%{z:.3g}<extra></extra>", colorbar: { title: { text: "Hz" } }, xgap: 2, ygap: 2,
+    }], {
+      title: { text: `Wells: ${data.label}` },
+      xaxis: { type: "category", side: "top" }, yaxis: { type: "category", autorange: "reversed" },
+    });
+  });
+}
+
+async function loadRaster() {
+  const div = document.getElementById("chart-raster");
+  const plate = document.getElementById("plate-select").value;
+  const well = document.getElementById("well-select").value;
+  await guarded(div, async () => {
+    const query = new URLSearchParams({ max_spikes: "10000" });
+    if (well) query.set("well", well);
+    const data = await getJSON(`api/plates/${plate}/raster?${query}`);
+    if (!data.available || !data.time_s.length) { setMessage(div, "empty", data.message || "No spikes."); return; }
+    const trunc = data.truncated ? ` (first ${data.time_s.length} of ${data.n_spikes} spikes)` : "";
+    await plot(div, [{
+      type: "scatter", mode: "markers", name: "spikes", x: data.time_s, y: data.electrode_index,
+      text: data.electrode_index.map((i) => data.electrodes[i]),
+      hovertemplate: "%{text}<br>%{x:.4f} s<extra></extra>",
+      marker: { symbol: "line-ns-open", size: 6, color: "#1f2933", line: { width: 1 } },
+    }], {
+      title: { text: `Raster, ${well || "all wells"}${trunc}` },
+      xaxis: { title: { text: "time (s)" } },
+      yaxis: { title: { text: "electrode" }, tickmode: "array", tickvals: data.electrodes.map((_, i) => i).filter((i) => data.electrodes.length <= 32 || i % Math.ceil(data.electrodes.length / 32) === 0), ticktext: data.electrodes.filter((_, i) => data.electrodes.length <= 32 || i % Math.ceil(data.electrodes.length / 32) === 0), autorange: "reversed" },
+      showlegend: false,
+    });
+  });
+}
+
+/* ---------------------------------------------------------------- trajectories */
+
+async function loadMetrics() {
+  const select = document.getElementById("metric-select");
+  const div = document.getElementById("chart-trajectory");
+  await guarded(div, async () => {
+    const data = await getJSON("api/metrics");
+    select.replaceChildren();
+    for (const m of data.metrics || []) select.append(el("option", { value: m.key, text: `${m.label} — per ${m.unit}` }));
+    if (!(data.metrics || []).length) { setMessage(div, "empty", data.message || "No metrics yet."); return; }
+    // Start with the first metric that has values.
+    for (const m of data.metrics) {
+      const t = await getJSON(`api/trajectory/${m.key}`);
+      if (t.available) { select.value = m.key; await drawTrajectory(t); return; }
+    }
+    await loadTrajectory();
+  });
+}
+
+async function loadTrajectory() {
+  const div = document.getElementById("chart-trajectory");
+  const metric = document.getElementById("metric-select").value;
+  await guarded(div, async () => drawTrajectory(await getJSON(`api/trajectory/${metric}`)));
+}
+
+async function drawTrajectory(data) {
+  const div = document.getElementById("chart-trajectory");
+  if (!data.available) { setMessage(div, "empty", data.message || "No values yet."); return; }
+  const traces = data.series.map((s) => ({
+    type: "scatter", mode: "lines+markers", name: `${s.condition}`, x: s.timepoint, y: s.mean,
+    error_y: { type: "data", array: s.sd.map((v) => v ?? 0), visible: true },
+    customdata: s.n, hovertemplate: `${s.condition} %{x}: %{y:.3g} ± %{error_y.array:.3g} (n=%{customdata})<extra></extra>`,
+    line: { color: colorFor(s.condition) }, marker: { color: colorFor(s.condition), size: 8 },
+  }));
+  await plot(div, traces, {
+    title: { text: `${data.label}: mean ± SD per ${data.unit_of_observation}` },
+    xaxis: { title: { text: "timepoint" }, type: "category", categoryorder: "array", categoryarray: data.timepoints },
+    yaxis: { title: { text: data.label } },
+  });
+}
+
+/* ---------------------------------------------------------------- wiring */
+
+document.getElementById("cell-select").addEventListener("change", (e) => {
+  state.selectedCell = e.target.value; drawFI(); loadSweeps();
+});
+document.getElementById("fi-y").addEventListener("change", () => drawFI());
+document.getElementById("plate-select").addEventListener("change", () => { document.getElementById("well-select").value = ""; loadHeatmap(); loadRaster(); });
+document.getElementById("well-select").addEventListener("change", () => loadRaster());
+document.getElementById("metric-select").addEventListener("change", () => loadTrajectory());
+
+if (!window.Plotly) {
+  for (const div of document.querySelectorAll(".chart")) setMessage(div, "error", "plotly.js did not load (vendor/plotly.min.js).");
+} else {
+  loadOverview();
+  loadProblems();
+  loadCells();
+  loadPlates();
+  loadMetrics();
+}
