@@ -8,7 +8,7 @@ DEMO_DIR := $(CURDIR)/demo
 DEMO_ENV := NEUROCYTE_LAKE=$(DEMO_DIR)/lake NEUROCYTE_LANDING=$(DEMO_DIR)/landing \
 	AIRFLOW_HOME=$(DEMO_DIR)/airflow
 
-.PHONY: help uv sync demo test test-slow test-all lint format bench airflow clean
+.PHONY: help uv sync demo test test-slow test-all system-deps lint format bench airflow clean
 
 help:
 	@echo "make demo       generate recordings, run the ingest DAG, query the catalog"
@@ -49,10 +49,16 @@ demo: sync
 test: sync
 	$(RUN) pytest
 
-test-slow: sync
+# System packages the slow integration tests need (Debian chromium for the browser
+# test; PostgreSQL and Redis for the Celery end-to-end test). Idempotent.
+system-deps:
+	bash scripts/install_browser.sh
+	@if [ -f scripts/ci_services.sh ]; then bash scripts/ci_services.sh; fi
+
+test-slow: sync system-deps
 	$(RUN) pytest -m slow
 
-test-all: sync
+test-all: sync system-deps
 	$(RUN) pytest -m "slow or not slow"
 
 lint: sync
@@ -68,6 +74,8 @@ bench: sync
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
 
 airflow: sync
+	NEUROCYTE_LAKE=$${NEUROCYTE_LAKE:-$(CURDIR)/lake} NEUROCYTE_LANDING=$${NEUROCYTE_LANDING:-$(CURDIR)/landing} \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	AIRFLOW_HOME=$(CURDIR)/airflow_home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	$(RUN) airflow standalone

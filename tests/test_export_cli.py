@@ -54,3 +54,19 @@ def test_export_unknown_file_id_is_a_clear_error(tmp_path: Path, capsys) -> None
     assert "no published recording" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export-nwb"])
+
+
+def test_raw_cli_returns_the_window_of_a_sweep(tmp_path: Path) -> None:
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    land(landing, "File_axon_5.abf")
+    ingest_paths([landing], lake=str(lake), landing=str(landing))
+    (file_id,) = query(lake, "SELECT file_id FROM icephys_recordings")[0]
+    out = tmp_path / "snippet.npy"
+    args = ["raw", file_id, "--sweep", "3", "--start", "0.1", "--stop", "0.35"]
+    assert main([*args, "--out", str(out), "--lake", str(lake)]) == 0
+    got = np.load(out)
+    abf = pyabf.ABF(str(ABF_DIR / "File_axon_5.abf"))
+    abf.setSweep(3)
+    fs = abf.sampleRate
+    expected = abf.sweepY[int(round(0.1 * fs)) : int(round(0.35 * fs))]
+    np.testing.assert_allclose(np.ravel(got), expected, atol=1e-4)

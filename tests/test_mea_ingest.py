@@ -156,3 +156,21 @@ def test_truncated_raw_fails_clearly(tmp_path: Path, synth_plate) -> None:
     )
     (o,) = summary.outcomes
     assert o.status == "failed" and "cut.raw" in o.reason and "past the end of the file" in o.reason
+
+
+def test_convenience_views(tmp_path: Path) -> None:
+    from tests.helpers import land
+
+    lake = tmp_path / "lake"
+    land(tmp_path / "landing", "File_axon_5.abf", condition="KO", timepoint="P21")
+    ingest_paths([tmp_path / "landing"], lake=str(lake), landing=str(tmp_path / "landing"))
+    ingest_paths([SPIKE_LIST], lake=str(lake), lab="labM", plate_map=EXP_LOG)
+    cells = query(lake, "SELECT condition, timepoint, cell_id, rheobase_pa FROM cells")
+    assert cells == [("KO", "P21", "File_axon_5", 200.0)]  # IPFX reference rheobase
+    by_cond = dict(
+        query(lake, "SELECT condition, n_wells FROM well_metrics_by_condition")
+    )
+    assert by_cond == {"treatX": 8, "treatY": 8, "untreated": 8, "unassigned": 24}
+    qc_rows = query(lake, "SELECT lab, condition, status, files FROM qc_summary")
+    assert ("labA", "KO", "published", 1) in qc_rows
+    assert ("labM", "per well", "published", 1) in qc_rows

@@ -6,10 +6,15 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from transforms import spec
 from transforms.errors import NeurocyteError
+
+if TYPE_CHECKING:
+    from transforms.ingest import Outcome
 
 
 def _lake_arg(p: argparse.ArgumentParser) -> None:
@@ -26,11 +31,39 @@ def _print_outcome(outcome) -> None:
     print(line, flush=True)
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from transforms.ingest import ingest_paths
+class Progress:
+    """A one-line progress bar on stderr (only when it is a terminal) plus per-file lines."""
 
+    def __init__(self, total: int, *, stream: TextIO = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.counts: dict[str, int] = {}
+        self.start = time.monotonic()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.done += 1
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if self.tty:
+            self.stream.write("\r\033[K")
+        _print_outcome(outcome)
+        if self.tty and self.done < self.total:
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"[{bar}] {self.done}/{self.total} files, ETA {eta:.0f} s")
+            self.stream.flush()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from transforms.ingest import expand_paths, ingest_paths
+
+    files = expand_paths(args.paths)
+    progress = Progress(len(files))
+    started = time.monotonic()
     summary = ingest_paths(
-        args.paths,
+        files,
         lake=args.lake,
         landing=args.landing,
         lab=args.lab,
@@ -39,10 +72,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         plate_map=args.plate_map,
         force=args.force,
         publish=not args.no_publish,
-        on_outcome=_print_outcome,
+        on_outcome=progress,
     )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items())) or "no files"
-    print(f"summary: {counts}")
+    print(f"summary: {counts} in {time.monotonic() - started:.1f} s")
     if summary.catalog:
         print(f"catalog: {summary.catalog}")
         print(f"QC docs: {summary.docs}")
@@ -117,6 +150,24 @@ def _interactive(con) -> int:
         buf = ""
 
 
+def cmd_raw(args: argparse.Namespace) -> int:
+    from transforms.raw_access import fetch_snippet
+
+    started = time.monotonic()
+    snippet = fetch_snippet(
+        args.file_id,
+        lake=args.lake,
+        well=args.well,
+        electrodes=args.electrode,
+        sweep=args.sweep,
+        start_s=args.start,
+        stop_s=args.stop,
+    )
+    out = snippet.save(args.out)
+    print(f"wrote {out} in {time.monotonic() - started:.2f} s")
+    return 0
+
+
 def cmd_export_nwb(args: argparse.Namespace) -> int:
     from transforms.exporting import export_recording_nwb
 
@@ -180,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactive", "-i", action="store_true")
     _lake_arg(p)
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("raw", help="a time window of a recording's raw data, without copying it")
+    p.add_argument("file_id")
+    p.add_argument("--well", action="append", help="MEA well (repeatable)")
+    p.add_argument("--electrode", action="append", help="MEA electrode, e.g. B2_11 (repeatable)")
+    p.add_argument("--sweep", type=int, help="patch-clamp sweep number")
+    p.add_argument("--start", type=float, required=True, help="window start (s)")
+    p.add_argument("--stop", type=float, required=True, help="window end (s)")
+    p.add_argument("--out", required=True, help="output .npy or .nwb")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_raw)
 
     p = sub.add_parser("export-nwb", help="write a published recording + features as NWB")
     p.add_argument("file_id", help="file_id (or a unique prefix of at least 8 hex digits)")

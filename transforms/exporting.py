@@ -37,9 +37,9 @@ def resolve_file_id(
 
 
 def _features(con: duckdb.DuckDBPyConnection, view: str, file_id: str, order: str) -> pa.Table:
-    table = con.execute(
-        f"SELECT * FROM {view} WHERE file_id = ? ORDER BY {order}",  # noqa: S608
-        [file_id],
+    table: pa.Table = con.sql(
+        f"SELECT * FROM {view} WHERE file_id = $1 ORDER BY {order}",  # noqa: S608
+        params=[file_id],
     ).to_arrow_table()
     drop = [c for c in (*_PROVENANCE, "lab", "condition", "timepoint") if c in table.column_names]
     return table.drop_columns(drop)

@@ -117,18 +117,18 @@ def read_plate(path: Path, kind: str) -> PlateSpikes:
     if kind == "axion_spk":
         from transforms.readers.axion import open_axion
 
-        f = open_axion(path)
+        spk = open_axion(path)
         return PlateSpikes(
             kind,
-            f.read_spikes(),
-            f.layout,
-            f.duration_s,
-            f.duration_s,
-            f.sampling_rate_hz,
-            f.recorded_at,
-            tuple(f.flags),
+            spk.read_spikes(),
+            spk.layout,
+            spk.duration_s,
+            spk.duration_s,
+            spk.sampling_rate_hz,
+            spk.recorded_at,
+            tuple(spk.flags),
             None,
-            _embedded_map(f),
+            _embedded_map(spk),
         )
     if kind in ("axion_raw", "nwb_ecephys"):
         from transforms.mea.detect import DetectionParams, detect_spikes
@@ -137,7 +137,7 @@ def read_plate(path: Path, kind: str) -> PlateSpikes:
             from transforms.readers.axion import open_axion
 
             f: Any = open_axion(path)
-        else:
+        else:  # the same access API as an AxionFile
             from transforms.readers.nwb_ecephys import open_nwb_ecephys
 
             f = open_nwb_ecephys(path)

@@ -9,6 +9,7 @@ file atomically.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pathlib import Path
 from transforms import lake as lakeio
 from transforms import spec
 from transforms.errors import LakeError, SpecError
+
+log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"\{\{\s*source\s*\}\}")
 
@@ -131,6 +134,13 @@ def publish(*, lake: str | None = None) -> PublishResult:
             con.execute(statement)
             if name != "published":
                 versions[name], files[name] = version, n_files
+        for path in sorted((sql_dir() / "convenience").glob("*.sql")):
+            # Views over the views above; one whose tables hold no data yet (so
+            # have no columns) is left out until a later publish.
+            try:
+                con.execute(path.read_text(encoding="utf-8"))
+            except duckdb.BinderException as exc:
+                log.info("convenience view %s skipped: %s", path.stem, exc)
         con.execute(
             "CREATE TABLE _catalog (view_name VARCHAR, delta_version BIGINT, n_files BIGINT, "
             "published_at TIMESTAMPTZ, lake VARCHAR)"
