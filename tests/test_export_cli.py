@@ -68,5 +68,5 @@ def test_raw_cli_returns_the_window_of_a_sweep(tmp_path: Path) -> None:
     abf = pyabf.ABF(str(ABF_DIR / "File_axon_5.abf"))
     abf.setSweep(3)
     fs = abf.sampleRate
-    expected = abf.sweepY[int(round(0.1 * fs)) : int(round(0.35 * fs))]
+    expected = abf.sweepY[round(0.1 * fs) : round(0.35 * fs)]
     np.testing.assert_allclose(np.ravel(got), expected, atol=1e-4)
