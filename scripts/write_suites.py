@@ -99,7 +99,8 @@ SUITES = {
         between("input_resistance_mohm", 0, 5000),
         between("tau_ms", 0, 500),
         between("v_rest_mv", -120, 0),
-        between("fi_slope_hz_per_pa", 0, 10),
+        # negative slopes are real (depolarisation block), absurd magnitudes are not
+        between("fi_slope_hz_per_pa", -10, 10),
     ],
     "mea_recordings": [
         gxe.ExpectColumnValuesToMatchRegex(column="well", regex=WELL),
