@@ -276,24 +276,68 @@ def count_rows(
 Mode = Literal["error", "overwrite"]
 
 
+def superseded_attempts(file_ids: Iterable[str], *, lake: str | None = None) -> list[str]:
+    """Logged attempts of these files older than each file's latest published attempt.
+
+    Only attempts present in ``ingest_log`` qualify: an attempt that appended
+    rows but has not logged yet may be another writer's commit in flight, and
+    deleting its rows would lose the version it is about to publish. (Rows of
+    attempts that crashed before logging stay invisible to the views; a later
+    ingest of the same file or maintenance removes them.)
+    """
+    wanted = {_check_id("file_id", f) for f in file_ids}
+    log = read_table(
+        spec.INGEST_LOG, lake=lake, columns=["file_id", "ingest_id", "status", "finished_at"]
+    )
+    if log is None or not wanted:
+        return []
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    con.register("wanted", pa.table({"file_id": pa.array(sorted(wanted), pa.string())}))
+    rows = con.sql(
+        """
+        WITH latest AS (
+            SELECT file_id, ingest_id, finished_at FROM log
+            WHERE status = 'published' AND file_id IN (SELECT file_id FROM wanted)
+            QUALIFY row_number() OVER (PARTITION BY file_id
+                                       ORDER BY finished_at DESC, ingest_id DESC) = 1
+        )
+        SELECT DISTINCT l.ingest_id FROM log AS l JOIN latest AS p USING (file_id)
+        WHERE l.ingest_id != p.ingest_id
+          AND (l.finished_at < p.finished_at
+               OR (l.finished_at = p.finished_at AND l.ingest_id < p.ingest_id))
+        """
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
 def prune_superseded_many(
     table: str,
     *,
     keep: dict[str, str],
     lake: str | None = None,
 ) -> int:
-    """One commit deleting, for every ``file_id`` in ``keep``, rows of other attempts.
+    """One commit deleting the rows of superseded attempts of the files in ``keep``.
 
-    ``keep`` maps file_id -> the ingest_id whose rows stay. The predicate is
-    built only from validated hex identifiers.
+    ``keep`` names the files just committed (file_id -> this writer's
+    ingest_id). What is deleted is decided from ``ingest_log`` at prune time
+    (:func:`superseded_attempts`), not from ``keep``'s ingest_ids: when two
+    writers replace one file concurrently, the one that committed first must
+    not delete the later, published attempt. The predicate is built only from
+    validated hex identifiers.
     """
     from deltalake import DeltaTable
 
     if not keep or not table_exists(table, lake=lake):
         return 0
+    old = superseded_attempts(keep, lake=lake)
+    if not old:
+        return 0
     files = ", ".join(f"'{_check_id('file_id', f)}'" for f in keep)
-    ingests = ", ".join(f"'{_check_id('ingest_id', i)}'" for i in keep.values())
-    predicate = f"file_id IN ({files}) AND ingest_id NOT IN ({ingests})"
+    ingests = ", ".join(f"'{_check_id('ingest_id', i)}'" for i in old)
+    predicate = f"file_id IN ({files}) AND ingest_id IN ({ingests})"
 
     def commit() -> int:
         dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))

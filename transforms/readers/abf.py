@@ -6,13 +6,14 @@ by their units, not their position, because labs wire amplifiers differently.
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from transforms.errors import DecodeError, UnsupportedRecording
+from transforms.errors import DecodeError, NeurocyteError, UnsupportedRecording
 from transforms.model import ClampMode, IcephysRecording, Sweep
 
 #: Scale factors to the canonical units (mV for potential, pA for current).
@@ -133,20 +134,65 @@ def read_abf(path: str | Path) -> IcephysRecording:
     import pyabf  # heavy-ish import kept local so the package imports fast
 
     path = Path(path)
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise DecodeError(f"{path.name}: zero-length file")
+    _check_declared_sweeps(path, size)
     try:
         abf = pyabf.ABF(str(path), loadData=True)
     except Exception as exc:  # pyabf raises bare Exceptions of many kinds on bad bytes
         raise DecodeError(
             f"{path.name}: not a readable ABF file ({type(exc).__name__}: {exc})"
         ) from exc
+    try:
+        return _decode(abf, path)
+    except NeurocyteError:
+        raise
+    except (
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ZeroDivisionError,
+        OverflowError,
+        MemoryError,
+        struct.error,
+    ) as exc:
+        # pyabf builds sweep and command waveforms lazily: a corrupt header
+        # surfaces only here, as a bare exception from inside pyabf.
+        raise DecodeError(
+            f"{path.name}: corrupt ABF header or data ({type(exc).__name__}: {exc})"
+        ) from exc
 
+
+def _check_declared_sweeps(path: Path, size: int) -> None:
+    """Refuse a header whose sweep count cannot fit the file, before pyabf allocates it.
+
+    Every sweep holds at least one 2-byte sample, so more sweeps than
+    ``size / 2`` is corruption (a claim of 2**31 sweeps would otherwise make
+    pyabf allocate tens of GB). ``lActualEpisodes`` sits at byte 16 in ABF1
+    and byte 12 in ABF2 headers.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    if len(head) < 20:
+        raise DecodeError(f"{path.name}: truncated ABF header ({len(head)} bytes)")
+    offset = {b"ABF ": 16, b"ABF2": 12}.get(head[:4])
+    if offset is None:
+        raise DecodeError(f"{path.name}: not an ABF file (signature {head[:4]!r})")
+    (episodes,) = struct.unpack_from("<i" if offset == 16 else "<I", head, offset)
+    if episodes < 0 or episodes > size // 2:
+        raise DecodeError(
+            f"{path.name}: header declares {episodes} sweeps, impossible in {size} bytes"
+        )
+
+
+def _decode(abf: Any, path: Path) -> IcephysRecording:
+    """The loaded pyabf object as the neutral model (may raise from inside pyabf)."""
     if abf.sweepCount < 1 or abf.sweepPointCount < 2:
         raise UnsupportedRecording(f"{path.name}: no sweeps")
     if not np.isfinite(abf.sampleRate) or abf.sampleRate <= 0:
         raise DecodeError(f"{path.name}: invalid sampling rate {abf.sampleRate!r}")
-
     adc_units = [_clean(u) for u in abf.adcUnits]
     dac_units = [_clean(u) for u in abf.dacUnits]
     gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
