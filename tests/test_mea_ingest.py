@@ -167,9 +167,7 @@ def test_convenience_views(tmp_path: Path) -> None:
     ingest_paths([SPIKE_LIST], lake=str(lake), lab="labM", plate_map=EXP_LOG)
     cells = query(lake, "SELECT condition, timepoint, cell_id, rheobase_pa FROM cells")
     assert cells == [("KO", "P21", "File_axon_5", 200.0)]  # IPFX reference rheobase
-    by_cond = dict(
-        query(lake, "SELECT condition, n_wells FROM well_metrics_by_condition")
-    )
+    by_cond = dict(query(lake, "SELECT condition, n_wells FROM well_metrics_by_condition"))
     assert by_cond == {"treatX": 8, "treatY": 8, "untreated": 8, "unassigned": 24}
     qc_rows = query(lake, "SELECT lab, condition, status, files FROM qc_summary")
     assert ("labA", "KO", "published", 1) in qc_rows

@@ -6,12 +6,21 @@ written as Parquet into ``<lake>/_staging/<ingest_id>/``) and
 :func:`commit_staged` (GX validation, Delta append, ``ingest_log`` commit
 point, pruning of superseded rows). :func:`ingest_paths` runs both for many
 files and then publishes, which is what ``neurocyte ingest`` does.
+
+Scale-out within a plate: a continuous plate (``.raw``, NWB) larger than
+``split_plate_mb`` is staged as several *parts*, well groups sharing one
+``ingest_id`` (:func:`split_candidates`, ``stage_file(part=k, n_parts=n)``),
+each in ``<lake>/_staging/<ingest_id>/part-<k>/``, so several workers share the
+plate. :func:`commit_batch` merges the parts of a file (all must be staged,
+else the file is ``failed`` and nothing of it is published) and commits it as
+one file: one ``published`` row, the same rows as an unsplit ingest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +59,9 @@ class Outcome:
     staging: str = ""
     batch_id: str = ""
     qc_pages: dict[str, str] = field(default_factory=dict)
+    #: Well group ``part`` of ``n_parts`` of a split plate (None: the whole file).
+    part: int | None = None
+    n_parts: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,10 +117,13 @@ def _decode(
     file_id: str,
     ingest_id: str,
     plate_map: Path | None,
+    part: tuple[int, int] | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
     if kind in ("abf", "nwb"):
         from transforms.icephys_rows import decode_icephys
 
+        if part is not None and part[0] > 0:  # not split: part 0 carries the whole file
+            return "", {}
         return decode_icephys(path, target=target, file_id=file_id, ingest_id=ingest_id)
     from transforms.mea_rows import decode_mea
 
@@ -119,6 +134,7 @@ def _decode(
         ingest_id=ingest_id,
         kind=kind,
         plate_map_path=plate_map,
+        part=part,
     )
 
 
@@ -165,6 +181,9 @@ def stage_file(
     plate_map: str | Path | None = None,
     force: bool = False,
     source_uri: str | None = None,
+    part: int | None = None,
+    n_parts: int | None = None,
+    ingest_id: str | None = None,
 ) -> Outcome:
     """Decode and extract features; stage the rows as Parquet for the gate.
 
@@ -173,16 +192,29 @@ def stage_file(
     :func:`commit_staged`. Never raises for bad input. ``source_uri`` is the
     file's landing-zone address to record when ``path`` is a local copy of it
     (an object fetched from S3).
+
+    ``part=k, n_parts=n`` (with the ``ingest_id`` all parts share) stages only
+    well group ``k`` of ``n`` of a plate, in ``<staging>/part-<k>/``; its
+    outcome is never recorded here, :func:`commit_batch` records the file once
+    its parts are merged.
     """
     path = Path(path)
     started = _now()
+    if (part is None) != (n_parts is None) or (
+        part is not None and n_parts is not None and not 0 <= part < n_parts
+    ):
+        raise ValueError(f"part {part!r} of {n_parts!r}: give both, 0 <= part < n_parts")
+    if part is not None and not ingest_id:
+        raise ValueError("the parts of a file share one ingest_id: pass it")
     outcome = Outcome(
         source_path=source_uri or (str(path.resolve()) if path.exists() else str(path)),
         file_name=path.name,
         file_id="",
-        ingest_id=uuid.uuid4().hex,
+        ingest_id=lakeio._check_id("ingest_id", ingest_id) if ingest_id else uuid.uuid4().hex,
         status="failed",
         started_at=started.isoformat(),
+        part=part,
+        n_parts=n_parts,
     )
     try:
         if not path.is_file():
@@ -211,7 +243,8 @@ def stage_file(
         if previous and previous[1] == spec.TRANSFORM_VERSION and not force:
             outcome.status = "duplicate"
             outcome.reason = f"content already published (ingest {previous[0]})"
-            record(outcome, lake=lake)
+            if part is None:
+                record(outcome, lake=lake)
             return outcome
         outcome.source_format, tables = _decode(
             path,
@@ -220,8 +253,11 @@ def stage_file(
             file_id=outcome.file_id,
             ingest_id=outcome.ingest_id,
             plate_map=Path(plate_map) if plate_map else None,
+            part=(part, n_parts) if part is not None and n_parts is not None else None,
         )
         stage = staging_dir(outcome.ingest_id, lake=lake)
+        if part is not None:
+            stage = storage.join(stage, f"part-{part}")
         for name, rows in tables.items():
             storage.write_parquet(rows, storage.join(stage, f"{name}.parquet"))
             outcome.rows[name] = rows.num_rows
@@ -240,12 +276,108 @@ def stage_file(
         outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
     if not outcome.file_id:
         outcome.file_id = "0" * 64  # unreadable file: no content hash to key on
-    record(outcome, lake=lake)
+    if part is None:
+        record(outcome, lake=lake)
     return outcome
 
 
 def _as_outcome(o: Outcome | dict[str, Any]) -> Outcome:
     return Outcome(**o) if isinstance(o, dict) else o
+
+
+#: Where a staged file's rows are: (staging dir, rows per table) of each of its parts.
+_Sources = dict[str, list[tuple[str, dict[str, int]]]]
+
+
+def _merge_file(parts: list[Outcome], *, lake: str | None) -> Outcome:
+    """The outcome of a split file from its parts' outcomes (``staged`` if all are).
+
+    A missing, failed or inconsistent part fails the whole file (recorded here
+    with the reason, staging removed): nothing of it is published.
+    """
+    first = parts[0]
+    n = int(first.n_parts or 0)
+    by_part: dict[int, Outcome] = {}
+    for p in parts:
+        if p.part is not None:
+            by_part.setdefault(p.part, p)  # a retried extract may report a part twice
+    ids = [p.file_id for p in by_part.values() if p.file_id and p.file_id != "0" * 64]
+    whole = Outcome(
+        source_path=first.source_path,
+        file_name=first.file_name,
+        file_id=ids[0] if ids else first.file_id or "0" * 64,
+        ingest_id=first.ingest_id,
+        status="staged",
+        started_at=min(p.started_at for p in parts),
+        source_format=next((p.source_format for p in parts if p.source_format), ""),
+        partition=next((p.partition for p in parts if p.partition), {}),
+        staging=staging_dir(first.ingest_id, lake=lake),
+        n_parts=n,
+    )
+    problems: list[str] = []
+    missing = [k for k in range(n) if k not in by_part]
+    if missing:
+        listed = ", ".join(str(k + 1) for k in missing)
+        problems.append(f"well group {listed} of {n} missing (never staged)")
+    if len(set(ids)) > 1:
+        problems.append("its parts read different content (the file changed meanwhile)")
+    others = [p for _, p in sorted(by_part.items()) if p.status != "staged"]
+    if not missing and len(others) == n and all(p.status == "duplicate" for p in others):
+        whole.status, whole.reason = "duplicate", others[0].reason
+    else:
+        for p in others:
+            problems.append(f"well group {int(p.part or 0) + 1} of {n} {p.status}: {p.reason}")
+        if problems:
+            whole.status = "failed"
+            whole.reason = f"{first.file_name}: split plate not committed: " + "; ".join(problems)
+    if whole.status != "staged":
+        storage.remove_tree(whole.staging)
+        whole.staging = ""
+        record(whole, lake=lake)
+        return whole
+    for _, p in sorted(by_part.items()):
+        for name, count in p.rows.items():
+            whole.rows[name] = whole.rows.get(name, 0) + count
+    return whole
+
+
+def _merge_parts(outs: list[Outcome], *, lake: str | None) -> tuple[list[Outcome], _Sources]:
+    """One outcome per file, the parts of a split file merged in its first part's place."""
+    groups: dict[str, list[Outcome]] = {}
+    order: list[Outcome | str] = []
+    for o in outs:
+        if o.part is None:
+            order.append(o)
+        else:
+            if o.ingest_id not in groups:
+                order.append(o.ingest_id)
+            groups.setdefault(o.ingest_id, []).append(o)
+    merged: list[Outcome] = []
+    sources: _Sources = {}
+    for item in order:
+        if isinstance(item, Outcome):
+            merged.append(item)
+            sources[item.ingest_id] = [(item.staging, item.rows)]
+            continue
+        parts = sorted(groups[item], key=lambda p: int(p.part or 0))
+        whole = _merge_file(parts, lake=lake)
+        merged.append(whole)
+        sources[item] = [(p.staging, p.rows) for p in parts if p.status == "staged"]
+    return merged, sources
+
+
+def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table:
+    """One table's staged rows of one file (its parts' rows merged)."""
+    tables = [
+        storage.read_parquet(storage.join(d, f"{name}.parquet"))
+        for d, rows in where
+        if name in rows
+    ]
+    if len(where) == 1:
+        return tables[0]
+    from transforms.mea_rows import merge_part_tables
+
+    return merge_part_tables(name, tables)
 
 
 def commit_batch(
@@ -260,8 +392,13 @@ def commit_batch(
     The others are appended with one commit per table; one ``ingest_log``
     commit then publishes all of them (the commit point), and one delete per
     table removes the rows of their superseded attempts.
+
+    The parts of a split plate (outcomes with ``part`` set, sharing an
+    ``ingest_id``) are merged first into one outcome per file, returned in
+    place of its parts; a file with a part missing or not staged is
+    ``failed`` with the reason and nothing of it is committed.
     """
-    outs = [_as_outcome(o) for o in outcomes]
+    outs, sources = _merge_parts([_as_outcome(o) for o in outcomes], lake=lake)
     staged: list[Outcome] = []
     seen: dict[str, Outcome] = {}
     for o in outs:
@@ -283,11 +420,7 @@ def commit_batch(
     try:
         combined: dict[str, pa.Table] = {}
         for name in dict.fromkeys(n for o in staged for n in o.rows):
-            parts = [
-                storage.read_parquet(storage.join(o.staging, f"{name}.parquet"))
-                for o in staged
-                if name in o.rows
-            ]
+            parts = [_read_staged(name, sources[o.ingest_id]) for o in staged if name in o.rows]
             combined[name] = pa.concat_tables(parts, promote_options="permissive")
         failures: dict[str, list[str]] = {}
         pages: dict[str, str] = {}
@@ -367,6 +500,71 @@ class IngestSummary:
         return out
 
 
+#: Kinds (by name) whose files may be split into well groups: continuous plates, where
+#: spike detection dominates the cost (an icephys NWB so split is staged by its part 0).
+SPLITTABLE_KINDS = ("axion_raw", "nwb")
+
+
+def plate_parts(
+    file_name: str, size_bytes: int, *, split_plate_mb: float | None, max_parts: int = 16
+) -> int:
+    """How many well groups to stage a file in.
+
+    1 unless the file is a continuous plate (``.raw``, NWB) larger than
+    ``split_plate_mb`` MiB; then one group per ``split_plate_mb`` MiB of file,
+    at most ``max_parts`` (groups are cut at filter-lane boundaries, see
+    :func:`transforms.mea_rows.well_groups`, so a plate may fill fewer).
+    """
+    if not split_plate_mb or spec.recording_kind(file_name) not in SPLITTABLE_KINDS:
+        return 1
+    limit = float(split_plate_mb) * 2**20
+    if size_bytes <= limit:
+        return 1
+    return max(1, min(int(max_parts), math.ceil(size_bytes / limit)))
+
+
+def split_candidates(
+    candidates: Sequence[dict[str, Any]], *, split_plate_mb: float | None, max_parts: int = 16
+) -> list[dict[str, Any]]:
+    """Work items: each candidate as is, or a large plate as one item per well group.
+
+    The parts of a plate carry ``part``, ``n_parts`` and the ``ingest_id`` they
+    share (a candidate needs ``file_name`` and ``size_bytes``).
+    """
+    out: list[dict[str, Any]] = []
+    for cand in candidates:
+        n = plate_parts(
+            cand["file_name"],
+            int(cand["size_bytes"]),
+            split_plate_mb=split_plate_mb,
+            max_parts=max_parts,
+        )
+        if n == 1:
+            out.append(dict(cand))
+            continue
+        ingest_id = uuid.uuid4().hex
+        out.extend({**cand, "part": k, "n_parts": n, "ingest_id": ingest_id} for k in range(n))
+    return out
+
+
+def group_parts(batches: Iterable[Sequence[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Staged outcomes regrouped for the gate: the parts of a split file in one batch.
+
+    Batches of whole files stay as they are; each split file becomes one batch
+    of its parts (whichever extract staged them), for :func:`commit_batch`.
+    """
+    out: list[list[dict[str, Any]]] = []
+    split: dict[str, list[dict[str, Any]]] = {}
+    for batch in batches:
+        whole = [o for o in batch if o.get("part") is None]
+        if whole:
+            out.append(whole)
+        for o in batch:
+            if o.get("part") is not None:
+                split.setdefault(o["ingest_id"], []).append(o)
+    return out + list(split.values())
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, directories expanded to the recordings below them."""
     from transforms.landing import is_candidate
@@ -393,28 +591,39 @@ def ingest_paths(
     publish: bool = True,
     batch_size: int = 50,
     on_outcome: Callable[[Outcome], None] | None = None,
+    split_plate_mb: float | None = None,
+    max_parts: int = 16,
 ) -> IngestSummary:
     """Ingest many files in batches, then publish the catalog and QC docs once.
 
     Each batch is staged file by file, validated together and committed with
-    one Delta commit per table (see :func:`commit_batch`).
+    one Delta commit per table (see :func:`commit_batch`). With
+    ``split_plate_mb``, a larger continuous plate is staged well group by well
+    group (:func:`plate_parts`), as the DAG's workers do, and merged at commit.
     """
     outcomes: list[Outcome] = []
     files = expand_paths(paths)
+    common: dict[str, Any] = {
+        "lake": lake,
+        "landing": landing,
+        "lab": lab,
+        "condition": condition,
+        "timepoint": timepoint,
+        "plate_map": plate_map,
+        "force": force,
+    }
     for start in range(0, len(files), batch_size):
-        staged = [
-            stage_file(
-                path,
-                lake=lake,
-                landing=landing,
-                lab=lab,
-                condition=condition,
-                timepoint=timepoint,
-                plate_map=plate_map,
-                force=force,
+        staged: list[Outcome] = []
+        for path in files[start : start + batch_size]:
+            size = path.stat().st_size if path.is_file() else 0
+            n = plate_parts(path.name, size, split_plate_mb=split_plate_mb, max_parts=max_parts)
+            if n == 1:
+                staged.append(stage_file(path, **common))
+                continue
+            ingest_id = uuid.uuid4().hex
+            staged.extend(
+                stage_file(path, **common, part=k, n_parts=n, ingest_id=ingest_id) for k in range(n)
             )
-            for path in files[start : start + batch_size]
-        ]
         for outcome in commit_batch(staged, lake=lake):
             outcomes.append(outcome)
             if on_outcome is not None:

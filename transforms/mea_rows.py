@@ -8,6 +8,8 @@ the landing folder (or the CLI flag).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,64 @@ class PlateSpikes:
     qc_flags: tuple[str, ...]
     detection: dict[str, Any] | None
     embedded_map: dict[str, str]
+    #: The wells these spikes cover (a well group of a split plate); None: every well.
+    wells: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class WellGroup:
+    """One part of a split plate: its wells and their data columns, in data order."""
+
+    wells: tuple[str, ...]
+    electrodes: tuple[str, ...]
+
+
+def well_groups(
+    electrodes: tuple[str, ...] | list[str], layout: PlateLayout, n_parts: int
+) -> list[WellGroup]:
+    """Split a continuous plate into ``n_parts`` well groups (some may be empty).
+
+    Detection is bit-for-bit identical on a group and on the whole plate only
+    when the group's data columns are whole filter lanes of the plate
+    (:data:`~transforms.mea.iir.LANE_CHANNELS` consecutive columns): groups are
+    therefore runs of data columns cut at lane boundaries that no well
+    straddles, balanced by column count. A wiring that interleaves wells leaves
+    fewer cuts (at worst one group: the whole plate). Wells of the layout with
+    no data column join the first group (they still get their metric rows).
+    """
+    from transforms.mea.iir import LANE_CHANNELS
+
+    if n_parts < 1:
+        raise SpecError(f"n_parts must be >= 1, got {n_parts}")
+    n = len(electrodes)
+    well_of = [e.split("_", 1)[0] for e in electrodes]
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, w in enumerate(well_of):
+        first.setdefault(w, i)
+        last[w] = i
+    valid = [
+        c
+        for c in range(LANE_CHANNELS, n, LANE_CHANNELS)
+        if not any(first[w] < c <= last[w] for w in first)
+    ]
+    cuts: list[int] = []
+    for k in range(1, n_parts):
+        if not valid:
+            break
+        best = min(valid, key=lambda c: (abs(c - k * n / n_parts), c))
+        if best not in cuts and (not cuts or best > cuts[-1]):
+            cuts.append(best)
+    bounds = [0, *cuts, n]
+    groups = []
+    for a, b in itertools.pairwise(bounds):
+        cols = tuple(electrodes[a:b])
+        groups.append(WellGroup(tuple(dict.fromkeys(well_of[a:b])), cols))
+    groups += [WellGroup((), ())] * (n_parts - len(groups))
+    orphans = tuple(w for w in layout.wells if w not in first)
+    if orphans:
+        groups[0] = WellGroup(groups[0].wells + orphans, groups[0].electrodes)
+    return groups
 
 
 def find_plate_map(path: Path) -> Path | None:
@@ -96,8 +156,19 @@ def find_plate_map(path: Path) -> Path | None:
     return found[0] if found else None
 
 
-def read_plate(path: Path, kind: str) -> PlateSpikes:
-    """Decode a plate recording into spikes (detecting them for continuous data)."""
+def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) -> PlateSpikes:
+    """Decode a plate recording into spikes (detecting them for continuous data).
+
+    ``part=(k, n)`` decodes only well group ``k`` of ``n`` (see
+    :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
+    ``.spk`` is not split: group 0 is the whole plate, the others are empty.
+    """
+    if part is not None and kind not in ("axion_raw", "nwb_ecephys"):
+        whole = read_plate(path, kind)
+        if part[0] == 0:
+            return whole
+        none = whole.spikes.slice(0, 0)
+        return dataclasses.replace(whole, spikes=none, wells=())
     if kind == "spike_list":
         from transforms.readers.axis_spikelist import read_spike_list
 
@@ -131,7 +202,7 @@ def read_plate(path: Path, kind: str) -> PlateSpikes:
             _embedded_map(spk),
         )
     if kind in ("axion_raw", "nwb_ecephys"):
-        from transforms.mea.detect import DetectionParams, detect_spikes
+        from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
 
         if kind == "axion_raw":
             from transforms.readers.axion import open_axion
@@ -142,11 +213,17 @@ def read_plate(path: Path, kind: str) -> PlateSpikes:
 
             f = open_nwb_ecephys(path)
         params = DetectionParams()
-        spikes = detect_spikes(f, params=params)
+        wells = None
+        if part is None:
+            spikes = detect_spikes(f, params=params)
+        else:
+            group = well_groups(f.electrodes, f.layout, part[1])[part[0]]
+            spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
+            wells = group.wells
         meta = spikes.schema.metadata or {}
         detection = {"params": params.as_dict()}
-        if b"noise_sigma_uv" in meta:
-            detection["noise_sigma_uv"] = json.loads(meta[b"noise_sigma_uv"])
+        if NOISE_METADATA_KEY in meta:
+            detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
         return PlateSpikes(
             kind,
             spikes.replace_schema_metadata(None),
@@ -158,6 +235,7 @@ def read_plate(path: Path, kind: str) -> PlateSpikes:
             tuple(getattr(f, "flags", ())),
             detection,
             _embedded_map(f),
+            wells,
         )
     raise SpecError(f"{path.name}: not an MEA recording ({kind})")
 
@@ -228,12 +306,19 @@ def decode_mea(
     ingest_id: str,
     kind: str,
     plate_map_path: Path | None = None,
+    part: tuple[int, int] | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
-    """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table."""
+    """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
+
+    With ``part=(k, n)`` only well group ``k`` of ``n`` is decoded and its rows
+    returned (metrics are per electrode / well, so a group computes alone);
+    :func:`merge_part_tables` joins the groups' rows of one table into the rows
+    of the whole plate.
+    """
     from transforms.mea.metrics import compute_metrics
     from transforms.readers.platemap import read_plate_map
 
-    plate = read_plate(path, kind)
+    plate = read_plate(path, kind, part=part)
     map_path = plate_map_path or find_plate_map(path)
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:
@@ -272,7 +357,7 @@ def decode_mea(
     )
     last = pc.max(spikes["time_s"]).as_py() if spikes.num_rows else None
     rec_rows = []
-    for well in plate.layout.wells:
+    for well in plate.layout.wells if plate.wells is None else plate.wells:
         assignment = plate_map.wells.get(well) if plate_map else None
         rec_rows.append(
             {
@@ -309,12 +394,47 @@ def decode_mea(
             rows, rows["well"], parts, file_id=file_id, ingest_id=ingest_id, params=params
         )
 
+    electrode_metrics, well_metrics = metrics.electrode_metrics, metrics.well_metrics
+    if plate.wells is not None:  # a well group: the other wells belong to other parts
+        mine = pa.array(plate.wells, pa.string())
+        electrode_metrics = electrode_metrics.filter(pc.is_in(electrode_metrics["well"], mine))
+        well_metrics = well_metrics.filter(pc.is_in(well_metrics["well"], mine))
     tables = {
         spec.MEA_RECORDINGS: shape(recordings),
         spec.MEA_SPIKES: shape(spikes),
-        spec.MEA_ELECTRODE_METRICS: shape(metrics.electrode_metrics),
-        spec.MEA_WELL_METRICS: shape(metrics.well_metrics),
+        spec.MEA_ELECTRODE_METRICS: shape(electrode_metrics),
+        spec.MEA_WELL_METRICS: shape(well_metrics),
         spec.MEA_BURSTS: shape(metrics.bursts),
         spec.MEA_NETWORK_BURSTS: shape(metrics.network_bursts),
     }
     return kind, tables
+
+
+def merge_part_tables(name: str, parts: list[pa.Table]) -> pa.Table:
+    """The rows of one table of a split plate: its well groups' rows together.
+
+    Every MEA row is per well, electrode, spike or burst, so the groups' rows
+    concatenate, except two plate-wide values of ``mea_recordings``:
+    ``last_spike_s`` (the plate's last spike: the latest of the groups') and
+    the noise levels in ``detection_params_json`` (every group's electrodes).
+    """
+    rows = pa.concat_tables(parts, promote_options="permissive")
+    if name != spec.MEA_RECORDINGS or rows.num_rows == 0:
+        return rows
+    last = pc.max(rows["last_spike_s"]).as_py()
+    i = rows.schema.get_field_index("last_spike_s")
+    rows = rows.set_column(
+        i, rows.schema.field(i), pa.array([last] * rows.num_rows, rows.schema.field(i).type)
+    )
+    docs = [json.loads(d) for d in rows["detection_params_json"].to_pylist() if d]
+    if docs:
+        merged = dict(docs[0])
+        noise = {k: v for d in docs for k, v in (d.get("noise_sigma_uv") or {}).items()}
+        if noise:
+            merged["noise_sigma_uv"] = noise
+        text = json.dumps(merged, sort_keys=True)
+        i = rows.schema.get_field_index("detection_params_json")
+        rows = rows.set_column(
+            i, rows.schema.field(i), pa.array([text] * rows.num_rows, pa.string())
+        )
+    return rows
