@@ -53,7 +53,7 @@ test: sync
 # test; PostgreSQL and Redis for the Celery end-to-end test). Idempotent.
 system-deps:
 	bash scripts/install_browser.sh
-	@if [ -f scripts/ci_services.sh ]; then bash scripts/ci_services.sh; fi
+	bash scripts/ci_services.sh
 
 test-slow: sync system-deps
 	$(RUN) pytest -m slow
@@ -70,7 +70,7 @@ format: sync
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-bench: sync
+bench: sync system-deps
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
 
 airflow: sync

@@ -69,8 +69,9 @@ def run(n_cells: int, batch: int, lake: str) -> tuple[float, dict[str, float]]:
         }
         for name, rows in tables.items():
             pending.setdefault(name, []).append(
-                with_provenance(rows, file_id=file_id, ingest_id=ingest_id, partition=part,
-                                params=params)
+                with_provenance(
+                    rows, file_id=file_id, ingest_id=ingest_id, partition=part, params=params
+                )
             )
         t3 = time.perf_counter()
         timings["decode"] += t1 - t0

@@ -13,6 +13,13 @@ wait runs in the triggerer) until its key set has been quiet for
 ``batch_size`` files, so 1000 files are 1000 / batch_size task instances per
 step, not 1000.
 
+Scale-out within a plate: a continuous plate (``.raw``, NWB) larger than
+``split_plate_mb`` MiB becomes one ``extract`` item per well group (one group
+per ``split_plate_mb``, at most ``max_plate_parts``), all sharing one
+``ingest_id``, so several workers share the plate; ``group_parts`` hands the
+parts of each plate to one ``gate_and_commit``, which merges them and commits
+the plate as one file (nothing of it if a part is missing).
+
 Backfill (Airflow 3 CLI; each run re-scans the landing zone, so a backfill
 picks up anything a missed interval left behind)::
 
@@ -49,6 +56,42 @@ def _landing_part(part: str) -> str:
     return bucket if part == "bucket" else (prefix + "/" if prefix else "")
 
 
+def _extract_part(cand: dict[str, Any], *, force: bool) -> dict[str, Any]:
+    """Stage one well group of a split plate (the file fetched locally if on S3)."""
+    import logging
+
+    from neurocyte_ops import aws_env, file_log
+
+    from transforms import storage
+    from transforms.ingest import stage_file
+
+    part = {"part": cand["part"], "n_parts": cand["n_parts"], "ingest_id": cand["ingest_id"]}
+    with aws_env():
+        remote = storage.is_s3(cand["path"])
+        if remote and not storage.exists(cand["path"]):
+            outcome = stage_file(cand["path"], source_uri=cand["path"], **part)
+        else:
+            with storage.localized(cand["path"]) as (local, local_landing):
+                outcome = stage_file(
+                    local,
+                    landing=local_landing,
+                    force=force,
+                    source_uri=cand["path"] if remote else None,
+                    **part,
+                )
+    file_log(
+        logging.INFO,
+        outcome.file_id,
+        outcome.file_name,
+        "extract wells %d/%d: %s %s",
+        cand["part"] + 1,
+        cand["n_parts"],
+        outcome.status,
+        outcome.reason,
+    )
+    return outcome.as_dict()
+
+
 @dag(
     dag_id="neurocyte_ingest",
     description="Ingest new recordings from the landing zone into the QC-gated lake",
@@ -66,6 +109,16 @@ def _landing_part(part: str) -> str:
         ),
         "batch_size": Param(
             25, type="integer", minimum=1, description="files per mapped task instance"
+        ),
+        "split_plate_mb": Param(
+            1024,
+            type="number",
+            minimum=0,
+            description="split continuous plates larger than this (MiB) into well groups "
+            "staged by several workers (0: never)",
+        ),
+        "max_plate_parts": Param(
+            16, type="integer", minimum=1, description="at most this many well groups per plate"
         ),
     },
     tags=["neurocyte", "ingest"],
@@ -104,18 +157,25 @@ def neurocyte_ingest() -> None:
         inactivity_period=30,
         min_objects=1,
         poke_interval=15,
-        timeout=600,
-        soft_fail=True,
+        # Not soft_fail: a trigger error (missing aiobotocore, bad credentials)
+        # must fail the run, never pass as "skipped, nothing new". An idle
+        # window therefore ends as a failed sensor after the timeout.
+        timeout=14 * 60,
+        soft_fail=False,
         deferrable=True,
     )
 
     @task(trigger_rule="none_failed_min_one_success")
     def plan_batches() -> list[list[dict[str, Any]]]:
-        """The new files (by content hash vs ingest_log), split into batches."""
+        """The new files (by content hash vs ingest_log) in batches; large plates in parts.
+
+        A plate over ``split_plate_mb`` is one single-item batch per well group.
+        """
         from airflow.sdk.exceptions import AirflowSkipException
         from neurocyte_ops import aws_env
 
         from transforms.discover import batches, new_files
+        from transforms.ingest import split_candidates
 
         context = get_current_context()
         params = context["params"]
@@ -131,16 +191,40 @@ def neurocyte_ingest() -> None:
                 ]
         if not found:
             raise AirflowSkipException("no new files in the landing zone")
-        return batches(found, size=int(params["batch_size"]))
+        items = split_candidates(
+            found,
+            split_plate_mb=float(params["split_plate_mb"]),
+            max_parts=int(params["max_plate_parts"]),
+        )
+        whole = [c for c in items if "part" not in c]
+        parts = [[c] for c in items if "part" in c]
+        return batches(whole, size=int(params["batch_size"])) + parts
 
     @task(map_index_template="{{ batch_label }}")
     def extract(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Decode each file of the batch and extract features; stage rows as Parquet."""
+        """Decode each file of the batch and extract features; stage rows as Parquet.
+
+        A batch may be one well group of a split plate: only its wells are decoded.
+        """
         from neurocyte_ops import ingest_batch_extract
 
         context = get_current_context()
-        context["batch_label"] = f"{len(batch)} files from {batch[0]['file_name']}"  # type: ignore[typeddict-unknown-key]
-        return ingest_batch_extract(batch, force=bool(context["params"]["force"]))
+        force = bool(context["params"]["force"])
+        first = batch[0]
+        if "part" not in first:
+            context["batch_label"] = f"{len(batch)} files from {first['file_name']}"  # type: ignore[typeddict-unknown-key]
+            return ingest_batch_extract(batch, force=force)
+        context["batch_label"] = (  # type: ignore[typeddict-unknown-key]
+            f"{first['file_name']} wells {first['part'] + 1}/{first['n_parts']}"
+        )
+        return [_extract_part(cand, force=force) for cand in batch]
+
+    @task
+    def group_parts(staged: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+        """The extract outcomes regrouped for the gate: each plate's parts in one batch."""
+        from transforms.ingest import group_parts as regroup
+
+        return regroup(list(staged))
 
     @task(map_index_template="{{ batch_label }}")
     def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,7 +249,7 @@ def neurocyte_ingest() -> None:
     choose_sensor() >> [sensor, wait_for_s3]
     [sensor, wait_for_s3] >> planned
     staged = extract.expand(batch=planned)
-    committed = gate_and_commit.expand(outcomes=staged)
+    committed = gate_and_commit.expand(outcomes=group_parts(staged))
     publish(committed)
 
 
