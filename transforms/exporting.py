@@ -59,11 +59,12 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
     con = connect(lake=lake, read_only=True)
     try:
         full = resolve_file_id(con, file_id)
-        row = con.execute(
+        rows = con.execute(
             "SELECT source_path, cell_id, subject, notes, lab, condition, timepoint "
             "FROM icephys_recordings WHERE file_id = ?",
             [full],
-        ).fetchone()
+        ).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             raise SpecError(f"no published patch-clamp recording with file_id {full}")
         source = Path(row[0])

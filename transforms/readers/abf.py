@@ -179,7 +179,7 @@ def _check_declared_sweeps(path: Path, size: int) -> None:
         raise DecodeError(f"{path.name}: truncated ABF header ({len(head)} bytes)")
     offset = {b"ABF ": 16, b"ABF2": 12}.get(head[:4])
     if offset is None:
-        raise DecodeError(f"{path.name}: not an ABF file (signature {head[:4]!r})")
+        raise DecodeError(f"{path.name}: not a readable ABF file (signature {head[:4]!r})")
     (episodes,) = struct.unpack_from("<i" if offset == 16 else "<I", head, offset)
     if episodes < 0 or episodes > size // 2:
         raise DecodeError(
