@@ -37,16 +37,64 @@ def _clean(text: object) -> str:
     return str(text or "").replace("\x00", "").strip()
 
 
-def _command_active(abf: Any, dac: int) -> bool:
+def _fixed_length(abf: Any) -> bool:
+    """Every sweep has ``sweepPointCount`` samples (no variable-length synch array)."""
+    synch = getattr(abf, "_synchArraySection", None)
+    return abf.sweepCount <= 1 or synch is None or len(set(synch.lLength)) == 1
+
+
+def _responses(abf: Any, channel: int) -> list[np.ndarray]:
+    """Every sweep of an input channel, as pyabf's ``sweepY`` would give it."""
+    if _fixed_length(abf):
+        n = abf.sweepPointCount
+        data = abf.data[channel]
+        return [data[k * n : (k + 1) * n] for k in range(abf.sweepCount)]
+    out = []
+    for number in range(abf.sweepCount):
+        abf.setSweep(number, channel=channel)
+        out.append(abf.sweepY)
+    return out
+
+
+def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np.ndarray]:
+    """Every sweep's command waveform of a DAC, as pyabf's ``sweepC`` would give it.
+
+    pyabf's ``setSweep``/``sweepC`` rebuild the whole epoch table (all sweeps)
+    for each sweep asked for; for fixed-length sweeps driven by the epoch
+    table the table is built once here. Anything else (DAC files, variable-
+    length sweeps, disabled waveforms) goes through pyabf's own path.
+    """
+    if dac in cache:
+        return cache[dac]
+    import pyabf.waveform
+
+    header = abf._headerV1 if abf.abfVersion["major"] == 1 else abf._dacSection
+    enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
+    source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
+    n = abf.sweepPointCount
+    if _fixed_length(abf) and enabled and source == 1:
+        table = pyabf.waveform.EpochTable(abf, dac)
+        out = [
+            np.asarray(table.epochWaveformsBySweep[k].getWaveform()[:n], dtype=np.float64)
+            for k in range(abf.sweepCount)
+        ]
+    else:
+        out = []
+        for number in range(abf.sweepCount):
+            abf.setSweep(number, channel=dac)
+            out.append(np.asarray(abf.sweepC, dtype=np.float64))
+    cache[dac] = out
+    return out
+
+
+def _command_active(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> bool:
     """Whether DAC ``dac``'s waveform changes within or across sweeps.
 
     pyabf synthesises the waveform from the protocol's epoch table; a DAC that
     only holds a level (or is unused) gives the same constant on every sweep.
     """
     first: float | None = None
-    for number in range(abf.sweepCount):
-        abf.setSweep(number, channel=dac)
-        c = np.asarray(abf.sweepC, dtype=np.float64)
+    for c in _commands(abf, dac, cache):
         fin = c[np.isfinite(c)]
         if not fin.size:
             continue
@@ -60,7 +108,11 @@ def _command_active(abf: Any, dac: int) -> bool:
 
 
 def _choose_channel(
-    abf: Any, adc_units: list[str], dac_units: list[str], name: str
+    abf: Any,
+    adc_units: list[str],
+    dac_units: list[str],
+    name: str,
+    cache: dict[int, list[np.ndarray]],
 ) -> tuple[ClampMode, int, int | None, list[str]]:
     """Clamp mode, recorded channel, command DAC and reader flags of a file.
 
@@ -89,9 +141,9 @@ def _choose_channel(
         return dac if dac in chs else chs[0]
 
     for d in range(n_dac):
-        if dac_kinds[d] == "current" and v_chs and _command_active(abf, d):
+        if dac_kinds[d] == "current" and v_chs and _command_active(abf, d, cache):
             return "current_clamp", pick(v_chs, d), d, []
-        if dac_kinds[d] == "voltage" and i_chs and _command_active(abf, d):
+        if dac_kinds[d] == "voltage" and i_chs and _command_active(abf, d, cache):
             return "voltage_clamp", pick(i_chs, d), d, []
     dac0 = dac_kinds[0] if dac_kinds else "unknown"
     if dac0 == "current" and v_chs:
@@ -196,7 +248,8 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     adc_units = [_clean(u) for u in abf.adcUnits]
     dac_units = [_clean(u) for u in abf.dacUnits]
     gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
-    mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name)
+    cache: dict[int, list[np.ndarray]] = {}
+    mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name, cache)
 
     response_scale = _unit_kind(adc_units[channel])[1]
     if "units_mislabelled" in qc_flags:
@@ -204,14 +257,13 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     cmd_scale = _unit_kind(dac_units[dac])[1] if dac is not None else 1.0
 
     sweeps: list[Sweep] = []
+    responses = _responses(abf, channel)
+    commands = _commands(abf, dac, cache) if dac is not None and not gap_free else None
     for number in range(abf.sweepCount):
-        abf.setSweep(number, channel=channel)
-        response = np.asarray(abf.sweepY, dtype=np.float64) * response_scale
+        response = np.asarray(responses[number], dtype=np.float64) * response_scale
         command: np.ndarray | None = None
-        if dac is not None and not gap_free:
-            if dac != channel:  # pyabf builds the waveform of the DAC with the channel's index
-                abf.setSweep(number, channel=dac)
-            command = np.asarray(abf.sweepC, dtype=np.float64) * cmd_scale
+        if commands is not None:
+            command = commands[number] * cmd_scale
         sweeps.append(
             Sweep(
                 number=number,
