@@ -19,6 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+# One cell is one task on one core: a multithreaded BLAS only adds thread
+# start-up to the small matrix products (measured: 24 ms vs 17 ms median).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

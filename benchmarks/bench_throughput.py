@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import airflow_cluster as ac  # noqa: E402
+from tests import airflow_cluster as ac
 
 DAG_ID = "neurocyte_ingest"
 RATE_HZ = 10_000.0
