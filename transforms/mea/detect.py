@@ -40,15 +40,7 @@ from scipy import signal
 
 from transforms.errors import SpecError
 from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
-
-MEA_SPIKE_SCHEMA: Final = pa.schema(
-    [
-        pa.field("electrode", pa.string(), nullable=False),
-        pa.field("well", pa.string(), nullable=False),
-        pa.field("time_s", pa.float64(), nullable=False),
-        pa.field("amplitude_uv", pa.float32(), nullable=True),
-    ]
-)
+from transforms.mea.spike_table import MEA_SPIKE_SCHEMA
 
 #: Schema-metadata key under which :func:`detect_spikes` stores its parameters (JSON).
 PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"

@@ -34,6 +34,7 @@ import pyarrow.csv as pacsv
 
 from transforms.errors import DecodeError, SpecError
 from transforms.mea.layout import LAYOUTS, PlateLayout, layout_for_wells, parse_electrode
+from transforms.mea.spike_table import MEA_SPIKE_SCHEMA
 
 #: The columns of the spike part, by header text (case and spaces ignored).
 _TIME_HEADER: Final = "time(s)"
@@ -60,14 +61,8 @@ SECTION_OFFSET: Final = "section_offset"
 #: Flag: the rows were not in time order in the file (they are sorted on read).
 UNSORTED: Final = "unsorted_in_file"
 
-SPIKE_SCHEMA: Final = pa.schema(
-    [
-        pa.field("electrode", pa.string(), nullable=False),
-        pa.field("well", pa.string(), nullable=False),
-        pa.field("time_s", pa.float64(), nullable=False),
-        pa.field("amplitude_uv", pa.float32(), nullable=True),
-    ]
-)
+#: The MEA spike table convention, shared with the detector.
+SPIKE_SCHEMA: Final = MEA_SPIKE_SCHEMA
 
 
 @dataclass(frozen=True)
