@@ -56,42 +56,6 @@ def _landing_part(part: str) -> str:
     return bucket if part == "bucket" else (prefix + "/" if prefix else "")
 
 
-def _extract_part(cand: dict[str, Any], *, force: bool) -> dict[str, Any]:
-    """Stage one well group of a split plate (the file fetched locally if on S3)."""
-    import logging
-
-    from neurocyte_ops import aws_env, file_log
-
-    from transforms import storage
-    from transforms.ingest import stage_file
-
-    part = {"part": cand["part"], "n_parts": cand["n_parts"], "ingest_id": cand["ingest_id"]}
-    with aws_env():
-        remote = storage.is_s3(cand["path"])
-        if remote and not storage.exists(cand["path"]):
-            outcome = stage_file(cand["path"], source_uri=cand["path"], **part)
-        else:
-            with storage.localized(cand["path"]) as (local, local_landing):
-                outcome = stage_file(
-                    local,
-                    landing=local_landing,
-                    force=force,
-                    source_uri=cand["path"] if remote else None,
-                    **part,
-                )
-    file_log(
-        logging.INFO,
-        outcome.file_id,
-        outcome.file_name,
-        "extract wells %d/%d: %s %s",
-        cand["part"] + 1,
-        cand["n_parts"],
-        outcome.status,
-        outcome.reason,
-    )
-    return outcome.as_dict()
-
-
 @dag(
     dag_id="neurocyte_ingest",
     description="Ingest new recordings from the landing zone into the QC-gated lake",
@@ -206,18 +170,11 @@ def neurocyte_ingest() -> None:
 
         A batch may be one well group of a split plate: only its wells are decoded.
         """
-        from neurocyte_ops import ingest_batch_extract
+        from neurocyte_ops import batch_label, ingest_batch_extract
 
         context = get_current_context()
-        force = bool(context["params"]["force"])
-        first = batch[0]
-        if "part" not in first:
-            context["batch_label"] = f"{len(batch)} files from {first['file_name']}"  # type: ignore[typeddict-unknown-key]
-            return ingest_batch_extract(batch, force=force)
-        context["batch_label"] = (  # type: ignore[typeddict-unknown-key]
-            f"{first['file_name']} wells {first['part'] + 1}/{first['n_parts']}"
-        )
-        return [_extract_part(cand, force=force) for cand in batch]
+        context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
+        return ingest_batch_extract(batch, force=bool(context["params"]["force"]))
 
     @task
     def group_parts(staged: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -229,10 +186,9 @@ def neurocyte_ingest() -> None:
     @task(map_index_template="{{ batch_label }}")
     def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate with Great Expectations; append to Delta or quarantine; log."""
-        from neurocyte_ops import ingest_batch_commit
+        from neurocyte_ops import batch_label, ingest_batch_commit
 
-        label = f"{len(outcomes)} files from {outcomes[0]['file_name']}" if outcomes else "empty"
-        get_current_context()["batch_label"] = label  # type: ignore[typeddict-unknown-key]
+        get_current_context()["batch_label"] = batch_label(outcomes)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_commit(outcomes)
 
     @task(trigger_rule="none_failed_min_one_success")

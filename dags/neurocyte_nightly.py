@@ -80,17 +80,16 @@ def neurocyte_nightly() -> None:
 
     @task(map_index_template="{{ batch_label }}")
     def extract(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from neurocyte_ops import ingest_batch_extract
+        from neurocyte_ops import batch_label, ingest_batch_extract
 
-        get_current_context()["batch_label"] = f"{len(batch)} files from {batch[0]['file_name']}"  # type: ignore[typeddict-unknown-key]
+        get_current_context()["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_extract(batch)
 
     @task(map_index_template="{{ batch_label }}")
     def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from neurocyte_ops import ingest_batch_commit
+        from neurocyte_ops import batch_label, ingest_batch_commit
 
-        label = f"{len(outcomes)} files from {outcomes[0]['file_name']}" if outcomes else "empty"
-        get_current_context()["batch_label"] = label  # type: ignore[typeddict-unknown-key]
+        get_current_context()["batch_label"] = batch_label(outcomes)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_commit(outcomes)
 
     @task(trigger_rule="none_failed")

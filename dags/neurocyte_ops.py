@@ -138,14 +138,26 @@ def alert_on_failure(context: dict[str, Any]) -> None:
         log.error("ALERT webhook delivery failed: %s", exc)
 
 
+def batch_label(items: list[dict[str, Any]]) -> str:
+    """How a mapped batch is named in the UI (its map index)."""
+    if not items:
+        return "empty"
+    first = items[0]
+    if len(items) == 1 and first.get("part") is not None and first.get("n_parts"):
+        return f"{first['file_name']} wells {first['part'] + 1}/{first['n_parts']}"
+    return f"{len(items)} files from {first['file_name']}"
+
+
 def ingest_batch_extract(
     batch: list[dict[str, Any]], *, force: bool = False
 ) -> list[dict[str, Any]]:
-    """Stage every file of a batch (decode + features); one outcome per file.
+    """Stage every item of a batch (decode + features); one outcome per item.
 
-    ``stage_file`` turns any bad input into a ``failed`` outcome, so a bad
-    file never stops the batch; errors reaching the lake itself propagate and
-    the task is retried with backoff.
+    An item is a whole file, or one well group of a split plate (``part``,
+    ``n_parts`` and the plate's shared ``ingest_id``). ``stage_file`` turns any
+    bad input into a ``failed`` outcome, so a bad file never stops the batch;
+    errors reaching the lake itself propagate and the task is retried with
+    backoff.
     """
     from transforms import storage
     from transforms.ingest import stage_file
@@ -153,10 +165,11 @@ def ingest_batch_extract(
     outcomes: list[dict[str, Any]] = []
     with aws_env():
         for cand in batch:
+            part = {k: cand[k] for k in ("part", "n_parts", "ingest_id") if k in cand}
             remote = storage.is_s3(cand["path"])
             if remote and not storage.exists(cand["path"]):
                 # gone since it was planned: recorded as failed, the batch goes on
-                outcome = stage_file(cand["path"], source_uri=cand["path"])
+                outcome = stage_file(cand["path"], source_uri=cand["path"], **part)
             else:
                 with storage.localized(cand["path"]) as (local, local_landing):
                     outcome = stage_file(
@@ -164,12 +177,15 @@ def ingest_batch_extract(
                         landing=local_landing,
                         force=force,
                         source_uri=cand["path"] if remote else None,
+                        **part,
                     )
+            what = f"wells {cand['part'] + 1}/{cand['n_parts']}" if "part" in part else "file"
             file_log(
                 logging.INFO,
                 outcome.file_id,
                 outcome.file_name,
-                "extract: %s %s",
+                "extract %s: %s %s",
+                what,
                 outcome.status,
                 outcome.reason,
             )
