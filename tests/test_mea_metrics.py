@@ -20,9 +20,11 @@ from transforms.mea.layout import LAYOUTS
 from transforms.mea.metrics import MetricParams, compute_metrics
 from transforms.mea.synchrony import (
     coincidences,
+    pairwise_synchrony,
     proportion_within,
     sttc,
     tiling_fraction,
+    tiling_fractions,
     xcorr_area,
 )
 from transforms.readers.axis_spikelist import read_spike_list
@@ -318,6 +320,54 @@ def test_xcorr_area_hand_case() -> None:
     assert xcorr_area(a, b, window_s=0.02) == pytest.approx(2 / 3)
     assert xcorr_area(a, a, window_s=0.02) == pytest.approx(1.0)
     assert math.isnan(xcorr_area(a, _a(), window_s=0.02))
+
+
+@pytest.mark.parametrize(("dt_s", "window_s"), [(0.02, 0.02), (0.005, 0.05)])
+def test_pairwise_synchrony_equals_every_pair(dt_s: float, window_s: float) -> None:
+    # Spikes on a 12.5 kHz sample grid, so that pairs exactly one window apart occur
+    # and the inclusive edges are exercised; bursty trains give crowded windows.
+    rng = np.random.default_rng(3)
+    trains = []
+    for i in range(11):
+        n = 0 if i == 4 else int(rng.integers(1, 400))  # train 4 is empty
+        t = rng.uniform(0.0, 20.0, n)
+        if i % 3 == 0:  # a shared burst
+            t = np.r_[t, 5.0 + rng.integers(0, 250, 60) / 12500.0]
+        trains.append(np.unique(np.round(t * 12500.0) / 12500.0))
+    times = np.concatenate(trains)
+    owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(trains)])
+    order = np.argsort(times, kind="stable")
+    coeff, area = pairwise_synchrony(
+        times[order],
+        owner[order],
+        n_trains=len(trains),
+        dt_s=dt_s,
+        window_s=window_s,
+        start_s=0.0,
+        end_s=20.0,
+        chunk_spikes=97,  # many chunks, windows straddling their borders
+    )
+    edge_pairs = 0
+    for i, a in enumerate(trains):
+        for j, b in enumerate(trains):
+            if i == j:
+                assert math.isnan(coeff[i, j]) and math.isnan(area[i, j])
+                continue
+            want_s = sttc(a, b, dt_s=dt_s, start_s=0.0, end_s=20.0)
+            want_x = xcorr_area(a, b, window_s=window_s)
+            assert coeff[i, j] == pytest.approx(want_s, rel=1e-12, abs=1e-12, nan_ok=True)
+            assert area[i, j] == pytest.approx(want_x, rel=1e-12, nan_ok=True)
+            edge_pairs += coincidences(a, b, window_s=window_s) - coincidences(
+                a, b, window_s=window_s - 1e-9
+            )
+    assert edge_pairs > 0  # some pairs sit exactly on the window edge
+    tiles = tiling_fractions(
+        times[order], owner[order], n_trains=len(trains), dt_s=dt_s, start_s=0.0, end_s=20.0
+    )
+    want = [tiling_fraction(t, dt_s=dt_s, start_s=0.0, end_s=20.0) for t in trains]
+    np.testing.assert_allclose(tiles, want, rtol=1e-12, atol=0)
+    with pytest.raises(SpecError):
+        pairwise_synchrony(times, owner, n_trains=3, dt_s=0.02, window_s=0.02, start_s=0, end_s=20)
 
 
 def test_well_synchrony_from_compute_metrics() -> None:

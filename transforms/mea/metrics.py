@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from transforms.errors import SpecError
 from transforms.mea.bursts import isi_threshold_runs
 from transforms.mea.layout import PlateLayout
-from transforms.mea.synchrony import sttc, tiling_fraction, xcorr_area
+from transforms.mea.synchrony import pairwise_synchrony
 
 NO_SPIKES: Final = "no_spikes"
 NO_ACTIVE_ELECTRODES: Final = "no_active_electrodes"
@@ -305,33 +305,24 @@ def compute_metrics(
     nb_ibi_cv = _group_cv((nb_start[1:] - nb_end[:-1])[nb_next], nb_w[1:][nb_next], n_w)
 
     # --- synchrony over pairs of active electrodes ------------------------------
-    bounds = np.concatenate(([0], np.cumsum(counts)))
     sync_area = np.full(n_w, np.nan)
     sync_sttc = np.full(n_w, np.nan)
+    well_bounds = np.searchsorted(aw, np.arange(n_w + 1))
     for well_i in np.flatnonzero(n_active >= 2):
-        members = [i for i in range(well_i * epw, (well_i + 1) * epw) if active[i]]
-        trains = [t[bounds[i] : bounds[i + 1]] for i in members]
-        tiles = [
-            tiling_fraction(x, dt_s=params.sttc_dt_s, start_s=0.0, end_s=duration_s) for x in trains
-        ]
-        areas: list[float] = []
-        coeffs: list[float] = []
-        for i in range(len(trains)):
-            for j in range(i + 1, len(trains)):
-                areas.append(xcorr_area(trains[i], trains[j], window_s=params.sync_window_s))
-                coeffs.append(
-                    sttc(
-                        trains[i],
-                        trains[j],
-                        dt_s=params.sttc_dt_s,
-                        start_s=0.0,
-                        end_s=duration_s,
-                        ta=tiles[i],
-                        tb=tiles[j],
-                    )
-                )
-        sync_area[well_i] = float(np.mean(areas))
-        sync_sttc[well_i] = float(np.mean(coeffs))
+        lo, hi = well_bounds[well_i], well_bounds[well_i + 1]
+        members = np.flatnonzero(active[well_i * epw : (well_i + 1) * epw]) + well_i * epw
+        coeff, area = pairwise_synchrony(
+            at[lo:hi],
+            np.searchsorted(members, ae[lo:hi]),  # rank among the well's active electrodes
+            n_trains=len(members),
+            dt_s=params.sttc_dt_s,
+            window_s=params.sync_window_s,
+            start_s=0.0,
+            end_s=duration_s,
+        )
+        upper = np.triu_indices(len(members), k=1)
+        sync_area[well_i] = float(np.mean(area[upper]))
+        sync_sttc[well_i] = float(np.mean(coeff[upper]))
 
     # --- per well ---------------------------------------------------------------
     well_counts = np.bincount(well_of_e, weights=counts, minlength=n_w)
