@@ -196,6 +196,44 @@ def test_truncated_raw_is_a_decode_error_unless_allowed(tmp_path: Path) -> None:
     np.testing.assert_allclose(f.read(0, 1), (data[:50] * SCALE_UV).astype(np.float32), rtol=1e-6)
 
 
+def test_counts_into_caller_buffers_and_mapped_windows(tmp_path: Path) -> None:
+    path = tmp_path / "w.raw"
+    data = _example_raw(path, frames=300)
+    f = open_axion(path)
+    buf = np.full((64, 16), 7, dtype=np.int16)
+    # every column (read straight into the buffer), a contiguous run, a scattered subset
+    for cols in (None, np.arange(3, 9), np.array([12, 0, 5])):
+        width = 16 if cols is None else len(cols)
+        got = f.read_counts(40, 90, columns=cols, out=np.zeros((64, width), np.int16))
+        expected = data[40:90] if cols is None else data[40:90][:, cols]
+        np.testing.assert_array_equal(got, expected)
+    got = f.read_counts(280, 400, out=buf)  # clamped to the recording: 20 rows
+    assert got.shape == (20, 16) and np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[:20], data[280:])
+    assert (buf[20:] == 7).all()  # rows past the window untouched
+    for bad in (
+        np.zeros((10, 16), np.int16),  # too few rows
+        np.zeros((64, 15), np.int16),  # wrong width
+        np.zeros((64, 16), np.float32),  # wrong dtype
+        np.zeros((16, 64), np.int16).T,  # not C-contiguous
+    ):
+        with pytest.raises(SpecError, match="out must"):
+            f.read_counts(0, 50, out=bad)
+    win = f.map_counts(37, 250)
+    np.testing.assert_array_equal(win.array, data[37:250])
+    assert not win.array.flags.writeable
+    win.close()
+    win.close()  # idempotent
+    assert win.array.shape == (0, 16)
+    assert f.map_counts(300, 400).array.shape == (0, 16)
+    # A file cut short after opening: a clear error, never a SIGBUS from the mapping.
+    path.write_bytes(path.read_bytes()[: -200 * 32])
+    with pytest.raises(DecodeError, match=r"w\.raw: file ends at byte"):
+        f.map_counts(0, 300)
+    with pytest.raises(DecodeError, match=r"w\.raw: file ends at byte"):
+        f.read_counts(0, 300)
+
+
 def test_crc_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "c.raw"
     _example_raw(path)

@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,7 @@ from scipy import signal
 from transforms.errors import SpecError
 from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
 from transforms.mea.spike_table import MEA_SPIKE_SCHEMA
+from transforms.readers.buffers import rows_of
 
 #: Schema-metadata key under which :func:`detect_spikes` stores its parameters (JSON).
 PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
@@ -49,6 +50,7 @@ NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
 
 _MAD_TO_SIGMA: Final = 0.6745
 _DECIMATE: Final = 8  # the noise estimate keeps every 8th filtered sample
+_NOISE_CHUNK_S: Final = 2.0  # the noise window is filtered in chunks of this length
 
 
 def spikes_table(
@@ -76,6 +78,25 @@ def spikes_table(
     times = np.asarray(time_s, dtype=np.float64)
     if len(names) != len(times):
         raise SpecError(f"spikes_table: {len(names)} electrodes but {len(times)} times")
+    encoded = names.dictionary_encode()
+    return _coded_spikes_table(
+        encoded.dictionary,
+        encoded.indices.to_numpy(zero_copy_only=False),
+        times,
+        amplitude_uv,
+    )
+
+
+def _coded_spikes_table(
+    dictionary: pa.StringArray,
+    codes: np.ndarray,
+    times: np.ndarray,
+    amplitude_uv: Sequence[float] | np.ndarray | None,
+) -> pa.Table:
+    """:func:`spikes_table` from electrode codes into ``dictionary`` (the detector's form).
+
+    Names are checked, split and ranked once per distinct electrode, not per spike.
+    """
     if amplitude_uv is None:
         amps = pa.nulls(len(times), type=pa.float32())
     else:
@@ -83,14 +104,22 @@ def spikes_table(
         if len(a) != len(times):
             raise SpecError(f"spikes_table: {len(a)} amplitudes but {len(times)} times")
         amps = pa.array(a, mask=np.isnan(a), type=pa.float32())
-    parts = pc.split_pattern(names, "_", max_splits=1)
-    if len(names) and pc.any(pc.not_equal(pc.list_value_length(parts), 2)).as_py():
+    parts = pc.split_pattern(dictionary, "_", max_splits=1)
+    if len(dictionary) and pc.any(pc.not_equal(pc.list_value_length(parts), 2)).as_py():
         raise SpecError("spikes_table: electrode names must look like 'A1_23'")
-    wells = pc.list_element(parts, 0) if len(names) else pa.array([], pa.string())
-    table = pa.table([names, wells, pa.array(times), amps], schema=MEA_SPIKE_SCHEMA)
-    if len(table) > 1:
-        table = table.sort_by([("time_s", "ascending"), ("electrode", "ascending")])
-    return table
+    well_names = pc.list_element(parts, 0) if len(dictionary) else pa.array([], pa.string())
+    if len(times) > 1:
+        # by time, then electrode name: the names' rank stands in for the strings
+        rank = np.empty(len(dictionary), dtype=np.int64)
+        rank[pc.sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary))
+        order = np.lexsort((rank[codes], times))
+        codes, times = codes[order], times[order]
+        amps = amps.take(pa.array(order))
+    take = pa.array(codes, type=pa.int64())
+    return pa.table(
+        [dictionary.take(take), well_names.take(take), pa.array(times), amps],
+        schema=MEA_SPIKE_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -187,7 +216,12 @@ class ContinuousSource(Protocol):
     ) -> np.ndarray: ...
 
     def read_counts(
-        self, start_sample: int, stop_sample: int, *, columns: np.ndarray | None = None
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -215,10 +249,20 @@ class _ArraySource:
         return _select_columns(self.electrodes, electrodes, wells, "array")
 
     def read_counts(
-        self, start_sample: int, stop_sample: int, *, columns: np.ndarray | None = None
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         block = self.data[max(0, start_sample) : min(self.n_samples, stop_sample)]
-        return block if columns is None else block[:, columns]
+        block = block if columns is None else block[:, columns]
+        if out is None:
+            return block
+        dest = rows_of(out, block.shape[0], block.shape[1], block.dtype)
+        np.copyto(dest, block)
+        return dest
 
 
 class _ChannelGroup:
@@ -227,6 +271,7 @@ class _ChannelGroup:
     def __init__(
         self,
         local_cols: np.ndarray,
+        block_cols: np.ndarray,
         filt: BlockIIR,
         state: np.ndarray,
         threshold: np.ndarray,
@@ -237,8 +282,8 @@ class _ChannelGroup:
         ripple: int,
         ripple_ratio: float,
     ) -> None:
-        self.local_cols = local_cols
-        self.contiguous = bool(len(local_cols) and np.all(np.diff(local_cols) == 1))
+        self.local_cols = local_cols  # positions among the detector's selected columns
+        self.block_cols = block_cols  # columns of the blocks handed to step()
         self.filt = filt
         self.state = state
         self.threshold = threshold
@@ -263,10 +308,7 @@ class _ChannelGroup:
 
     def step(self, block: np.ndarray, end: int, final: bool) -> tuple[np.ndarray, ...]:
         """Filter ``block`` (samples, all columns) ending at global sample ``end``."""
-        if self.contiguous:
-            sub = block[:, int(self.local_cols[0]) : int(self.local_cols[-1]) + 1]
-        else:
-            sub = block[:, self.local_cols]
+        sub = _columns(block, self.block_cols)
         n_rows, n_ch = sub.shape
         b = self.filt.block_samples
         padded = -(-n_rows // b) * b
@@ -377,35 +419,59 @@ def estimate_noise(
 
     Uses the first ``params.noise_window_s`` seconds (all of a shorter recording),
     skipping the first 5% of the window where the filter may still settle, and keeping
-    every 8th sample after that; the window is filtered in chunks of about one second.
+    every 8th sample after that; the window is filtered in chunks of two seconds.
     """
     fs = source.sampling_rate_hz
     n = min(source.n_samples, max(1, round(params.noise_window_s * fs)))
     parts = _lane_groups(len(columns), n_threads)
+    block_cols = columns if _maps(source) else np.arange(len(columns))
     first = source.read_counts(0, 1, columns=columns)[0]
     states = [filt.initial_state(first[part]) for part in parts]
     kept: list[list[np.ndarray]] = [[] for _ in parts]
     skip = n // 20  # the filter may still settle there
     b = filt.block_samples
-    step = max(1, round(fs) // (_DECIMATE * b)) * _DECIMATE * b  # whole blocks
-    rows = min(step, -(-n // b) * b)
-    bufs = [np.empty((rows, len(part)), dtype=np.float32) for part in parts]
-    works = [filt.workspace(rows, len(part)) for part in parts]
+    step = -(-min(n, round(_NOISE_CHUNK_S * fs)) // b) * b  # whole blocks
+    bufs = [np.empty((step, len(part)), dtype=np.float32) for part in parts]
+    works = [filt.workspace(step, len(part)) for part in parts]
+    reader = _ChunkReader(source, columns, rows=min(n, step), dtype=first.dtype)
+
+    def run(i: int, block: np.ndarray, k: int) -> None:
+        # Keep every 8th filtered sample (global index), plenty for a median.
+        y = bufs[i][: -(-len(block) // b) * b]
+        states[i] = filt.apply(
+            _columns(block, block_cols[parts[i]]), states[i], out=y, work=works[i]
+        )
+        start = max(skip - k, 0)
+        start += (-(k + start)) % _DECIMATE
+        kept[i].append(y[start : len(block) : _DECIMATE].copy())
+
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        # Stream the window keeping every 8th filtered sample, plenty for a median.
-        for k in range(0, n, step):
-            block = source.read_counts(k, min(n, k + step), columns=columns)
-
-            def run(i: int, block: np.ndarray = block, k: int = k) -> None:
-                y = bufs[i][: -(-len(block) // b) * b]
-                states[i] = filt.apply(block[:, parts[i]], states[i], out=y, work=works[i])
-                start = max(skip - k, 0)
-                start += (-(k + start)) % _DECIMATE
-                kept[i].append(y[start : len(block) : _DECIMATE].copy())
-
-            list(pool.map(run, range(len(parts))))
+        chunk = reader.open(0, min(n, step))
+        try:
+            for k in range(0, n, step):
+                futures = [pool.submit(run, i, chunk.array, k) for i in range(len(parts))]
+                try:
+                    upcoming = reader.open(k + step, min(n, k + 2 * step)) if k + step < n else None
+                finally:
+                    wait(futures)  # nothing may still read the chunk when it is closed
+                try:
+                    for fut in futures:
+                        fut.result()
+                finally:
+                    chunk.close()
+                    if upcoming is not None:
+                        chunk = upcoming
+        finally:
+            chunk.close()
         sigmas = list(pool.map(lambda ys: _mad_sigma(np.concatenate(ys, axis=0).T), kept))
     return np.concatenate(sigmas) if sigmas else np.zeros(0)
+
+
+def _columns(block: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``block[:, cols]``, as a view when the columns are consecutive."""
+    if len(cols) and np.all(np.diff(cols) == 1):
+        return block[:, int(cols[0]) : int(cols[-1]) + 1]
+    return block[:, cols]
 
 
 def _lane_groups(n_columns: int, n_groups: int) -> list[np.ndarray]:
@@ -421,6 +487,54 @@ def _mad_sigma(y: np.ndarray) -> np.ndarray:
     np.subtract(y, med, out=y)
     np.abs(y, out=y)
     return np.median(y, axis=1) / _MAD_TO_SIGMA
+
+
+class _Window(Protocol):
+    array: np.ndarray
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class _MappableSource(Protocol):
+    """A source that can expose a window of the file itself (:class:`AxionFile`)."""
+
+    def map_counts(self, start_sample: int, stop_sample: int) -> _Window: ...
+
+
+def _maps(src: object) -> bool:
+    return isinstance(src, _MappableSource)
+
+
+class _Buffer:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def close(self) -> None:
+        """Nothing to release: the buffer is reused."""
+
+
+class _ChunkReader:
+    """Chunk windows for the detector, double-buffered.
+
+    A mappable source's windows are views of the file (every column; no read copy);
+    any other source is read into two alternating buffers of the selected columns,
+    so no chunk-sized array is allocated per step.
+    """
+
+    def __init__(
+        self, src: ContinuousSource, cols: np.ndarray, *, rows: int, dtype: np.dtype
+    ) -> None:
+        self._src = src
+        self._cols = cols
+        self._mapped = _maps(src)
+        self._buffers = [] if self._mapped else [np.empty((rows, len(cols)), dtype) for _ in "ab"]
+
+    def open(self, start: int, stop: int) -> _Window:
+        if self._mapped:
+            return self._src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
+        self._buffers.reverse()
+        return _Buffer(self._src.read_counts(start, stop, columns=self._cols, out=self._buffers[0]))
 
 
 def detect_spikes(
@@ -506,10 +620,12 @@ def _detect(
     step = -(-max(window + 1, round(chunk_s * fs)) // b) * b
     first = src.read_counts(0, 1, columns=cols)[0]
     groups = []
+    block_cols = cols if _maps(src) else np.arange(len(cols))
     for part in _lane_groups(len(cols), n_threads):
         groups.append(
             _ChannelGroup(
                 part,
+                block_cols[part],
                 filt,
                 filt.initial_state(first[part]),
                 thr[part],
@@ -523,23 +639,37 @@ def _detect(
         )
     results: list[tuple[np.ndarray, ...]] = []
     n = src.n_samples
+    reader = _ChunkReader(src, cols, rows=min(n, step), dtype=first.dtype)
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         k = 0
-        block = src.read_counts(0, min(n, step), columns=cols)
-        while k < n:
-            end = min(n, k + step)
-            final = end >= n
-            futures = [pool.submit(g.step, block, end, final) for g in groups]
-            if not final:  # read the next chunk while the groups filter this one
-                block = src.read_counts(end, min(n, end + step), columns=cols)
-            for g, fut in zip(groups, futures, strict=True):
-                ch, peak, amp = fut.result()
-                results.append((g.local_cols[ch], peak, amp))
-            k = end
+        chunk = reader.open(0, min(n, step))
+        try:
+            while k < n:
+                end = min(n, k + step)
+                final = end >= n
+                futures = [pool.submit(g.step, chunk.array, end, final) for g in groups]
+                # the next window is read (or mapped) while the groups filter this one
+                try:
+                    upcoming = None if final else reader.open(end, min(n, end + step))
+                finally:
+                    wait(futures)  # nothing may still read the chunk when it is closed
+                try:
+                    for g, fut in zip(groups, futures, strict=True):
+                        ch, peak, amp = fut.result()
+                        results.append((g.local_cols[ch], peak, amp))
+                finally:
+                    chunk.close()
+                    if upcoming is not None:
+                        chunk = upcoming
+                k = end
+        finally:
+            chunk.close()
     col = np.concatenate([r[0] for r in results])
     peak = np.concatenate([r[1] for r in results])
     amp = np.concatenate([r[2] for r in results]).astype(np.float64) * gain
-    table = spikes_table(names[col], peak / fs, amp.astype(np.float32))
+    table = _coded_spikes_table(
+        pa.array(names, pa.string()), col, peak / fs, amp.astype(np.float32)
+    )
     return _with_metadata(table, params, names, sigma, gain)
 
 

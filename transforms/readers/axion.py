@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import mmap
+import os
 import struct
 import uuid
 import zlib
@@ -35,6 +37,7 @@ import pyarrow as pa
 
 from transforms.errors import DecodeError, SpecError, UnsupportedRecording
 from transforms.mea.layout import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
+from transforms.readers.buffers import rows_of
 
 MAGIC: Final = b"AxionBio"
 HEADER_SIZE: Final = 1024
@@ -264,6 +267,10 @@ class _Cursor:
 
 
 # --------------------------------------------------------------------------- the reader
+
+
+#: Pre-fault a mapped window in one call where the OS offers it (Linux).
+_MAP_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 
 
 class AxionFile:
@@ -703,32 +710,89 @@ class AxionFile:
             raise SpecError(f"{self.path.name} holds spikes, not continuous data")
 
     def read_counts(
-        self, start_sample: int, stop_sample: int, *, columns: np.ndarray | None = None
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Stored counts of frames ``[start_sample, stop_sample)``, (samples, channels)."""
+        """Stored counts of frames ``[start_sample, stop_sample)``, (samples, channels).
+
+        ``out``, when given, receives the counts (its first rows; it must be C-contiguous
+        with the stored dtype and one column per selected channel) and a view of it is
+        returned: a streaming caller reuses its buffers instead of allocating a chunk per
+        step.
+        """
         self._check_raw()
         start = max(0, int(start_sample))
         stop = min(self.n_samples, int(stop_sample))
         n_cols = len(self.electrodes)
+        width = n_cols if columns is None else len(columns)
         if stop <= start:
-            width = n_cols if columns is None else len(columns)
-            return np.empty((0, width), dtype=self._dtype)
+            return rows_of(out, 0, width, self._dtype)
+        offset = self._ds.region_start + start * self._frame_bytes
+        if width == n_cols and (columns is None or np.array_equal(columns, np.arange(n_cols))):
+            # Whole frames: read straight into the destination, no mapping at all.
+            dest = rows_of(out, stop - start, n_cols, self._dtype)
+            self._pread_into(dest, offset)
+            return dest
         # Map only this window: RSS stays bounded whatever the file size.
         mm = np.memmap(
-            self.path,
-            dtype=self._dtype,
-            mode="r",
-            offset=self._ds.region_start + start * self._frame_bytes,
-            shape=(stop - start, n_cols),
+            self.path, dtype=self._dtype, mode="r", offset=offset, shape=(stop - start, n_cols)
         )
         try:
-            if columns is None:
-                return np.array(mm)
-            if len(columns) and np.all(np.diff(columns) == 1):
-                return np.array(mm[:, int(columns[0]) : int(columns[-1]) + 1])
-            return mm[:, columns]
+            cols = np.asarray(columns)
+            if len(cols) and np.all(np.diff(cols) == 1):
+                picked = mm[:, int(cols[0]) : int(cols[-1]) + 1]
+            else:
+                picked = mm[:, cols]
+            if out is None:
+                return np.array(picked)
+            dest = rows_of(out, stop - start, width, self._dtype)
+            np.copyto(dest, picked)
+            return dest
         finally:
             mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC time
+
+    def map_counts(self, start_sample: int, stop_sample: int) -> MappedCounts:
+        """Frames ``[start_sample, stop_sample)`` as a read-only view of the file itself.
+
+        The window is mapped and pre-faulted in one system call (``MAP_POPULATE`` on
+        Linux) and is unmapped by :meth:`MappedCounts.close`, so a streaming caller
+        converts samples straight from the page cache, without a read copy, and RSS
+        stays at the windows it holds. Every column is included.
+
+        Raises
+        ------
+        DecodeError
+            If the file has become shorter than the window.
+        """
+        self._check_raw()
+        start = max(0, int(start_sample))
+        stop = max(start, min(self.n_samples, int(stop_sample)))
+        return MappedCounts(
+            self.path,
+            offset=self._ds.region_start + start * self._frame_bytes,
+            shape=(stop - start, len(self.electrodes)),
+            dtype=self._dtype,
+        )
+
+    def _pread_into(self, dest: np.ndarray, offset: int) -> None:
+        view = memoryview(dest).cast("B")  # type: ignore[arg-type]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            done = 0
+            while done < len(view):  # one read returns at most ~2 GB on Linux
+                got = os.preadv(fd, [view[done:]], offset + done)
+                if got == 0:
+                    raise DecodeError(
+                        f"{self.path.name}: file ends at byte {offset + done}, inside the "
+                        f"data region (expected {offset + len(view)})"
+                    )
+                done += got
+        finally:
+            os.close(fd)
 
     def read(
         self,
@@ -838,6 +902,46 @@ class AxionFile:
         at = rec["waveform"][np.arange(len(rec)), np.clip(trig, 0, w - 1)].astype(np.float64)
         amp = np.where(inside, at * self.voltage_scale_uv_per_count, np.nan)
         return spikes_table(electrode, time_s, amp.astype(np.float32))
+
+
+class MappedCounts:
+    """A read-only memory-mapped window of a ``.raw`` data region (see ``map_counts``).
+
+    ``array`` is the (samples, channels) view; :meth:`close` unmaps it, after which
+    the caller must hold no view of it (``BufferError`` otherwise).
+    """
+
+    def __init__(self, path: Path, *, offset: int, shape: tuple[int, int], dtype: np.dtype) -> None:
+        n_bytes = shape[0] * shape[1] * dtype.itemsize
+        self._mm: mmap.mmap | None = None
+        if n_bytes == 0:
+            self.array = np.empty(shape, dtype=dtype)
+            return
+        aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < offset + n_bytes:  # mapping past the end would SIGBUS on access
+                raise DecodeError(
+                    f"{path.name}: file ends at byte {size}, inside the data region "
+                    f"(window ends at {offset + n_bytes})"
+                )
+            self._mm = mmap.mmap(
+                fh.fileno(),
+                offset - aligned + n_bytes,
+                flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                prot=mmap.PROT_READ,
+                offset=aligned,
+            )
+        self.array = np.frombuffer(
+            self._mm, dtype=dtype, count=shape[0] * shape[1], offset=offset - aligned
+        ).reshape(shape)
+
+    def close(self) -> None:
+        """Unmap the window (idempotent)."""
+        self.array = np.empty((0, *self.array.shape[1:]), dtype=self.array.dtype)
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
 
 
 def open_axion(

@@ -33,6 +33,7 @@ from pynwb.ecephys import ElectricalSeries
 from transforms.errors import DecodeError, SpecError, UnsupportedRecording
 from transforms.mea.layout import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
 from transforms.readers.axion import Chunk, _select_columns, _to_uv
+from transforms.readers.buffers import rows_of
 
 SERIES_NAME: Final = "ElectricalSeries"
 _PLATE_RE: Final = re.compile(r"plate type (0x[0-9a-fA-F]+)")
@@ -269,9 +270,27 @@ class NwbEcephysFile:
         return _select_columns(self.electrodes, electrodes, wells, self.path.name)
 
     def read_counts(
-        self, start_sample: int, stop_sample: int, *, columns: np.ndarray | None = None
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Stored values of frames ``[start_sample, stop_sample)``, (samples, channels)."""
+        """Stored values of frames ``[start_sample, stop_sample)``, (samples, channels).
+
+        ``out``: as in :meth:`transforms.readers.axion.AxionFile.read_counts`.
+        """
+        block = self._read_counts(start_sample, stop_sample, columns)
+        if out is None:
+            return block
+        dest = rows_of(out, block.shape[0], block.shape[1], self._data.dtype)
+        np.copyto(dest, block)
+        return dest
+
+    def _read_counts(
+        self, start_sample: int, stop_sample: int, columns: np.ndarray | None
+    ) -> np.ndarray:
         start = max(0, int(start_sample))
         stop = min(self.n_samples, int(stop_sample))
         if stop <= start:
