@@ -22,8 +22,10 @@ uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet --disable-pip-version-check uv
 
+# Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on the
+# development machine) every Python process would otherwise recompile Airflow, GX, pandas.
 sync: uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 demo: sync
 	rm -rf $(DEMO_DIR)
