@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,7 @@ from scipy import signal
 from transforms.errors import SpecError
 from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
 from transforms.mea.spike_table import MEA_SPIKE_SCHEMA
-from transforms.readers.buffers import rows_of
+from transforms.readers.buffers import fill
 
 #: Schema-metadata key under which :func:`detect_spikes` stores its parameters (JSON).
 PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
@@ -49,6 +49,7 @@ PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
 NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
 
 _MAD_TO_SIGMA: Final = 0.6745
+_R = TypeVar("_R")
 _DECIMATE: Final = 8  # the noise estimate keeps every 8th filtered sample
 _NOISE_CHUNK_S: Final = 2.0  # the noise window is filtered in chunks of this length
 
@@ -257,12 +258,7 @@ class _ArraySource:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         block = self.data[max(0, start_sample) : min(self.n_samples, stop_sample)]
-        block = block if columns is None else block[:, columns]
-        if out is None:
-            return block
-        dest = rows_of(out, block.shape[0], block.shape[1], block.dtype)
-        np.copyto(dest, block)
-        return dest
+        return fill(out, block if columns is None else block[:, columns])
 
 
 class _ChannelGroup:
@@ -424,7 +420,6 @@ def estimate_noise(
     fs = source.sampling_rate_hz
     n = min(source.n_samples, max(1, round(params.noise_window_s * fs)))
     parts = _lane_groups(len(columns), n_threads)
-    block_cols = columns if _maps(source) else np.arange(len(columns))
     first = source.read_counts(0, 1, columns=columns)[0]
     states = [filt.initial_state(first[part]) for part in parts]
     kept: list[list[np.ndarray]] = [[] for _ in parts]
@@ -433,36 +428,20 @@ def estimate_noise(
     step = -(-min(n, round(_NOISE_CHUNK_S * fs)) // b) * b  # whole blocks
     bufs = [np.empty((step, len(part)), dtype=np.float32) for part in parts]
     works = [filt.workspace(step, len(part)) for part in parts]
-    reader = _ChunkReader(source, columns, rows=min(n, step), dtype=first.dtype)
+    reader = _ChunkReader(source, columns, n=n, step=step, dtype=first.dtype)
+    cols = [reader.block_cols[part] for part in parts]
 
-    def run(i: int, block: np.ndarray, k: int) -> None:
+    def run(i: int, block: np.ndarray, k: int, _stop: int) -> None:
         # Keep every 8th filtered sample (global index), plenty for a median.
         y = bufs[i][: -(-len(block) // b) * b]
-        states[i] = filt.apply(
-            _columns(block, block_cols[parts[i]]), states[i], out=y, work=works[i]
-        )
+        states[i] = filt.apply(_columns(block, cols[i]), states[i], out=y, work=works[i])
         start = max(skip - k, 0)
         start += (-(k + start)) % _DECIMATE
         kept[i].append(y[start : len(block) : _DECIMATE].copy())
 
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        chunk = reader.open(0, min(n, step))
-        try:
-            for k in range(0, n, step):
-                futures = [pool.submit(run, i, chunk.array, k) for i in range(len(parts))]
-                try:
-                    upcoming = reader.open(k + step, min(n, k + 2 * step)) if k + step < n else None
-                finally:
-                    wait(futures)  # nothing may still read the chunk when it is closed
-                try:
-                    for fut in futures:
-                        fut.result()
-                finally:
-                    chunk.close()
-                    if upcoming is not None:
-                        chunk = upcoming
-        finally:
-            chunk.close()
+        for _ in reader.map_chunks(pool, run, len(parts)):
+            pass
         sigmas = list(pool.map(lambda ys: _mad_sigma(np.concatenate(ys, axis=0).T), kept))
     return np.concatenate(sigmas) if sigmas else np.zeros(0)
 
@@ -515,26 +494,56 @@ class _Buffer:
 
 
 class _ChunkReader:
-    """Chunk windows for the detector, double-buffered.
+    """Consecutive chunks of a source, each processed while the next one is read.
 
-    A mappable source's windows are views of the file (every column; no read copy);
+    A mappable source's chunks are views of the file (every column; no read copy);
     any other source is read into two alternating buffers of the selected columns,
     so no chunk-sized array is allocated per step.
     """
 
     def __init__(
-        self, src: ContinuousSource, cols: np.ndarray, *, rows: int, dtype: np.dtype
+        self, src: ContinuousSource, cols: np.ndarray, *, n: int, step: int, dtype: np.dtype
     ) -> None:
         self._src = src
         self._cols = cols
+        self._n = n
+        self._step = step
         self._mapped = _maps(src)
+        #: The columns of the selection within the chunks handed out.
+        self.block_cols = cols if self._mapped else np.arange(len(cols))
+        rows = min(n, step)
         self._buffers = [] if self._mapped else [np.empty((rows, len(cols)), dtype) for _ in "ab"]
 
-    def open(self, start: int, stop: int) -> _Window:
+    def _open(self, start: int, stop: int) -> _Window:
         if self._mapped:
             return self._src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
         self._buffers.reverse()
         return _Buffer(self._src.read_counts(start, stop, columns=self._cols, out=self._buffers[0]))
+
+    def map_chunks(
+        self,
+        pool: ThreadPoolExecutor,
+        work: Callable[[int, np.ndarray, int, int], _R],
+        n_tasks: int,
+    ) -> Iterator[list[_R]]:
+        """Per chunk ``[start, stop)`` of the first ``n`` samples, in order, the results of
+        ``work(i, chunk, start, stop)`` for ``i < n_tasks``, run in ``pool``."""
+        n, step = self._n, self._step
+        chunk = self._open(0, min(n, step))
+        try:
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                futures = [pool.submit(work, i, chunk.array, start, stop) for i in range(n_tasks)]
+                try:  # the next chunk is read (or mapped) while this one is processed
+                    upcoming = self._open(stop, min(n, stop + step)) if stop < n else None
+                finally:
+                    wait(futures)  # nothing may still read the chunk when it is closed
+                chunk.close()
+                if upcoming is not None:
+                    chunk = upcoming
+                yield [fut.result() for fut in futures]
+        finally:
+            chunk.close()
 
 
 def detect_spikes(
@@ -619,13 +628,14 @@ def _detect(
     # whole filter blocks per chunk, so that blocks sit at the same samples for any chunk_s
     step = -(-max(window + 1, round(chunk_s * fs)) // b) * b
     first = src.read_counts(0, 1, columns=cols)[0]
+    n = src.n_samples
+    reader = _ChunkReader(src, cols, n=n, step=step, dtype=first.dtype)
     groups = []
-    block_cols = cols if _maps(src) else np.arange(len(cols))
     for part in _lane_groups(len(cols), n_threads):
         groups.append(
             _ChannelGroup(
                 part,
-                block_cols[part],
+                reader.block_cols[part],
                 filt,
                 filt.initial_state(first[part]),
                 thr[part],
@@ -637,33 +647,15 @@ def _detect(
                 params.ripple_ratio,
             )
         )
+
+    def run(i: int, block: np.ndarray, _start: int, stop: int) -> tuple[np.ndarray, ...]:
+        ch, peak, amp = groups[i].step(block, stop, stop >= n)
+        return groups[i].local_cols[ch], peak, amp
+
     results: list[tuple[np.ndarray, ...]] = []
-    n = src.n_samples
-    reader = _ChunkReader(src, cols, rows=min(n, step), dtype=first.dtype)
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        k = 0
-        chunk = reader.open(0, min(n, step))
-        try:
-            while k < n:
-                end = min(n, k + step)
-                final = end >= n
-                futures = [pool.submit(g.step, chunk.array, end, final) for g in groups]
-                # the next window is read (or mapped) while the groups filter this one
-                try:
-                    upcoming = None if final else reader.open(end, min(n, end + step))
-                finally:
-                    wait(futures)  # nothing may still read the chunk when it is closed
-                try:
-                    for g, fut in zip(groups, futures, strict=True):
-                        ch, peak, amp = fut.result()
-                        results.append((g.local_cols[ch], peak, amp))
-                finally:
-                    chunk.close()
-                    if upcoming is not None:
-                        chunk = upcoming
-                k = end
-        finally:
-            chunk.close()
+        for chunk_results in reader.map_chunks(pool, run, len(groups)):
+            results += chunk_results
     col = np.concatenate([r[0] for r in results])
     peak = np.concatenate([r[1] for r in results])
     amp = np.concatenate([r[2] for r in results]).astype(np.float64) * gain

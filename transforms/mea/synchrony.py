@@ -216,20 +216,20 @@ def pairwise_synchrony(
     counts = np.bincount(owner, minlength=n).astype(np.float64)
     coinc = np.zeros((n, n), dtype=np.int64)  # pairs (a of i, b of j) with |a - b| <= window_s
     hits = np.zeros((n, n), dtype=np.int64)  # spikes of i with a spike of j within dt_s
+
     # The same comparisons as searchsorted in coincidences() / proportion_within().
-    edges = {
-        name: (
+    def edges(w: float) -> tuple[IntArray, IntArray]:
+        return (
             np.searchsorted(times_s, times_s - w, side="left"),
             np.searchsorted(times_s, times_s + w, side="right"),
         )
-        for name, w in {"x": window_s, "s": dt_s}.items()
-        if name == "x" or dt_s != window_s
-    }
-    edges.setdefault("s", edges["x"])
+
+    x_lo, x_hi = edges(window_s)
+    s_lo, s_hi = (x_lo, x_hi) if dt_s == window_s else edges(dt_s)
     for k0 in range(0, times_s.size, chunk_spikes):
         k1 = min(times_s.size, k0 + chunk_spikes)
-        base = min(edges["x"][0][k0], edges["s"][0][k0])
-        top = max(edges["x"][1][k1 - 1], edges["s"][1][k1 - 1])
+        base = min(x_lo[k0], s_lo[k0])
+        top = max(x_hi[k1 - 1], s_hi[k1 - 1])
         # cum[r, j]: spikes of train j among combined spikes base .. base + r - 1
         cum = np.zeros((top - base + 1, n), dtype=np.int32)
         cum[np.arange(1, top - base + 1), owner[base:top]] = 1
@@ -239,12 +239,10 @@ def pairwise_synchrony(
         by_train = np.argsort(own, kind="stable") + k0
         present = np.bincount(own, minlength=n) > 0
         starts = np.searchsorted(own[by_train - k0], np.flatnonzero(present))
-        lo, hi = edges["x"]
-        within = cum[hi[by_train] - base] - cum[lo[by_train] - base]
+        within = cum[x_hi[by_train] - base] - cum[x_lo[by_train] - base]
         coinc[present] += np.add.reduceat(within, starts, axis=0, dtype=np.int64)
         if dt_s != window_s:  # the default windows are equal: one count serves both
-            lo, hi = edges["s"]
-            within = cum[hi[by_train] - base] - cum[lo[by_train] - base]
+            within = cum[s_hi[by_train] - base] - cum[s_lo[by_train] - base]
         hits[present] += np.add.reduceat(within > 0, starts, axis=0, dtype=np.int64)
     tiles = tiling_fractions(times_s, owner, n_trains=n, dt_s=dt_s, start_s=start_s, end_s=end_s)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from transforms.errors import DecodeError, SpecError, UnsupportedRecording
 from transforms.mea.layout import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
-from transforms.readers.buffers import rows_of
+from transforms.readers.buffers import fill, rows_of
 
 MAGIC: Final = b"AxionBio"
 HEADER_SIZE: Final = 1024
@@ -747,11 +747,7 @@ class AxionFile:
                 picked = mm[:, int(cols[0]) : int(cols[-1]) + 1]
             else:
                 picked = mm[:, cols]
-            if out is None:
-                return np.array(picked)
-            dest = rows_of(out, stop - start, width, self._dtype)
-            np.copyto(dest, picked)
-            return dest
+            return fill(out, picked) if out is not None else np.array(picked)
         finally:
             mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC time
 

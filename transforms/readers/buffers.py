@@ -32,3 +32,12 @@ def rows_of(out: np.ndarray | None, n_rows: int, n_cols: int, dtype: np.dtype) -
             f"out must be writeable, C-contiguous and hold {n_rows} rows, got {out.shape}"
         )
     return out[:n_rows]
+
+
+def fill(out: np.ndarray | None, block: np.ndarray) -> np.ndarray:
+    """``block`` itself, or a copy of it in the first rows of ``out`` (see :func:`rows_of`)."""
+    if out is None:
+        return block
+    dest = rows_of(out, block.shape[0], block.shape[1], block.dtype)
+    np.copyto(dest, block)
+    return dest

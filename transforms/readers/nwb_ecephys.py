@@ -33,7 +33,7 @@ from pynwb.ecephys import ElectricalSeries
 from transforms.errors import DecodeError, SpecError, UnsupportedRecording
 from transforms.mea.layout import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
 from transforms.readers.axion import Chunk, _select_columns, _to_uv
-from transforms.readers.buffers import rows_of
+from transforms.readers.buffers import fill
 
 SERIES_NAME: Final = "ElectricalSeries"
 _PLATE_RE: Final = re.compile(r"plate type (0x[0-9a-fA-F]+)")
@@ -281,12 +281,7 @@ class NwbEcephysFile:
 
         ``out``: as in :meth:`transforms.readers.axion.AxionFile.read_counts`.
         """
-        block = self._read_counts(start_sample, stop_sample, columns)
-        if out is None:
-            return block
-        dest = rows_of(out, block.shape[0], block.shape[1], self._data.dtype)
-        np.copyto(dest, block)
-        return dest
+        return fill(out, self._read_counts(start_sample, stop_sample, columns))
 
     def _read_counts(
         self, start_sample: int, stop_sample: int, columns: np.ndarray | None
