@@ -45,7 +45,15 @@ def seg_argext(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, largest: 
     idx[1::2] = e
     ext = ufunc.reduceat(xr, idx)[0::2]
     # NaN (all-NaN segment) never compares equal: -1, as documented
-    out[ok] = first_where(x, s, e, np.equal, thresholds=ext)
+    pos = _probe(x, s, e, np.equal, ext, backward=False)
+    # Segments whose extreme lies past the probe: one argmax/argmin each (it
+    # stops at the first NaN, so a NaN-holding segment takes the equality scan).
+    arg = np.ndarray.argmax if largest else np.ndarray.argmin
+    for i in np.flatnonzero((pos < 0) & (e - s > _PROBE)):
+        a = int(s[i])
+        j = a + int(arg(x[a : e[i]]))
+        pos[i] = j if x[j] == ext[i] else _scan(x, a, int(e[i]), np.equal, ext[i], backward=False)
+    out[ok] = pos
     return out
 
 
@@ -61,7 +69,7 @@ def seg_min(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     idx = np.empty(2 * s.size, dtype=np.int64)
     idx[0::2] = s
     idx[1::2] = e
-    if idx[-1] >= x.size:  # reduceat needs in-range indices
+    if e.max() >= x.size:  # reduceat needs in-range indices (any segment, not the last)
         x = np.append(x, np.nan)
     out[ok] = np.fmin.reduceat(x, idx)[0::2]
     return out
@@ -108,6 +116,24 @@ def _search(
 ) -> np.ndarray:
     origin = np.asarray(origin, dtype=np.int64)
     limit = np.asarray(limit, dtype=np.int64)
+    out = _probe(x, origin, limit, cond, thresholds, backward=backward)
+    span = origin - limit if backward else limit - origin
+    for i in np.flatnonzero((out < 0) & (span > _PROBE)):
+        thr = None if thresholds is None else thresholds[i]
+        out[i] = _scan(x, int(origin[i]), int(limit[i]), cond, thr, backward=backward)
+    return out
+
+
+def _probe(
+    x: np.ndarray,
+    origin: np.ndarray,
+    limit: np.ndarray,
+    cond: Comparison,
+    thresholds: np.ndarray | None,
+    *,
+    backward: bool,
+) -> np.ndarray:
+    """The search of :func:`_search` within ``_PROBE`` samples of each origin, else -1."""
     n = origin.size
     out = np.full(n, -1, dtype=np.int64)
     if n == 0:
@@ -116,20 +142,24 @@ def _search(
     if backward:
         idx = origin[:, None] - step[None, :]
         valid = idx > limit[:, None]
-        span = origin - limit
     else:
         idx = origin[:, None] + step[None, :]
         valid = idx < limit[:, None]
-        span = limit - origin
     vals = x[np.clip(idx, 0, x.size - 1)]
     hit = (cond(vals) if thresholds is None else cond(vals, thresholds[:, None])) & valid
     found = hit.any(axis=1)
     k = hit.argmax(axis=1)
     out[found] = idx[found, k[found]]
-    for i in np.flatnonzero(~found & (span > _PROBE)):
-        seg = x[limit[i] + 1 : origin[i] + 1][::-1] if backward else x[origin[i] : limit[i]]
-        c = cond(seg) if thresholds is None else cond(seg, thresholds[i])
-        nz = np.flatnonzero(c)
-        if nz.size:
-            out[i] = origin[i] - nz[0] if backward else origin[i] + nz[0]
     return out
+
+
+def _scan(
+    x: np.ndarray, origin: int, limit: int, cond: Comparison, thr: object, *, backward: bool
+) -> int:
+    """Exact search of one segment: ``(limit, origin]`` backward, ``[origin, limit)`` forward."""
+    seg = x[limit + 1 : origin + 1][::-1] if backward else x[origin:limit]
+    c = cond(seg) if thr is None else cond(seg, thr)
+    j = int(c.argmax())  # first True (argmax of booleans stops there)
+    if not c[j]:
+        return -1
+    return origin - j if backward else origin + j
