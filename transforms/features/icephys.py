@@ -28,7 +28,7 @@ from transforms.errors import UnsupportedRecording
 from transforms.features import cell as cellmod
 from transforms.features import subthreshold as sub
 from transforms.features.filters import bessel_cutoff_khz, dvdt_mv_per_ms, slope_gain
-from transforms.features.spike_train import train_features
+from transforms.features.spike_train import TRAIN_KEYS, train_features, train_rows
 from transforms.features.spikes import SpikeBlock, SpikeParams, detect_block
 from transforms.features.stimulus import Stimulus, StimulusParams, describe_stimulus
 from transforms.features.sweep_qc import (
@@ -551,17 +551,6 @@ def extract_features(
     return IcephysFeatures(sweeps=sweeps_tbl, spikes=spikes_tbl, cell=cell_tbl, params=params)
 
 
-_TRAIN_KEYS = (
-    "avg_rate_hz",
-    "latency_s",
-    "first_isi_s",
-    "mean_isi_s",
-    "median_isi_s",
-    "isi_cv",
-    "adapt",
-)
-
-
 class _SweepColumns:
     """The sweep table as numpy columns (NaN / -1 mark nulls), one row per plan."""
 
@@ -594,7 +583,7 @@ class _SweepColumns:
         self.numbers = np.array([p.sweep.number for p in plans], dtype=np.int32)
 
     def set_train(self, k: int, values: dict[str, float | None]) -> None:
-        for name in _TRAIN_KEYS:
+        for name in TRAIN_KEYS:
             x = values[name]
             self.f[name][k] = np.nan if x is None else x
 
@@ -701,11 +690,9 @@ def _stimulated(
     # as IPFX's voltage_deflection: the sign comes from the command halfway through
     half = (start + end) // 2
     level = np.array(
-        [
-            0.0 if (c := plans[k].sweep.command) is None else float(np.nan_to_num(c[half]))
-            for k in members
-        ]
+        [0.0 if (c := plans[k].sweep.command) is None else float(c[half]) for k in members]
     )
+    level[np.isnan(level)] = 0.0  # a NaN gap in the command counts as 0 pA
     f["peak_deflect_mv"][ix] = np.where(level >= 0, v_max, v_min)
     k_min_abs = k_min + start
     if st.kind == "long_square":
@@ -752,12 +739,17 @@ def _stimulated(
         ]
     t_start = start / rate
     t_end = end / rate if st.kind == "long_square" else p0.det_end / rate
+    none = np.zeros(0)
+    trains = train_rows(
+        [spikes[k]["threshold_t_s"] if k in spikes else none for k in members],
+        start_s=t_start,
+        end_s=t_end,
+    )
+    for name in TRAIN_KEYS:
+        f[name][ix] = trains[name]
     out: dict[int, tuple[float, int]] = {}
     for r, k in enumerate(members):
         reasons[k] += block[r]
-        sp = spikes.get(k)
-        thr_t = np.zeros(0) if sp is None else sp["threshold_t_s"]
-        cols.set_train(k, train_features(thr_t, start_s=t_start, end_s=t_end))
         if st.kind == "long_square":
             out[k] = (float(v_min[r]), int(k_min_abs[r]) if has[r] else start)
     return out
