@@ -32,8 +32,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import allocator, qc, spec, storage
 from transforms import lake as lakeio
-from transforms import qc, spec, storage
 from transforms.errors import NeurocyteError, SpecError
 from transforms.landing import Target, resolve_target, sha256_file
 
@@ -200,6 +200,7 @@ def stage_file(
     """
     path = Path(path)
     started = _now()
+    allocator.retain_freed_memory()  # this process is an ingest worker
     if (part is None) != (n_parts is None) or (
         part is not None and n_parts is not None and not 0 <= part < n_parts
     ):

@@ -319,7 +319,11 @@ def arg_rows(win: np.ndarray, *, largest: bool) -> tuple[np.ndarray, np.ndarray]
     n_rows = win.shape[0]
     if not win.shape[1]:
         return np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool)
-    k = win.argmax(axis=1) if largest else win.argmin(axis=1)
+    if win.strides[1] == win.itemsize:  # contiguous rows: one call each, no 2-D copy
+        pick = np.ndarray.argmax if largest else np.ndarray.argmin
+        k = np.fromiter((pick(row) for row in win), dtype=np.int64, count=n_rows)
+    else:
+        k = win.argmax(axis=1) if largest else win.argmin(axis=1)
     has = np.ones(n_rows, dtype=bool)
     nan_rows = np.flatnonzero(np.isnan(win[np.arange(n_rows), k]))  # argmax stops at NaN
     for r in nan_rows:
