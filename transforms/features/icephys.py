@@ -423,9 +423,11 @@ def _unpack(
     cols["width_ms"] = np.where(okw, (we_ - ws_) / rate * 1e3, np.nan)
     cols["isi_type"] = block.isi_type
     cols["clipped"] = block.clipped
+    # spikes are in row order: each sweep's are one slice of every column
+    bounds = np.searchsorted(block.row, np.arange(len(members) + 1)).tolist()
     for r, k in enumerate(members):
-        sel = block.row == r
-        out[k] = {name: arr[sel] for name, arr in cols.items()}
+        lo, hi = bounds[r], bounds[r + 1]
+        out[k] = {name: arr[lo:hi] for name, arr in cols.items()}
 
 
 def _opt(x: float | None) -> float | None:

@@ -68,7 +68,10 @@ INDEX_FIELDS = (
 
 @dataclass
 class SpikeBlock:
-    """Spikes of a block of sweeps; indices are flat (``row * L + local``)."""
+    """Spikes of a block of sweeps; indices are flat (``row * L + local``).
+
+    Spikes are in row order, then in time (the detection relies on it too).
+    """
 
     row: np.ndarray
     idx: dict[str, np.ndarray]
