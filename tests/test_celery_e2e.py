@@ -160,10 +160,20 @@ def test_ingest_dag_on_celery_postgres_redis_s3(tmp_path: Path, monkeypatch) -> 
 
                 # every task that ran, ran on the Celery worker
                 ran = [t for t in tis if t["state"] == "success"]
-                celery = {
-                    r["task_id"]: r["status"]
-                    for r in db.rows("SELECT task_id, status FROM celery_taskmeta")
-                }
+                # The task reports success to Airflow before its Celery task returns (the
+                # supervisor still flushes logs), so the result backend may lag a little:
+                # wait until every id has a final Celery state, then check it.
+                ids = {t["external_executor_id"] for t in ran}
+                deadline = time.monotonic() + 60
+                while True:
+                    celery = {
+                        r["task_id"]: r["status"]
+                        for r in db.rows("SELECT task_id, status FROM celery_taskmeta")
+                    }
+                    pending = {i for i in ids if celery.get(i) not in ("SUCCESS", "FAILURE")}
+                    if not pending or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
                 worker_log = worker.tail(10**7)
                 for t in ran:
                     cid = t["external_executor_id"]
