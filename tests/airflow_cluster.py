@@ -154,6 +154,12 @@ class ServiceGroup:
         self.services.append(service)
         return service
 
+    def stop_one(self, service: Service) -> None:
+        """Stop ``service`` now (a context it belongs to is ending) and forget it."""
+        if service in self.services:
+            self.services.remove(service)
+        service.stop()
+
     def check_alive(self) -> None:
         for s in self.services:
             s.check_alive()
@@ -353,9 +359,7 @@ def postgres_server(group: ServiceGroup, *, database: str = "airflow") -> Iterat
         try:
             yield Postgres("127.0.0.1", port, "neurocyte", password, database)
         finally:
-            if server in group.services:
-                group.services.remove(server)
-            server.stop()
+            group.stop_one(server)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -404,9 +408,7 @@ def redis_server(group: ServiceGroup) -> Iterator[Redis]:
         try:
             yield Redis("127.0.0.1", port, password)
         finally:
-            if server in group.services:
-                group.services.remove(server)
-            server.stop()
+            group.stop_one(server)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

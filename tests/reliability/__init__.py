@@ -110,6 +110,16 @@ class Consistency:
     rows_duplicated: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def count(self, table: str, file_id: str, n: int, need: int) -> None:
+        """Record ``n`` visible rows of ``file_id`` in ``table`` where ``need`` were staged."""
+        self.rows += n
+        if n < need:
+            self.rows_lost += need - n
+            self.problems.append(f"{table}: file {file_id[:12]} has {n} of {need} rows")
+        elif n > need:
+            self.rows_duplicated += n - need
+            self.problems.append(f"{table}: file {file_id[:12]} has {n} rows, staged {need}")
+
 
 def check_tables_readable(lake: Path) -> int:
     """Read every existing Delta table in full (delta-rs); return the physical row count."""
@@ -167,15 +177,7 @@ def check_published(lake: Path, *, forbidden: set[str] = frozenset()) -> Consist
                 if ids != 1 or (fid in published and first != published[fid]):
                     out.problems.append(f"{view}: file {fid[:12]} has {ids} ingest_ids")
             for fid, want in expected.items():
-                n = got.get(fid, (0, 0, None))[0]
-                need = int(want.get(view, 0))
-                out.rows += n
-                if n < need:
-                    out.rows_lost += need - n
-                    out.problems.append(f"{view}: file {fid[:12]} has {n} of {need} rows")
-                elif n > need:
-                    out.rows_duplicated += n - need
-                    out.problems.append(f"{view}: file {fid[:12]} has {n} rows, staged {need}")
+                out.count(view, fid, got.get(fid, (0, 0, None))[0], int(want.get(view, 0)))
         return out
     finally:
         con.close()
@@ -234,14 +236,7 @@ def lake_published(lake: str) -> Consistency:
             con.unregister("t")
         for fid, iid, rows in pub:
             need = int(json.loads(rows or "{}").get(table, 0))
-            n = counts.get((fid, iid), 0)
-            out.rows += n
-            if n < need:
-                out.rows_lost += need - n
-                out.problems.append(f"{table}: file {fid[:12]} has {n} of {need} rows")
-            elif n > need:
-                out.rows_duplicated += n - need
-                out.problems.append(f"{table}: file {fid[:12]} has {n} rows, staged {need}")
+            out.count(table, fid, counts.get((fid, iid), 0), need)
     return out
 
 

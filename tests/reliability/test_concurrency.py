@@ -101,20 +101,20 @@ def _local(tmp_path: Path, n: int) -> None:
     summary = _assert_no_lost_commit(results, files, shared)
     check_tables_readable(lake)
     publish(lake=str(lake))
-    result = check_published(lake)
+    _report_and_check("CONCURRENCY-LOCAL", summary, check_published(lake), n)
+
+
+def _report_and_check(label: str, summary: dict, result, n: int) -> None:
+    """Print the run's figures, then demand every file whole: n distinct files plus the
+    shared one, no lost, partial or duplicated file (the replace race included)."""
     summary.update(
         files=result.files,
         rows=result.rows,
         rows_lost=result.rows_lost,
         rows_duplicated=result.rows_duplicated,
     )
-    print("CONCURRENCY-LOCAL " + json.dumps(summary), flush=True)
+    print(f"{label} " + json.dumps(summary), flush=True)
     assert result.files == n + 1
-    _assert_whole(result, shared)
-
-
-def _assert_whole(result, shared: Path) -> None:
-    """No problem at all: no lost, partial or duplicated file (the replace race included)."""
     assert not result.problems, result.problems
 
 
@@ -135,15 +135,7 @@ def _s3(tmp_path: Path, n: int) -> None:
             result = lake_published(lake)
         finally:
             mp.undo()
-    summary.update(
-        files=result.files,
-        rows=result.rows,
-        rows_lost=result.rows_lost,
-        rows_duplicated=result.rows_duplicated,
-    )
-    print("CONCURRENCY-S3 " + json.dumps(summary), flush=True)
-    assert result.files == n + 1
-    _assert_whole(result, shared)
+    _report_and_check("CONCURRENCY-S3", summary, result, n)
 
 
 @pytest.mark.timeout(900)
