@@ -39,14 +39,15 @@ def test_fit_exponential_without_decay_takes_the_bracketed_search() -> None:
     n = 800
     x = np.arange(n) / RATE_HZ
     y = -70.0 - 50.0 * x  # mV, a slow drift
-    assert sub._gauss_newton_log_rate(x, y - y.mean(), np.log(10.0), lo=0.0, hi=6.0) is None
+    yc = y - y.sum() / n  # centred as fit_exponential centres it
+    syy = float(yc @ yc)
+    assert sub._gauss_newton_log_rate(x, yc, syy, np.log(10.0), lo=0.0, hi=6.0) is None
     tau, _a, _y0, rmse = sub.fit_exponential(y, rate_hz=RATE_HZ)
     k0 = sub._rate_estimate(x, y, RATE_HZ)
-    yc = y - y.sum() / n
     ref = minimize_scalar(
         sub._projected_sse,
         bounds=(np.log(k0) - 3.0, np.log(k0) + 3.0),
-        args=(x, yc, float(yc @ yc)),
+        args=(x, yc, syy),
         method="bounded",
         options={"xatol": 1e-6},
     )

@@ -48,8 +48,8 @@ def train_rows(
     if dur > 0:
         inside = (t >= start_s) & (t <= end_s)
         out["avg_rate_hz"] = np.bincount(row, weights=inside, minlength=n) / dur
-    has = counts > 0
-    out["latency_s"][has] = t[(np.cumsum(counts) - counts)[has]] - start_s
+    has_spike = counts > 0
+    out["latency_s"][has_spike] = t[(np.cumsum(counts) - counts)[has_spike]] - start_s
 
     # ISIs, each labelled with its sweep; sweeps are contiguous and ascending
     same = row[1:] == row[:-1]
@@ -57,19 +57,19 @@ def train_rows(
     irow = row[1:][same]
     m = np.maximum(counts - 1, 0)
     first = np.cumsum(m) - m
-    has = m > 0
-    mh = m[has]
-    out["first_isi_s"][has] = isi[first[has]]
+    has_isi = m > 0
+    mh = m[has_isi]
+    out["first_isi_s"][has_isi] = isi[first[has_isi]]
     mean_all = np.bincount(irow, weights=isi, minlength=n) / np.maximum(m, 1)
-    mean = mean_all[has]
+    mean = mean_all[has_isi]
     dev = isi - mean_all[irow]
-    std = np.sqrt(np.bincount(irow, weights=dev * dev, minlength=n)[has] / mh)
-    out["mean_isi_s"][has] = mean
+    std = np.sqrt(np.bincount(irow, weights=dev * dev, minlength=n)[has_isi] / mh)
+    out["mean_isi_s"][has_isi] = mean
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["isi_cv"][has] = np.where(mean > 0, std / mean, np.nan)
+        out["isi_cv"][has_isi] = np.where(mean > 0, std / mean, np.nan)
     ranked = isi[np.lexsort((isi, irow))]  # each sweep's ISIs sorted, sweeps in order
-    lo, hi = first[has] + (mh - 1) // 2, first[has] + mh // 2
-    out["median_isi_s"][has] = (ranked[lo] + ranked[hi]) / 2.0
+    lo, hi = first[has_isi] + (mh - 1) // 2, first[has_isi] + mh // 2
+    out["median_isi_s"][has_isi] = (ranked[lo] + ranked[hi]) / 2.0
 
     pair = irow[1:] == irow[:-1]
     later, earlier = isi[1:][pair], isi[:-1][pair]

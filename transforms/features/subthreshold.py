@@ -90,7 +90,7 @@ def fit_exponential(y: np.ndarray, *, rate_hz: float) -> tuple[float, float, flo
     yc = y - y_mean  # centred: no cancellation between large sums
     syy = float(yc @ yc)
 
-    log_k = _gauss_newton_log_rate(x, yc, float(np.log(k0)), lo=lo, hi=hi)
+    log_k = _gauss_newton_log_rate(x, yc, syy, float(np.log(k0)), lo=lo, hi=hi)
     if log_k is None:
         res = minimize_scalar(
             _projected_sse,
@@ -150,7 +150,7 @@ def _rate_estimate(x: np.ndarray, y: np.ndarray, rate_hz: float) -> float:
 
 
 def _gauss_newton_log_rate(
-    x: np.ndarray, yc: np.ndarray, log_k: float, *, lo: float, hi: float
+    x: np.ndarray, yc: np.ndarray, syy: float, log_k: float, *, lo: float, hi: float
 ) -> float | None:
     """The least-squares log rate by Gauss-Newton on the projected residual.
 
@@ -165,8 +165,7 @@ def _gauss_newton_log_rate(
     n = x.size
     b = np.empty((4, n))
     b[0] = 1.0
-    b[3] = yc  # centred: its sum is 0
-    syy = float(yc @ yc)
+    b[3] = yc  # centred: its sum is 0; syy = yc . yc
     tol = 1e-13 * syy  # SSE differences below this are rounding
 
     def evaluate(u: float) -> tuple[float, float] | None:
@@ -319,11 +318,9 @@ def arg_rows(win: np.ndarray, *, largest: bool) -> tuple[np.ndarray, np.ndarray]
     n_rows = win.shape[0]
     if not win.shape[1]:
         return np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool)
-    if win.strides[1] == win.itemsize:  # contiguous rows: one call each, no 2-D copy
-        pick = np.ndarray.argmax if largest else np.ndarray.argmin
-        k = np.fromiter((pick(row) for row in win), dtype=np.int64, count=n_rows)
-    else:
-        k = win.argmax(axis=1) if largest else win.argmin(axis=1)
+    # one call per row: argmax(axis=1) of a sliced block copies it whole first
+    pick = np.ndarray.argmax if largest else np.ndarray.argmin
+    k = np.fromiter((pick(row) for row in win), dtype=np.int64, count=n_rows)
     has = np.ones(n_rows, dtype=bool)
     nan_rows = np.flatnonzero(np.isnan(win[np.arange(n_rows), k]))  # argmax stops at NaN
     for r in nan_rows:
