@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transforms.allocator import retain_freed_memory
-from transforms.features.filters import bessel_cutoff_khz, dvdt_mv_per_ms
-from transforms.features.icephys import extract_features
-from transforms.features.stimulus import describe_stimulus
-from transforms.model import IcephysRecording
-from transforms.readers.abf import read_abf
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import extract_features
+from transforms.icephys.filters import bessel_cutoff_khz, dvdt_mv_per_ms
+from transforms.icephys.stimulus import describe_stimulus
+from transforms.pipeline.allocator import retain_freed_memory
+from transforms.recording.icephys import IcephysRecording
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NEUROCYTE_SHARED", ROOT.parent / "shared")).resolve()

@@ -38,13 +38,13 @@ def _pin_one_core() -> str:
 def run(n_cells: int, batch: int, lake: str) -> tuple[float, dict[str, float]]:
     import pyarrow as pa
 
-    from transforms import lake as lakeio
     from transforms import spec
-    from transforms.features.icephys import extract_features
-    from transforms.icephys_rows import recording_row
-    from transforms.landing import Target
-    from transforms.provenance import with_provenance
-    from transforms.readers.abf import read_abf
+    from transforms.formats.abf import read_abf
+    from transforms.icephys.extract import extract_features
+    from transforms.lake import delta as lakeio
+    from transforms.lake.provenance import with_provenance
+    from transforms.pipeline.decode_icephys import recording_row
+    from transforms.pipeline.landing import Target
 
     target = Target(lab="bench", condition="WT", timepoint="P14", source=CELL.name)
     part = target.partition
@@ -93,8 +93,8 @@ def main() -> int:
     parser.add_argument("--baseline-cells", type=int, default=50)
     args = parser.parse_args()
     pinned = _pin_one_core()
-    from transforms import lake as lakeio  # import cost outside the timing
-    from transforms.allocator import retain_freed_memory
+    from transforms.lake import delta as lakeio  # import cost outside the timing
+    from transforms.pipeline.allocator import retain_freed_memory
 
     retain_freed_memory()  # as stage_file does in every ingest worker
 

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _child(mode: str, raw_path: str, threads: int, seconds: float) -> None:
     import resource
 
+    from transforms.formats.axion import open_axion
     from transforms.mea.detect import detect_spikes
-    from transforms.readers.axion import open_axion
 
     f = open_axion(raw_path)
     if mode == "detect":
@@ -130,7 +130,7 @@ def main() -> None:
         _child(args.child[0], args.child[1], args.threads, args.baseline_s)
         return
     sys.path.insert(0, str(REPO))
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     work = Path(tempfile.mkdtemp(prefix="bench_mea_", dir=args.out_dir))
     try:
@@ -142,7 +142,7 @@ def main() -> None:
             how = f"generated in {time.perf_counter() - t0:.1f} s (setup, untimed)"
         else:
             raw_path, how = args.raw, f"given: {args.raw}"
-            from transforms.readers.axion import open_axion
+            from transforms.formats.axion import open_axion
 
             args.duration_s = open_axion(raw_path).duration_s
         size_gb = raw_path.stat().st_size / 1e9

@@ -49,9 +49,9 @@ def make_files(landing: Path, n_files: int, seed: int = 11) -> float:
     """Write ``n_files`` ABF1 files under ``landing/bench/<cond>/<tp>/``; seconds taken."""
     import numpy as np
 
-    from transforms.demo.abf1_writer import StepEpoch, command_waveform, write_abf1
-    from transforms.demo.generate import _cell_params
-    from transforms.demo.neuron import simulate
+    from transforms.formats.abf1_writer import StepEpoch, command_waveform, write_abf1
+    from transforms.synth.demo import _cell_params
+    from transforms.synth.neuron import simulate
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -154,8 +154,8 @@ def run(n_files: int, batch: int, keep: bool) -> int:
             tis = ac.task_instances(db, DAG_ID, run_id)
         # services stopped: read the lake's outcome
         os.environ["NEUROCYTE_LAKE"] = str(lake)
-        from transforms import lake as lakeio
         from transforms import spec
+        from transforms.lake import delta as lakeio
 
         log = lakeio.read_table(spec.INGEST_LOG, lake=str(lake))
         statuses: dict[str, int] = {}

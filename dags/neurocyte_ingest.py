@@ -47,7 +47,8 @@ _S3_CONN = os.environ.get("NEUROCYTE_AWS_CONN_ID") or "aws_default"
 
 def _landing_part(part: str) -> str:
     """Bucket or key prefix of the landing zone, for the S3 sensor's templates."""
-    from transforms import spec, storage
+    from transforms import spec
+    from transforms.lake import storage
 
     root = spec.landing_root()
     if not storage.is_s3(root):
@@ -92,14 +93,15 @@ def neurocyte_ingest() -> None:
     @task.branch
     def choose_sensor() -> str:
         """Pick the sensor for the landing zone's storage (local or S3)."""
-        from transforms import spec, storage
+        from transforms import spec
+        from transforms.lake import storage
 
         return "wait_for_s3" if storage.is_s3(spec.landing_root()) else "wait_for_files"
 
     @task.sensor(poke_interval=30, timeout=600, mode="reschedule", soft_fail=True)
     def wait_for_files() -> PokeReturnValue:
         """Local landing zone: succeed with the new files once any settled file is new."""
-        from transforms.discover import new_files
+        from transforms.pipeline.discover import new_files
 
         params = get_current_context()["params"]
         found = new_files(
@@ -138,8 +140,8 @@ def neurocyte_ingest() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
         from neurocyte_ops import aws_env
 
-        from transforms.discover import batches, new_files
-        from transforms.ingest import split_candidates
+        from transforms.pipeline.discover import batches, new_files
+        from transforms.pipeline.ingest import split_candidates
 
         context = get_current_context()
         params = context["params"]
@@ -179,7 +181,7 @@ def neurocyte_ingest() -> None:
     @task
     def group_parts(staged: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
         """The extract outcomes regrouped for the gate: each plate's parts in one batch."""
-        from transforms.ingest import group_parts as regroup
+        from transforms.pipeline.ingest import group_parts as regroup
 
         return regroup(list(staged))
 

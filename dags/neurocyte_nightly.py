@@ -51,8 +51,8 @@ def neurocyte_nightly() -> None:
         """Stale files (older transform version) and missed landing files, in batches."""
         from neurocyte_ops import aws_env, file_log, log
 
-        from transforms.discover import batches, new_files
-        from transforms.maintenance import stale_files
+        from transforms.lake.maintenance import stale_files
+        from transforms.pipeline.discover import batches, new_files
 
         params = get_current_context()["params"]
         with aws_env():
@@ -97,7 +97,7 @@ def neurocyte_nightly() -> None:
         """Compact / z-order, checkpoint and vacuum every table."""
         from neurocyte_ops import aws_env, count_statuses, log
 
-        from transforms.maintenance import maintain as run_maintenance
+        from transforms.lake.maintenance import maintain as run_maintenance
 
         params = get_current_context()["params"]
         log.info("re-ingest outcomes %s", count_statuses(list(committed or [])))

@@ -46,7 +46,8 @@ def file_log(level: int, file_id: str, file_name: str, message: str, *args: obje
 
 
 def _uses_s3() -> bool:
-    from transforms import spec, storage
+    from transforms import spec
+    from transforms.lake import storage
 
     return storage.is_s3(spec.landing_root()) or storage.is_s3(spec.lake_root())
 
@@ -159,8 +160,8 @@ def ingest_batch_extract(
     errors reaching the lake itself propagate and the task is retried with
     backoff.
     """
-    from transforms import storage
-    from transforms.ingest import stage_file
+    from transforms.lake import storage
+    from transforms.pipeline.ingest import stage_file
 
     outcomes: list[dict[str, Any]] = []
     with aws_env():
@@ -195,7 +196,7 @@ def ingest_batch_extract(
 
 def ingest_batch_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """QC-gate a batch's staged files together and commit them (one commit per table)."""
-    from transforms.ingest import commit_batch
+    from transforms.pipeline.ingest import commit_batch
 
     with aws_env():
         results = commit_batch(outcomes)
@@ -215,13 +216,15 @@ def publish_catalog() -> dict[str, Any]:
     """Rebuild the DuckDB catalog and QC docs; skip (with the reason) where impossible."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from transforms import qc, spec, storage
-    from transforms.publish import publish
+    from transforms import spec
+    from transforms.errors import CatalogUnavailable
+    from transforms.lake.catalog import publish
+    from transforms.pipeline import qc
 
     with aws_env():
         try:
             result = publish()
-        except storage.CatalogUnavailable as exc:
+        except CatalogUnavailable as exc:
             # The data is committed; only the catalog cannot be built here.
             raise AirflowSkipException(str(exc)) from exc
         docs = qc.build_data_docs() if not spec.is_remote(spec.lake_root()) else ""

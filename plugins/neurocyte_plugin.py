@@ -45,8 +45,10 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from transforms import dashboard, qc, spec
+from transforms import spec
 from transforms.errors import LakeError, NeurocyteError, UnsupportedRecording
+from transforms.pipeline import qc
+from transforms.serve import pages as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
         max_points: Annotated[int, Query(ge=2, le=RAW_JSON_MAX_POINTS)] = 2000,
     ) -> Response | dict[str, Any]:
         """A raw window: ``.npy`` bytes (float32, samples × channels) or decimated JSON."""
-        from transforms.raw_access import envelope, fetch_snippet
+        from transforms.serve.raw import envelope, fetch_snippet
 
         snip = fetch_snippet(
             file_id,

@@ -18,8 +18,8 @@ import pyabf
 import pytest
 
 from tests.conftest import ABF_DIR, ABF_FILES
-from transforms.features.icephys import extract_features
-from transforms.readers.abf import read_abf
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import extract_features
 
 
 class Expected(NamedTuple):

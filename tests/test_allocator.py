@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from transforms import allocator
+from transforms.pipeline import allocator
 
 # Six 8 MB arrays alive at once, freed, then made again (the pattern of feature
 # extraction: a few blocks of sweeps and their filtered copies); report the page
@@ -19,7 +19,7 @@ _PROBE = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from transforms.allocator import retain_freed_memory
+    from transforms.pipeline.allocator import retain_freed_memory
     print(retain_freed_memory(), file=sys.stderr)
     for _ in range(3):
         arrays = [np.ones(1 << 20) for _ in range(6)]

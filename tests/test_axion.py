@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transforms.errors import DecodeError, SpecError
-from transforms.mea.layout import LAYOUTS
-from transforms.readers.axion import (
+from transforms.errors import InvalidArgument, DecodeError, SpecError
+from transforms.formats.axion import (
     FLAG_CRC_MISMATCH,
     FLAG_TRUNCATED,
     FLAG_UNKNOWN_ENTRY,
@@ -24,6 +23,7 @@ from transforms.readers.axion import (
     write_axion_raw,
     write_axion_spk,
 )
+from transforms.recording.plate import LAYOUTS
 
 WHEN = dt.datetime(2024, 5, 17, 13, 45, 12, 250000)
 SCALE_UV = -5.8139534883720935e-08 * 1e6
@@ -165,7 +165,7 @@ def test_spike_file_round_trip(tmp_path: Path) -> None:
     rec = f.spike_records()
     assert rec["noise_sd"][0] == pytest.approx(7.5e-6)
     assert rec["threshold_multiplier"][0] == 6.0
-    with pytest.raises(SpecError, match="time order"):
+    with pytest.raises(InvalidArgument, match="time order"):
         write_axion_spk(
             tmp_path / "bad.spk",
             SpikeRecords(names[:2], start[:2][::-1].copy(), waves[:2]),
@@ -217,7 +217,7 @@ def test_counts_into_caller_buffers_and_mapped_windows(tmp_path: Path) -> None:
         np.zeros((64, 16), np.float32),  # wrong dtype
         np.zeros((16, 64), np.int16).T,  # not C-contiguous
     ):
-        with pytest.raises(SpecError, match="out must"):
+        with pytest.raises(InvalidArgument, match="out must"):
             f.read_counts(0, 50, out=bad)
     win = f.map_counts(37, 250)
     np.testing.assert_array_equal(win.array, data[37:250])
@@ -293,9 +293,9 @@ def test_not_axion_and_bad_requests(tmp_path: Path) -> None:
     path = tmp_path / "ok.raw"
     _example_raw(path)
     f = open_axion(path)
-    with pytest.raises(SpecError, match="no electrode 'B1_11'"):
+    with pytest.raises(InvalidArgument, match="no electrode 'B1_11'"):
         f.read(0, 0.001, electrodes=["B1_11"])
-    with pytest.raises(SpecError, match="bad window"):
+    with pytest.raises(InvalidArgument, match="bad window"):
         f.read(0.005, 0.001)
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         f.read_spikes()

@@ -14,13 +14,8 @@ import pytest
 
 from tests.conftest import MEA_DIR
 from transforms.errors import DecodeError, SpecError
-from transforms.mea.layout import LAYOUTS
-from transforms.readers.axis_spikelist import (
-    TRUNCATED,
-    UNSORTED,
-    parse_duration_s,
-    read_spike_list,
-)
+from transforms.formats.axis_spikelist import TRUNCATED, UNSORTED, parse_duration_s, read_spike_list
+from transforms.recording.plate import LAYOUTS
 
 SAMPLE = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
 

@@ -204,8 +204,8 @@ def test_ingest_dag_on_celery_postgres_redis_s3(tmp_path: Path, monkeypatch) -> 
 def _check_lake(lake: str) -> None:
     import duckdb
 
-    from transforms import lake as lakeio
     from transforms import spec
+    from transforms.lake import delta as lakeio
 
     log = lakeio.read_table(spec.INGEST_LOG, lake=lake)
     sweeps = lakeio.read_table(spec.ICEPHYS_SWEEPS, lake=lake)

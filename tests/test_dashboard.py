@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ABF_DIR, REPO_ROOT
-from transforms import dashboard
 from transforms.errors import SpecError
+from transforms.serve import pages as dashboard
 
 DEMO_LEVELS_PA = [-110.0 + 30.0 * k for k in range(12)]
 REAL_ABF = "171116sh_0018.abf"
@@ -40,9 +40,9 @@ class SampleLake:
 
 def build_sample_lake(root: Path, *, plate_wells: int = 12, plate_s: float = 4.0) -> SampleLake:
     """Ingest demo ABFs, one real ABF and a synthetic MEA plate into ``root/lake``."""
-    from transforms.demo.generate import generate_demo
-    from transforms.ingest import ingest_paths
-    from transforms.mea.synth import generate_plate
+    from transforms.pipeline.ingest import ingest_paths
+    from transforms.synth.demo import generate_demo
+    from transforms.synth.plate import generate_plate
 
     landing, lake = root / "landing", root / "lake"
     generate_demo(landing, cells_per_group=1)
@@ -308,7 +308,7 @@ def test_api_errors_are_clear(client) -> None:
 
 
 def test_api_raw_window_as_npy_and_json(sample: SampleLake, client) -> None:
-    from transforms.raw_access import fetch_snippet
+    from transforms.serve.raw import fetch_snippet
 
     plate = client.get("/api/plates").json()["plates"][0]["file_id"]
     params = {"well": "B2", "start_s": 1.0, "stop_s": 3.0, "format": "npy"}

@@ -8,9 +8,9 @@ import numpy as np
 import pyabf
 import pytest
 
-from transforms.demo import generate
-from transforms.demo.abf1_writer import StepEpoch, command_waveform, write_abf1
-from transforms.demo.neuron import CellParams, simulate
+from transforms.formats.abf1_writer import StepEpoch, command_waveform, write_abf1
+from transforms.synth import demo as generate
+from transforms.synth.neuron import CellParams, simulate
 
 
 def test_abf1_writer_roundtrip_through_pyabf(tmp_path: Path) -> None:

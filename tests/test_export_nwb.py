@@ -17,11 +17,11 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.errors import SpecError, UnsupportedRecording
-from transforms.export_nwb import FALLBACK_SESSION_START, export_nwb
-from transforms.model import IcephysRecording
-from transforms.readers.abf import read_abf
-from transforms.readers.nwb import read_nwb
+from transforms.errors import InvalidArgument, SpecError, UnsupportedRecording
+from transforms.formats.abf import read_abf
+from transforms.formats.nwb_icephys import read_nwb
+from transforms.formats.nwb_icephys_export import FALLBACK_SESSION_START, export_nwb
+from transforms.recording.icephys import IcephysRecording
 
 ROUND_TRIP_FILES = ("171116sh_0018.abf", "File_axon_5.abf", "17o05024_vc_steps.abf")
 META = {
@@ -247,15 +247,15 @@ def test_empty_feature_table_is_left_out(small_recording, tmp_path: Path) -> Non
 
 
 def test_errors(small_recording, tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="file_id"):
+    with pytest.raises(InvalidArgument, match="file_id"):
         export_nwb(small_recording, tmp_path / "a.nwb", file_id=" ", metadata={})
-    with pytest.raises(SpecError, match="'subject' must be a string"):
+    with pytest.raises(InvalidArgument, match="'subject' must be a string"):
         export_nwb(small_recording, tmp_path / "b.nwb", file_id="b", metadata={"subject": 3})  # type: ignore[dict-item]
     with pytest.raises(UnsupportedRecording, match="no sweeps"):
         export_nwb(
             replace(small_recording, sweeps=()), tmp_path / "c.nwb", file_id="c", metadata={}
         )
-    with pytest.raises(SpecError, match="not ISO 8601"):
+    with pytest.raises(InvalidArgument, match="not ISO 8601"):
         export_nwb(
             replace(small_recording, recorded_at=None),
             tmp_path / "d.nwb",
@@ -263,16 +263,16 @@ def test_errors(small_recording, tmp_path: Path) -> None:
             metadata={"session_start_time": "yesterday"},
         )
     bad = pa.table({"id": [1, 2]})
-    with pytest.raises(SpecError, match="'id' clashes"):
+    with pytest.raises(InvalidArgument, match="'id' clashes"):
         export_nwb(small_recording, tmp_path / "e.nwb", file_id="e", metadata={}, sweeps=bad)
     nested = pa.table({"x": pa.array([{"a": 1}], pa.struct([("a", pa.int64())]))})
-    with pytest.raises(SpecError, match="'x' has unsupported type"):
+    with pytest.raises(InvalidArgument, match="'x' has unsupported type"):
         export_nwb(small_recording, tmp_path / "f.nwb", file_id="f", metadata={}, cell=nested)
     assert not any(tmp_path.iterdir())  # nothing half-written is left behind
 
 
 def test_features_module_output_if_available(tmp_path: Path) -> None:
-    icephys = pytest.importorskip("transforms.features.icephys")
+    icephys = pytest.importorskip("transforms.icephys.extract")
     recording = read_abf(ABF_DIR / "171116sh_0018.abf")
     result = icephys.extract_features(recording)
     out = export_nwb(

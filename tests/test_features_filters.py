@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from transforms.features.filters import bessel_cutoff_khz, dvdt_mv_per_ms, lowpass, slope_gain
+from transforms.icephys.filters import bessel_cutoff_khz, dvdt_mv_per_ms, lowpass, slope_gain
 
 RATES_HZ = [10_000.0, 20_000.0, 50_000.0, 200_000.0]
 

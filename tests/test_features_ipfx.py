@@ -21,8 +21,8 @@ import math
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.features.icephys import IcephysFeatures, IcephysParams, extract_features
-from transforms.readers.abf import read_abf
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import IcephysFeatures, IcephysParams, extract_features
 
 REFERENCE = json.loads((ABF_DIR / "ipfx_reference.json").read_text())
 FILES = sorted(REFERENCE)

@@ -17,11 +17,11 @@ import pyabf
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.errors import SpecError
-from transforms.features.icephys import IcephysFeatures, IcephysParams, extract_features
-from transforms.features.sweep_qc import QC_PROFILES
-from transforms.model import IcephysRecording
-from transforms.readers.abf import read_abf
+from transforms.errors import InvalidArgument, SpecError
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import IcephysFeatures, IcephysParams, extract_features
+from transforms.icephys.sweep_qc import QC_PROFILES
+from transforms.recording.icephys import IcephysRecording
 
 REFERENCE = json.loads((ABF_DIR / "ipfx_reference.json").read_text())
 CLEAN = "171116sh_0018.abf"
@@ -61,7 +61,7 @@ def test_profiles() -> None:
     d = IcephysParams().as_dict()
     assert d["qc_profile"] == "neurocyte" and d["pre_noise_rms_mv_max"] == 0.3
     assert IcephysParams(qc_profile="ipfx", vm_delta_mv_max=2.0).as_dict()["vm_delta_mv_max"] == 2.0
-    with pytest.raises(SpecError, match="unknown sweep QC profile"):
+    with pytest.raises(InvalidArgument, match="unknown sweep QC profile"):
         IcephysParams(qc_profile="strict")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.features._segments import _PROBE, first_where, last_where, seg_argext, seg_min
+from transforms.icephys._segments import _PROBE, first_where, last_where, seg_argext, seg_min
 
 
 def _data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.features.icephys import IcephysParams, extract_features
-from transforms.features.stimulus import StimulusParams, describe_stimulus
-from transforms.readers.abf import read_abf
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import IcephysParams, extract_features
+from transforms.icephys.stimulus import StimulusParams, describe_stimulus
 
 
 def _rows(name: str, **kw: object) -> list[dict]:

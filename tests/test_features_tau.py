@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit, minimize_scalar
 
-from transforms.features import subthreshold as sub
+from transforms.icephys import subthreshold as sub
 
 RATE_HZ = 20_000.0
 

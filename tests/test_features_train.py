@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from transforms.features.spike_train import TRAIN_KEYS, train_features, train_rows
+from transforms.icephys.spike_train import TRAIN_KEYS, train_features, train_rows
 
 START_S, END_S = 0.1, 1.1
 

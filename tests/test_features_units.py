@@ -6,14 +6,14 @@ import pytest
 
 from tests.conftest import ABF_FILES
 from transforms.errors import NeurocyteError
-from transforms.features.icephys import (
+from transforms.formats.abf import read_abf
+from transforms.icephys.extract import (
     CELL_SCHEMA,
     SPIKE_SCHEMA,
     SWEEP_SCHEMA,
     IcephysParams,
     extract_features,
 )
-from transforms.readers.abf import read_abf
 
 
 @pytest.mark.parametrize("path", ABF_FILES, ids=[p.name for p in ABF_FILES])

@@ -9,9 +9,10 @@ import pytest
 
 from tests.conftest import ABF_DIR
 from tests.helpers import land, query
-from transforms import lake as lakeio
-from transforms import qc, spec
-from transforms.ingest import ingest_paths
+from transforms import spec
+from transforms.lake import delta as lakeio
+from transforms.pipeline import qc
+from transforms.pipeline.ingest import ingest_paths
 
 GOOD = ["171116sh_0018.abf", "File_axon_5.abf"]
 

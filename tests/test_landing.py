@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from transforms.errors import SpecError
-from transforms.landing import resolve_target, scan, sha256_file
+from transforms.lake.storage import sha256 as sha256_file
+from transforms.pipeline.landing import resolve_target, scan
 
 
 def _touch(path: Path, data: bytes = b"abf") -> Path:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import MEA_DIR
 from tests.helpers import query
-from transforms.ingest import ingest_paths
+from transforms.pipeline.ingest import ingest_paths
 
 SPIKE_LIST = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
 EXP_LOG = MEA_DIR / "exampleRecording_1012016_plate1_expLog.csv"
@@ -102,7 +102,7 @@ def test_spike_list_missing_columns_fails_and_others_publish(tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def synth_plate(tmp_path_factory: pytest.TempPathFactory):
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     out = tmp_path_factory.mktemp("plate")
     return generate_plate(out, n_wells=24, duration_s=20.0, snr=8.0, seed=3, write_nwb=True)

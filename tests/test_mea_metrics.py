@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.conftest import MEA_DIR
-from transforms.errors import SpecError
-from transforms.mea.layout import LAYOUTS
+from transforms.errors import InvalidArgument, SpecError
+from transforms.formats.axis_spikelist import read_spike_list
+from transforms.formats.platemap import read_plate_map
 from transforms.mea.metrics import MetricParams, compute_metrics
 from transforms.mea.synchrony import (
     coincidences,
@@ -27,8 +28,7 @@ from transforms.mea.synchrony import (
     tiling_fractions,
     xcorr_area,
 )
-from transforms.readers.axis_spikelist import read_spike_list
-from transforms.readers.platemap import read_plate_map
+from transforms.recording.plate import LAYOUTS
 
 L24 = LAYOUTS[24]
 SPIKES = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
@@ -162,7 +162,7 @@ def test_params_are_stored_and_used() -> None:
     ],
 )
 def test_bad_params(kwargs: dict) -> None:
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         MetricParams(**kwargs)
 
 
@@ -252,12 +252,12 @@ def test_every_well_gets_a_row_and_flags() -> None:
     ],
 )
 def test_invalid_input(trains, duration, message) -> None:
-    with pytest.raises(SpecError, match=message):
+    with pytest.raises(InvalidArgument, match=message):
         compute_metrics(_table(trains), layout=L24, duration_s=duration)
 
 
 def test_missing_column() -> None:
-    with pytest.raises(SpecError, match="time_s"):
+    with pytest.raises(InvalidArgument, match="time_s"):
         compute_metrics(pa.table({"electrode": ["A1_11"]}), layout=L24, duration_s=1.0)
 
 
@@ -301,7 +301,7 @@ def test_sttc_edge_cases() -> None:
     # Inclusive window: exactly dt apart counts (binary-exact values).
     assert proportion_within(_a(1.0), _a(1.5), dt_s=0.5) == 1.0
     assert proportion_within(_a(1.0), _a(1.5), dt_s=0.25) == 0.0
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         sttc(_a(1.0), _a(1.0), dt_s=0.0, start_s=0.0, end_s=10.0)
 
 
@@ -366,7 +366,7 @@ def test_pairwise_synchrony_equals_every_pair(dt_s: float, window_s: float) -> N
     )
     want = [tiling_fraction(t, dt_s=dt_s, start_s=0.0, end_s=20.0) for t in trains]
     np.testing.assert_allclose(tiles, want, rtol=1e-12, atol=0)
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         pairwise_synchrony(times, owner, n_trains=3, dt_s=0.02, window_s=0.02, start_s=0, end_s=20)
 
 

@@ -11,18 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument, SpecError
+from transforms.formats.axion import open_axion
 from transforms.mea.detect import (
-    MEA_SPIKE_SCHEMA,
     NOISE_METADATA_KEY,
     PARAMS_METADATA_KEY,
     DetectionParams,
     detect_spikes,
-    spikes_table,
 )
-from transforms.mea.layout import LAYOUTS
-from transforms.mea.synth import PLATE_MAP_COLUMNS, generate_plate
-from transforms.readers.axion import open_axion
+from transforms.recording.plate import LAYOUTS
+from transforms.recording.spikes import MEA_SPIKE_SCHEMA, spikes_table
+from transforms.synth.plate import PLATE_MAP_COLUMNS, generate_plate
 
 TOL_S = 0.5e-3
 
@@ -193,7 +192,7 @@ def test_ripple_rule_drops_filter_ringing_only() -> None:
     # without the rule the small event and ringing after the burst are spikes too
     off = times(DetectionParams(ripple_ratio=0.0))
     assert off[:4] == pytest.approx([0.8, 0.8016, 2.4, 2.40248], abs=2e-4) and len(off) >= 4
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         DetectionParams(ripple_ratio=1.5)
 
 
@@ -204,11 +203,11 @@ def test_spikes_table_and_params_validation() -> None:
         {"electrode": "A1_23", "well": "A1", "time_s": 0.1, "amplitude_uv": -50.0},
         {"electrode": "B2_11", "well": "B2", "time_s": 0.5, "amplitude_uv": None},
     ]
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         spikes_table(["A1_11"], [0.1, 0.2])
-    with pytest.raises(SpecError):
+    with pytest.raises(InvalidArgument):
         DetectionParams(band_low_hz=3000, band_high_hz=200)
-    with pytest.raises(SpecError, match="Nyquist"):
+    with pytest.raises(InvalidArgument, match="Nyquist"):
         DetectionParams().sos(5000.0)
 
 

@@ -9,9 +9,10 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.helpers import land, query
-from transforms import lake as lakeio
-from transforms import maintenance, spec
-from transforms.ingest import ingest_paths
+from transforms import spec
+from transforms.lake import delta as lakeio
+from transforms.lake import maintenance
+from transforms.pipeline.ingest import ingest_paths
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 

@@ -9,14 +9,14 @@ import pytest
 from pynwb import NWBHDF5IO
 
 from transforms.errors import DecodeError
-from transforms.mea.detect import detect_spikes
-from transforms.mea.synth import generate_plate
-from transforms.readers.axion import open_axion
-from transforms.readers.nwb_ecephys import (
+from transforms.formats.axion import open_axion
+from transforms.formats.nwb_ecephys import (
     electrode_position_um,
     open_nwb_ecephys,
     write_nwb_ecephys,
 )
+from transforms.mea.detect import detect_spikes
+from transforms.synth.plate import generate_plate
 
 
 def test_nwb_round_trip_and_detection(tmp_path: Path) -> None:

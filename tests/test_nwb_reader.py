@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import NWB_DIR
 from transforms.errors import DecodeError, UnsupportedRecording
-from transforms.readers.nwb import read_nwb
+from transforms.formats.nwb_icephys import read_nwb
 
 SAMPLE = NWB_DIR / "99111002.nwb"
 N_SWEEPS = 16

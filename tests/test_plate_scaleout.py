@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.helpers import query
-from transforms import lake as lakeio
 from transforms import spec
-from transforms.ingest import commit_batch, ingest_paths, plate_parts, stage_file
+from transforms.lake import delta as lakeio
+from transforms.pipeline.ingest import commit_batch, ingest_paths, plate_parts, stage_file
 
 MEA_TABLES = (
     spec.MEA_RECORDINGS,
@@ -28,7 +28,7 @@ A1, B2 = "a1" * 16, "b2" * 16  # ingest ids (hex)
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory: pytest.TempPathFactory):
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     out = tmp_path_factory.mktemp("plate")
     return generate_plate(out, n_wells=24, duration_s=4.0, snr=8.0, seed=5, write_nwb=True)
@@ -73,8 +73,8 @@ def whole_rows(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_well_groups_cut_on_filter_lanes_only() -> None:
-    from transforms.mea.layout import LAYOUTS
-    from transforms.mea_rows import well_groups
+    from transforms.pipeline.decode_mea import well_groups
+    from transforms.recording.plate import LAYOUTS
 
     layout = LAYOUTS[24]  # 16 electrodes per well: a 64-channel lane is 4 wells
     groups = well_groups(layout.electrodes, layout, 4)

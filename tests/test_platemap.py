@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import MEA_DIR
 from transforms.errors import SpecError
-from transforms.mea.layout import LAYOUTS
-from transforms.readers.platemap import DEFAULT_CONDITION, read_plate_map
+from transforms.formats.platemap import DEFAULT_CONDITION, read_plate_map
+from transforms.recording.plate import LAYOUTS
 
 EXPLOG = MEA_DIR / "exampleRecording_1012016_plate1_expLog.csv"
 

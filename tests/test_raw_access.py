@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.errors import LakeError, SpecError, UnsupportedRecording
-from transforms.ingest import ingest_paths
-from transforms.raw_access import HASH_LIMIT_BYTES, fetch_snippet, locate
+from transforms.errors import InvalidArgument, LakeError, SpecError, UnsupportedRecording
+from transforms.pipeline.ingest import ingest_paths
+from transforms.serve.raw import HASH_LIMIT_BYTES, fetch_snippet, locate
 
 ABF = "171116sh_0018.abf"
 
@@ -35,7 +35,7 @@ def _ingest_abf(root: Path, name: str = ABF) -> tuple[Path, str, Path]:
 
 
 def _ingest_plate(root: Path, *, duration_s: float, lake: Path | None = None):
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     plate = generate_plate(
         root / "plate", n_wells=12, duration_s=duration_s, seed=11, write_spk=False
@@ -89,7 +89,7 @@ def test_mea_window_of_one_well_matches_the_ground_truth(lake_with_both, tmp_pat
 
 
 def test_snippet_saves_as_npy_and_nwb(lake_with_both, tmp_path: Path) -> None:
-    from transforms.readers.nwb_ecephys import open_nwb_ecephys
+    from transforms.formats.nwb_ecephys import open_nwb_ecephys
 
     lake, fid = lake_with_both["lake"], lake_with_both["plate_id"]
     snip = fetch_snippet(fid, lake=str(lake), well=["A1", "C3"], start_s=1.0, stop_s=1.5)
@@ -148,7 +148,7 @@ def test_bad_requests_fail_clearly(lake_with_both) -> None:
         fetch_snippet(fid, lake=lake, well="A1", start_s=2, stop_s=1)
     with pytest.raises(SpecError, match="after the end"):
         fetch_snippet(fid, lake=lake, well="A1", start_s=100, stop_s=101)
-    with pytest.raises(SpecError, match="no electrode of well 'D9'"):
+    with pytest.raises(InvalidArgument, match="no electrode of well 'D9'"):
         fetch_snippet(fid, lake=lake, well="D9", start_s=0, stop_s=1)
     with pytest.raises(SpecError, match="no sweeps"):
         fetch_snippet(fid, lake=lake, sweep=1, start_s=0, stop_s=1)
@@ -157,7 +157,7 @@ def test_bad_requests_fail_clearly(lake_with_both) -> None:
 
 
 def test_oversized_window_is_refused_before_reading(lake_with_both, monkeypatch) -> None:
-    from transforms import raw_access
+    from transforms.serve import raw as raw_access
 
     lake, fid = str(lake_with_both["lake"]), lake_with_both["plate_id"]
     monkeypatch.setattr(raw_access, "MAX_VALUES", 12_500 * 64)  # one well for one second

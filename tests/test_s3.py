@@ -17,10 +17,12 @@ import pytest
 
 from tests.conftest import ABF_DIR
 from tests.s3server import S3Server, moto_server
-from transforms import lake as lakeio
-from transforms import spec, storage
-from transforms.discover import new_files
-from transforms.ingest import commit_batch, stage_file
+from transforms import spec
+from transforms.errors import CatalogUnavailable
+from transforms.lake import delta as lakeio
+from transforms.lake import storage
+from transforms.pipeline.discover import new_files
+from transforms.pipeline.ingest import commit_batch, stage_file
 
 LANDING = "s3://landing"
 LAKE = "s3://lake"
@@ -116,16 +118,16 @@ def test_ingest_from_s3_landing_into_s3_lake(s3: S3Server, zone) -> None:
 
 
 def test_catalog_for_s3_lake_needs_a_local_path_and_httpfs(zone, monkeypatch, tmp_path) -> None:
-    from transforms.publish import publish
+    from transforms.lake.catalog import publish
 
-    monkeypatch.delenv(storage.ENV_CATALOG, raising=False)
-    with pytest.raises(storage.CatalogUnavailable, match="NEUROCYTE_CATALOG"):
+    monkeypatch.delenv(spec.ENV_CATALOG, raising=False)
+    with pytest.raises(CatalogUnavailable, match="NEUROCYTE_CATALOG"):
         publish()
-    monkeypatch.setenv(storage.ENV_CATALOG, str(tmp_path / "catalog.duckdb"))
+    monkeypatch.setenv(spec.ENV_CATALOG, str(tmp_path / "catalog.duckdb"))
     try:
         duckdb.connect().execute("LOAD httpfs")
     except duckdb.Error:
-        with pytest.raises(storage.CatalogUnavailable, match="httpfs"):
+        with pytest.raises(CatalogUnavailable, match="httpfs"):
             publish()
         assert not (tmp_path / "catalog.duckdb").exists()
     else:  # a host with httpfs installed: the catalog is built

@@ -14,7 +14,7 @@ from transforms import spec
 from transforms.errors import NeurocyteError
 
 if TYPE_CHECKING:
-    from transforms.ingest import Outcome
+    from transforms.pipeline.ingest import Outcome
 
 
 def _lake_arg(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ class Progress:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from transforms.ingest import expand_paths, ingest_paths
+    from transforms.pipeline.ingest import expand_paths, ingest_paths
 
     files = expand_paths(args.paths)
     progress = Progress(len(files))
@@ -83,8 +83,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from transforms import qc
-    from transforms.publish import publish
+    from transforms.lake.catalog import publish
+    from transforms.pipeline import qc
 
     result = publish(lake=args.lake)
     print(f"catalog: {result.catalog}")
@@ -95,7 +95,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from transforms.publish import connect
+    from transforms.lake.catalog import connect
 
     con = connect(lake=args.lake, read_only=True)
     if args.interactive:
@@ -151,7 +151,7 @@ def _interactive(con) -> int:
 
 
 def cmd_raw(args: argparse.Namespace) -> int:
-    from transforms.raw_access import fetch_snippet
+    from transforms.serve.raw import fetch_snippet
 
     started = time.monotonic()
     snippet = fetch_snippet(
@@ -169,7 +169,7 @@ def cmd_raw(args: argparse.Namespace) -> int:
 
 
 def cmd_export_nwb(args: argparse.Namespace) -> int:
-    from transforms.exporting import export_recording_nwb
+    from transforms.serve.export import export_recording_nwb
 
     out = export_recording_nwb(args.file_id, args.out, lake=args.lake)
     print(f"wrote {out}")
@@ -177,7 +177,7 @@ def cmd_export_nwb(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from transforms.demo.generate import generate_demo
+    from transforms.synth.demo import generate_demo
 
     landing = spec.landing_root(args.landing)
     cells = generate_demo(landing, cells_per_group=args.cells_per_group, seed=args.seed)
@@ -189,8 +189,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate demo data and ingest it without Airflow (``make demo`` uses the DAG)."""
-    from transforms.demo.generate import generate_demo
-    from transforms.ingest import ingest_paths
+    from transforms.pipeline.ingest import ingest_paths
+    from transforms.synth.demo import generate_demo
 
     landing = spec.landing_root(args.landing)
     generate_demo(landing, cells_per_group=args.cells_per_group, seed=args.seed)

@@ -1,7 +1,24 @@
 """The exception hierarchy: every expected failure is a :class:`NeurocyteError`.
 
-The ingest step catches exactly this hierarchy and records the message in
-``ingest_log``; anything else is a bug and is allowed to propagate.
+What propagates where:
+
+* Readers raise :class:`DecodeError` (corrupt, truncated or absurd content, the file
+  named) or :class:`UnsupportedRecording` (decodes, but holds nothing to analyse).
+* Naming, partition, path and id rules (:mod:`transforms.spec`) raise
+  :class:`SpecError`; a bad sidecar or plate map is a :class:`SpecError` too, since
+  it names a partition.
+* A bad argument to a library function (a window, a parameter, a selection) raises
+  :class:`InvalidArgument`, which is also a :class:`ValueError`.
+* The QC gate raises :class:`QCError` for a missing or malformed suite; a failed
+  expectation is not an exception but a quarantine verdict.
+* Lake I/O raises :class:`LakeError` (a Delta table cannot be read or written, the
+  catalog is missing).
+
+The ingest step catches exactly :class:`NeurocyteError` and records its message in
+``ingest_log`` (``failed``); anything else is a bug, logged with its traceback and
+recorded as ``internal error``, so one file never stops the others. The CLI turns a
+:class:`NeurocyteError` into exit status 2 and one line on stderr; the page's
+endpoints turn :class:`InvalidArgument` and :class:`SpecError` into HTTP 400.
 """
 
 from __future__ import annotations
@@ -12,7 +29,11 @@ class NeurocyteError(Exception):
 
 
 class SpecError(NeurocyteError):
-    """A name, partition value or path violates the lake specification."""
+    """A name, partition value, id or path violates the lake specification."""
+
+
+class InvalidArgument(NeurocyteError, ValueError):
+    """A function was called with an argument outside its domain."""
 
 
 class DecodeError(NeurocyteError):
@@ -29,3 +50,7 @@ class QCError(NeurocyteError):
 
 class LakeError(NeurocyteError):
     """A Delta table cannot be read or written."""
+
+
+class CatalogUnavailable(LakeError):
+    """The DuckDB catalog cannot be published or opened for this lake on this machine."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from transforms.errors import SpecError
+from transforms.errors import CatalogUnavailable, SpecError
 
 #: Bumped whenever a transform changes the rows it produces; stored in every
 #: row and in ``ingest_log`` so the nightly DAG can re-ingest stale files.
@@ -21,6 +21,9 @@ TRANSFORM_VERSION: Final = "0.1.0"
 
 ENV_LAKE: Final = "NEUROCYTE_LAKE"
 ENV_LANDING: Final = "NEUROCYTE_LANDING"
+#: Names the local DuckDB catalog file (required when the lake is remote: an object
+#: store cannot hold a DuckDB database file).
+ENV_CATALOG: Final = "NEUROCYTE_CATALOG"
 DEFAULT_LAKE: Final = "./lake"
 DEFAULT_LANDING: Final = "./landing"
 
@@ -35,6 +38,11 @@ _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 #: ``spike_list`` (AxIS's default export name); other CSVs are plate maps.
 RECORDING_SUFFIXES: Final = (".abf", ".nwb", ".raw", ".spk", ".csv", ".gz")
 _SPIKE_LIST_NAME = re.compile(r"spike_?list.*\.csv(\.gz)?$", re.IGNORECASE)
+
+
+def is_recording_name(name: str) -> bool:
+    """A recording by its name: not hidden, not a sidecar, a known kind."""
+    return recording_kind(name) is not None
 
 
 def recording_kind(name: str) -> str | None:
@@ -87,9 +95,38 @@ ALL_TABLES: Final = (*DATA_TABLES, INGEST_LOG)
 
 INGEST_STATUSES: Final = ("published", "quarantined", "failed", "duplicate")
 
+#: A content hash (``file_id``: SHA-256, 64 hex digits) or an attempt / batch id
+#: (``uuid4().hex``, 32 hex digits): lowercase hex, nothing else.
+_HEX_ID = re.compile(r"^[0-9a-f]{32,64}$")
+_FILE_ID = re.compile(r"^[0-9a-f]{64}$")
+#: The file_id recorded for a file that could not be read at all (no content hash).
+UNREADABLE_FILE_ID: Final = "0" * 64
+
 CATALOG_FILE: Final = "catalog.duckdb"
 QC_DIR: Final = "qc"
 QUARANTINE_DIR: Final = "quarantine"
+
+
+#: The project's declarative resources beside the package: one SQL file per view or
+#: page query, one Great Expectations suite per table.
+RESOURCE_DIRS: Final = ("sql", "expectations")
+
+
+def resource_dir(name: str) -> Path:
+    """``sql/`` or ``expectations/``: beside the package in a checkout, else packaged.
+
+    Raises
+    ------
+    SpecError
+        If ``name`` is not a resource directory, or it cannot be found.
+    """
+    if name not in RESOURCE_DIRS:
+        raise SpecError(f"unknown resource directory {name!r}; known: {', '.join(RESOURCE_DIRS)}")
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / name, package / "_data" / name):
+        if candidate.is_dir():
+            return candidate
+    raise SpecError(f"{name}/ directory not found next to the transforms package")
 
 
 def validate_partition_value(name: str, value: object, *, source: str = "") -> str:
@@ -183,8 +220,29 @@ def table_uri(table: str, lake: str | None = None) -> str:
 
 
 def catalog_path(lake: str | None = None) -> str:
-    """The DuckDB catalog file published inside the (local) lake."""
-    return _join(lake_root(lake), CATALOG_FILE)
+    """Where the DuckDB catalog file is published and read: the one rule.
+
+    ``$NEUROCYTE_CATALOG`` if set; else ``<lake>/catalog.duckdb`` inside a local
+    lake. A remote lake needs ``$NEUROCYTE_CATALOG``.
+
+    Raises
+    ------
+    CatalogUnavailable
+        If the lake is remote and ``$NEUROCYTE_CATALOG`` is not set.
+    SpecError
+        If ``$NEUROCYTE_CATALOG`` names a remote location.
+    """
+    explicit = os.environ.get(ENV_CATALOG)
+    if explicit:
+        if is_remote(explicit):
+            raise SpecError(f"{ENV_CATALOG} must be a local path, got {explicit!r}")
+        return str(Path(explicit).expanduser().resolve())
+    root = lake_root(lake)
+    if is_remote(root):
+        raise CatalogUnavailable(
+            f"the lake is remote ({root}); set {ENV_CATALOG} to a local path for the catalog"
+        )
+    return _join(root, CATALOG_FILE)
 
 
 def qc_dir(lake: str | None = None) -> str:
@@ -194,6 +252,72 @@ def qc_dir(lake: str | None = None) -> str:
 
 def quarantine_dir(file_id: str, lake: str | None = None) -> str:
     """Where a quarantined batch is kept for curators, by file_id."""
-    if not re.fullmatch(r"[0-9a-f]{64}", file_id):
-        raise SpecError(f"file_id must be a SHA-256 hex digest, got {file_id!r}")
-    return _join(lake_root(lake), QUARANTINE_DIR, file_id)
+    return _join(lake_root(lake), QUARANTINE_DIR, check_file_id(file_id))
+
+
+def staging_dir(ingest_id: str, lake: str | None = None) -> str:
+    """``<lake>/_staging/<ingest_id>``: where an attempt's rows wait for the gate.
+
+    Staging lives with the lake so the extract and commit tasks may run on
+    different workers.
+    """
+    return _join(lake_root(lake), "_staging", check_id("ingest_id", ingest_id))
+
+
+def check_id(name: str, value: object) -> str:
+    """``value`` if it is a lowercase hex id (a file_id, ingest_id or batch_id).
+
+    Ids are the only values that enter Delta predicates and paths, so this is
+    what keeps them safe there.
+
+    Raises
+    ------
+    SpecError
+        If ``value`` is not 32-64 lowercase hex digits.
+    """
+    if not isinstance(value, str) or not _HEX_ID.match(value):
+        raise SpecError(f"{name} must be lowercase hex, got {value!r}")
+    return value
+
+
+def check_file_id(value: object) -> str:
+    """``value`` if it is a file_id: the SHA-256 hex digest of a file's bytes.
+
+    Raises
+    ------
+    SpecError
+        If ``value`` is not 64 lowercase hex digits.
+    """
+    if not isinstance(value, str) or not _FILE_ID.match(value):
+        raise SpecError(f"file_id must be a 64-character lowercase hex digest, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One landed file, identified once when it is staged.
+
+    Attributes
+    ----------
+    uri
+        Where the file landed: an absolute local path or an ``s3://`` URI. This
+        is what rows record as ``source_path`` and what raw access reads.
+    name
+        The file name (last path segment).
+    size_bytes
+        Its size when it was hashed.
+    file_id
+        SHA-256 of its bytes.
+    local_path
+        Where its bytes are readable on this worker now: ``uri`` itself for a
+        local landing zone, a temporary copy for an object store.
+    """
+
+    uri: str
+    name: str
+    size_bytes: int
+    file_id: str
+    local_path: Path
+
+    def __post_init__(self) -> None:
+        check_file_id(self.file_id)

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 
 from tests.conftest import REPO_ROOT
-from transforms import lake as lakeio
 from transforms import spec
+from transforms.lake import delta as lakeio
 
 #: Columns that legitimately differ between two runs over the same content.
 VOLATILE = {"ingest_id", "batch_id", "published_at", "finished_at", "started_at", "qc_report"}
@@ -189,7 +189,7 @@ def small_abf(path: Path, *, seed: int, n_sweeps: int = 3, vm_mv: float = -70.0)
 
     import numpy as np
 
-    from transforms.demo.abf1_writer import StepEpoch, write_abf1
+    from transforms.formats.abf1_writer import StepEpoch, write_abf1
 
     rng = np.random.default_rng(seed)
     n = 4000

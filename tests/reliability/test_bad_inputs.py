@@ -22,8 +22,8 @@ import pytest
 from tests.conftest import ABF_DIR, MEA_DIR, NWB_DIR
 from tests.helpers import query
 from tests.reliability import check_published, memory_cap, small_abf
-from transforms.ingest import ingest_paths
-from transforms.landing import sha256_file
+from transforms.lake.storage import sha256 as sha256_file
+from transforms.pipeline.ingest import ingest_paths
 
 RNG = random.Random(20240517)
 ABF2 = ABF_DIR / "17o05027_ic_ramp.abf"
@@ -253,7 +253,7 @@ def _spike_list_lines(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory: pytest.TempPathFactory):
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     out = tmp_path_factory.mktemp("plate")
     return generate_plate(out, n_wells=12, duration_s=3.0, seed=11, write_spk=True)
@@ -328,7 +328,7 @@ def test_mea_bad_inputs_fail_clearly_and_good_plates_publish(tmp_path: Path, pla
 @pytest.mark.parametrize("name", ["abf1_sweeps_huge.abf", "abf2_sweeps_huge.abf"])
 def test_absurd_sweep_count_is_rejected_before_allocating(tmp_path: Path, name: str) -> None:
     from transforms.errors import DecodeError
-    from transforms.readers.abf import read_abf
+    from transforms.formats.abf import read_abf
 
     base, mutate = ICEPHYS_CASES[name]
     path = tmp_path / name

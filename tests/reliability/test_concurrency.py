@@ -28,8 +28,8 @@ from tests.reliability import (
     spawn_worker,
     worker_env,
 )
-from transforms.landing import sha256_file
-from transforms.publish import publish
+from transforms.lake.catalog import publish
+from transforms.lake.storage import sha256 as sha256_file
 
 #: The full run (``-m slow``) uses 8 writers; the default suite 4 (2 shared cores).
 WRITERS = 8
@@ -162,9 +162,9 @@ def test_replace_race_interleaved_keeps_the_latest_published_attempt(tmp_path: P
     every table, ingest_log commit point, prune superseded) but A's prune
     comes after B's commit point, which concurrent writers do at random.
     """
-    from transforms import lake as lakeio
-    from transforms import storage
-    from transforms.ingest import record, stage_file
+    from transforms.lake import delta as lakeio
+    from transforms.lake import storage
+    from transforms.pipeline.ingest import record, stage_file
 
     src = tmp_path / SHARED
     shutil.copyfile(ABF_DIR / SHARED, src)

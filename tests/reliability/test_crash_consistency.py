@@ -35,8 +35,8 @@ from tests.reliability import (
     published_checksum,
     spawn_worker,
 )
-from transforms.landing import sha256_file
-from transforms.publish import publish
+from transforms.lake.catalog import publish
+from transforms.lake.storage import sha256 as sha256_file
 
 GOOD = ["File_axon_7.abf", "File_axon_5.abf"]
 QC_FAIL = "opto_aps_bad_units.abf"

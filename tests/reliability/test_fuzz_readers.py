@@ -91,19 +91,19 @@ def _fuzz(name: str, data: bytes, decode: Callable[[Path], object], tmp: Path) -
 
 
 def _read_abf(p: Path):
-    from transforms.readers.abf import read_abf
+    from transforms.formats.abf import read_abf
 
     return read_abf(p)
 
 
 def _read_nwb(p: Path):
-    from transforms.readers.nwb import read_nwb
+    from transforms.formats.nwb_icephys import read_nwb
 
     return read_nwb(p)
 
 
 def _open_axion(p: Path):
-    from transforms.readers.axion import open_axion
+    from transforms.formats.axion import open_axion
 
     f = open_axion(p)
     if f.kind == "spk":
@@ -112,20 +112,20 @@ def _open_axion(p: Path):
 
 
 def _read_spike_list(p: Path):
-    from transforms.readers.axis_spikelist import read_spike_list
+    from transforms.formats.axis_spikelist import read_spike_list
 
     return read_spike_list(p)
 
 
 def _read_plate_map(p: Path):
-    from transforms.readers.platemap import read_plate_map
+    from transforms.formats.platemap import read_plate_map
 
     return read_plate_map(p)
 
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory: pytest.TempPathFactory):
-    from transforms.mea.synth import generate_plate
+    from transforms.synth.plate import generate_plate
 
     out = tmp_path_factory.mktemp("fuzzplate")
     return generate_plate(out, n_wells=12, duration_s=1.0, seed=5, write_spk=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument
 
 #: Spike times are quantised to the sampling period (80 µs at 12.5 kHz); a 1 ns
 #: slack makes an ISI of exactly ``max_isi_s`` count despite float rounding.
@@ -69,7 +69,7 @@ def isi_threshold_runs(
         Bursts in (group, time) order.
     """
     if max_isi_s <= 0 or min_spikes < 2:
-        raise SpecError(
+        raise InvalidArgument(
             f"burst detection needs max_isi_s > 0 and min_spikes >= 2, "
             f"got {max_isi_s} and {min_spikes}"
         )

@@ -35,13 +35,12 @@ from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from scipy import signal
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument
 from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
-from transforms.mea.spike_table import MEA_SPIKE_SCHEMA
-from transforms.readers.buffers import fill
+from transforms.recording.continuous import ArraySource, ContinuousSource
+from transforms.recording.spikes import coded_spikes_table, spikes_table
 
 #: Schema-metadata key under which :func:`detect_spikes` stores its parameters (JSON).
 PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
@@ -52,75 +51,6 @@ _MAD_TO_SIGMA: Final = 0.6745
 _R = TypeVar("_R")
 _DECIMATE: Final = 8  # the noise estimate keeps every 8th filtered sample
 _NOISE_CHUNK_S: Final = 2.0  # the noise window is filtered in chunks of this length
-
-
-def spikes_table(
-    electrode: Sequence[str] | np.ndarray,
-    time_s: Sequence[float] | np.ndarray,
-    amplitude_uv: Sequence[float] | np.ndarray | None = None,
-) -> pa.Table:
-    """Build a spike table in the MEA convention, sorted by ``time_s`` then electrode.
-
-    Parameters
-    ----------
-    electrode
-        Electrode names (``A1_23``); the well is the part before ``_``.
-    time_s
-        Spike times in seconds from the recording start.
-    amplitude_uv
-        Signed amplitudes in µV; NaN or ``None`` entries become nulls.
-
-    Raises
-    ------
-    SpecError
-        If the arrays differ in length or an electrode name has no well part.
-    """
-    names = pa.array(np.asarray(electrode, dtype=object), type=pa.string())
-    times = np.asarray(time_s, dtype=np.float64)
-    if len(names) != len(times):
-        raise SpecError(f"spikes_table: {len(names)} electrodes but {len(times)} times")
-    encoded = names.dictionary_encode()
-    return _coded_spikes_table(
-        encoded.dictionary,
-        encoded.indices.to_numpy(zero_copy_only=False),
-        times,
-        amplitude_uv,
-    )
-
-
-def _coded_spikes_table(
-    dictionary: pa.StringArray,
-    codes: np.ndarray,
-    times: np.ndarray,
-    amplitude_uv: Sequence[float] | np.ndarray | None,
-) -> pa.Table:
-    """:func:`spikes_table` from electrode codes into ``dictionary`` (the detector's form).
-
-    Names are checked, split and ranked once per distinct electrode, not per spike.
-    """
-    if amplitude_uv is None:
-        amps = pa.nulls(len(times), type=pa.float32())
-    else:
-        a = np.asarray(amplitude_uv, dtype=np.float32)
-        if len(a) != len(times):
-            raise SpecError(f"spikes_table: {len(a)} amplitudes but {len(times)} times")
-        amps = pa.array(a, mask=np.isnan(a), type=pa.float32())
-    parts = pc.split_pattern(dictionary, "_", max_splits=1)
-    if len(dictionary) and pc.any(pc.not_equal(pc.list_value_length(parts), 2)).as_py():
-        raise SpecError("spikes_table: electrode names must look like 'A1_23'")
-    well_names = pc.list_element(parts, 0) if len(dictionary) else pa.array([], pa.string())
-    if len(times) > 1:
-        # by time, then electrode name: the names' rank stands in for the strings
-        rank = np.empty(len(dictionary), dtype=np.int64)
-        rank[pc.sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary))
-        order = np.lexsort((rank[codes], times))
-        codes, times = codes[order], times[order]
-        amps = amps.take(pa.array(order))
-    take = pa.array(codes, type=pa.int64())
-    return pa.table(
-        [dictionary.take(take), well_names.take(take), pa.array(times), amps],
-        schema=MEA_SPIKE_SCHEMA,
-    )
 
 
 @dataclass(frozen=True)
@@ -167,21 +97,21 @@ class DetectionParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.band_low_hz < self.band_high_hz:
-            raise SpecError(
+            raise InvalidArgument(
                 f"band must satisfy 0 < low < high, got {self.band_low_hz}, {self.band_high_hz} Hz"
             )
         if not 1 <= self.filter_order <= 8:
-            raise SpecError(f"filter_order must be 1-8, got {self.filter_order}")
+            raise InvalidArgument(f"filter_order must be 1-8, got {self.filter_order}")
         if not (math.isfinite(self.threshold_k) and self.threshold_k > 0):
-            raise SpecError(f"threshold_k must be positive, got {self.threshold_k}")
+            raise InvalidArgument(f"threshold_k must be positive, got {self.threshold_k}")
         if not self.noise_window_s > 0:
-            raise SpecError(f"noise_window_s must be positive, got {self.noise_window_s}")
+            raise InvalidArgument(f"noise_window_s must be positive, got {self.noise_window_s}")
         if not (self.dead_time_ms >= 0 and self.peak_window_ms > 0):
-            raise SpecError("dead_time_ms must be >= 0 and peak_window_ms > 0")
+            raise InvalidArgument("dead_time_ms must be >= 0 and peak_window_ms > 0")
         if not (self.ripple_window_ms >= 0 and 0 <= self.ripple_ratio < 1):
-            raise SpecError("ripple_window_ms must be >= 0 and 0 <= ripple_ratio < 1")
+            raise InvalidArgument("ripple_window_ms must be >= 0 and 0 <= ripple_ratio < 1")
         if self.polarity not in ("negative", "positive", "both"):
-            raise SpecError(f"polarity must be negative, positive or both: {self.polarity!r}")
+            raise InvalidArgument(f"polarity must be negative, positive or both: {self.polarity!r}")
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -189,7 +119,7 @@ class DetectionParams:
     def sos(self, sampling_rate_hz: float) -> np.ndarray:
         """The band-pass as second-order sections at ``sampling_rate_hz``."""
         if not self.band_high_hz < sampling_rate_hz / 2:
-            raise SpecError(
+            raise InvalidArgument(
                 f"band_high_hz {self.band_high_hz} must be below Nyquist "
                 f"({sampling_rate_hz / 2} Hz)"
             )
@@ -202,63 +132,6 @@ class DetectionParams:
                 output="sos",
             )
         )
-
-
-class ContinuousSource(Protocol):
-    """What the detector needs from a recording (AxionFile, NwbEcephysFile)."""
-
-    sampling_rate_hz: float
-    voltage_scale_uv_per_count: float
-    n_samples: int
-    electrodes: tuple[str, ...]
-
-    def columns(
-        self, *, electrodes: Sequence[str] | None = None, wells: Sequence[str] | None = None
-    ) -> np.ndarray: ...
-
-    def read_counts(
-        self,
-        start_sample: int,
-        stop_sample: int,
-        *,
-        columns: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray: ...
-
-
-class _ArraySource:
-    """An in-memory (samples, channels) µV array seen through the source protocol."""
-
-    def __init__(self, data: np.ndarray, sampling_rate_hz: float, electrodes: Sequence[str]):
-        if data.ndim != 2:
-            raise SpecError(f"detect_spikes: expected (samples, channels), got {data.shape}")
-        if len(electrodes) != data.shape[1]:
-            raise SpecError(
-                f"detect_spikes: {data.shape[1]} columns but {len(electrodes)} electrode names"
-            )
-        self.data = data
-        self.sampling_rate_hz = sampling_rate_hz
-        self.voltage_scale_uv_per_count = 1.0
-        self.n_samples = data.shape[0]
-        self.electrodes = tuple(electrodes)
-
-    def columns(
-        self, *, electrodes: Sequence[str] | None = None, wells: Sequence[str] | None = None
-    ) -> np.ndarray:
-        from transforms.readers.axion import _select_columns
-
-        return _select_columns(self.electrodes, electrodes, wells, "array")
-
-    def read_counts(
-        self,
-        start_sample: int,
-        stop_sample: int,
-        *,
-        columns: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        block = self.data[max(0, start_sample) : min(self.n_samples, stop_sample)]
-        return fill(out, block if columns is None else block[:, columns])
 
 
 class _ChannelGroup:
@@ -587,14 +460,16 @@ def detect_spikes(
     params = params or DetectionParams()
     if isinstance(source, np.ndarray):
         if sampling_rate_hz is None or electrodes is None:
-            raise SpecError("detect_spikes on an array needs sampling_rate_hz and electrodes")
-        src: ContinuousSource = _ArraySource(source, float(sampling_rate_hz), electrodes)
+            raise InvalidArgument("detect_spikes on an array needs sampling_rate_hz and electrodes")
+        src: ContinuousSource = ArraySource(source, float(sampling_rate_hz), electrodes)
         cols = src.columns(wells=wells)
     else:
         src = source
         cols = src.columns(electrodes=electrodes, wells=wells)
     if not (math.isfinite(chunk_s) and chunk_s > 0) or n_threads < 1:
-        raise SpecError(f"chunk_s must be positive and n_threads >= 1 ({chunk_s}, {n_threads})")
+        raise InvalidArgument(
+            f"chunk_s must be positive and n_threads >= 1 ({chunk_s}, {n_threads})"
+        )
     fs = src.sampling_rate_hz
     filt = BlockIIR(params.sos(fs))
     names = np.array([src.electrodes[int(c)] for c in cols], dtype=object)
@@ -659,9 +534,7 @@ def _detect(
     col = np.concatenate([r[0] for r in results])
     peak = np.concatenate([r[1] for r in results])
     amp = np.concatenate([r[2] for r in results]).astype(np.float64) * gain
-    table = _coded_spikes_table(
-        pa.array(names, pa.string()), col, peak / fs, amp.astype(np.float32)
-    )
+    table = coded_spikes_table(pa.array(names, pa.string()), col, peak / fs, amp.astype(np.float32))
     return _with_metadata(table, params, names, sigma, gain)
 
 

@@ -30,7 +30,7 @@ from typing import Final
 import numpy as np
 from scipy import signal
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument
 
 #: Default block length in samples: larger blocks cost more multiply-adds per sample
 #: (B + n_state), smaller ones more Python-level steps in the state loop.
@@ -54,16 +54,16 @@ class BlockIIR:
 
     Raises
     ------
-    SpecError
+    InvalidArgument
         If ``sos`` is not (n_sections, 6) or ``block_samples`` is below 1.
     """
 
     def __init__(self, sos: np.ndarray, *, block_samples: int = DEFAULT_BLOCK_SAMPLES) -> None:
         sos64 = np.asarray(sos, dtype=np.float64)
         if sos64.ndim != 2 or sos64.shape[1] != 6 or len(sos64) == 0:
-            raise SpecError(f"BlockIIR: sos must be (n_sections, 6), got {sos64.shape}")
+            raise InvalidArgument(f"BlockIIR: sos must be (n_sections, 6), got {sos64.shape}")
         if block_samples < 1:
-            raise SpecError(f"BlockIIR: block_samples must be >= 1, got {block_samples}")
+            raise InvalidArgument(f"BlockIIR: block_samples must be >= 1, got {block_samples}")
         b = int(block_samples)
         n_state = 2 * len(sos64)
         self.sos = sos64
@@ -140,18 +140,18 @@ class BlockIIR:
 
         Raises
         ------
-        SpecError
+        InvalidArgument
             On mismatched shapes.
         """
         n, n_ch = x.shape
         b, ns = self.block_samples, self.n_state
         n_blocks = -(-n // b)
         if state.shape != (ns, n_ch):
-            raise SpecError(f"BlockIIR.apply: state {state.shape}, expected {(ns, n_ch)}")
+            raise InvalidArgument(f"BlockIIR.apply: state {state.shape}, expected {(ns, n_ch)}")
         if out.shape != (n_blocks * b, n_ch) or out.dtype != np.float32:
-            raise SpecError(f"BlockIIR.apply: out must be float32 {(n_blocks * b, n_ch)}")
+            raise InvalidArgument(f"BlockIIR.apply: out must be float32 {(n_blocks * b, n_ch)}")
         if not out.flags.c_contiguous:
-            raise SpecError("BlockIIR.apply: out must be C-contiguous")
+            raise InvalidArgument("BlockIIR.apply: out must be C-contiguous")
         width = -(-n_ch // _STATE_PAD) * _STATE_PAD
         if work is None or work.shape[0] < n_blocks + 1 or work.shape[1:] != (b + ns, width):
             work = self.workspace(n, n_ch)

@@ -52,10 +52,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument
 from transforms.mea.bursts import isi_threshold_runs
-from transforms.mea.layout import PlateLayout
 from transforms.mea.synchrony import pairwise_synchrony
+from transforms.recording.plate import PlateLayout
 
 NO_SPIKES: Final = "no_spikes"
 NO_ACTIVE_ELECTRODES: Final = "no_active_electrodes"
@@ -102,16 +102,16 @@ class MetricParams:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise SpecError(
+                raise InvalidArgument(
                     f"MetricParams.{f.name} must be a finite number >= 0, got {value!r}"
                 )
         if self.burst_min_spikes < 2 or self.nb_min_spikes < 2:
-            raise SpecError("MetricParams: bursts need at least 2 spikes")
+            raise InvalidArgument("MetricParams: bursts need at least 2 spikes")
         if not 0.0 <= self.nb_min_electrode_fraction <= 1.0:
-            raise SpecError("MetricParams.nb_min_electrode_fraction must be within [0, 1]")
+            raise InvalidArgument("MetricParams.nb_min_electrode_fraction must be within [0, 1]")
         for name in ("burst_max_isi_s", "nb_max_isi_s", "sync_window_s", "sttc_dt_s"):
             if getattr(self, name) <= 0:
-                raise SpecError(f"MetricParams.{name} must be positive")
+                raise InvalidArgument(f"MetricParams.{name} must be positive")
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -162,22 +162,24 @@ def _validated_arrays(
 ) -> tuple[IntArray, FloatArray]:
     missing = {"electrode", "time_s"} - set(spikes.column_names)
     if missing:
-        raise SpecError(f"spike table lacks column(s) {sorted(missing)}")
+        raise InvalidArgument(f"spike table lacks column(s) {sorted(missing)}")
     if not (isinstance(duration_s, int | float) and math.isfinite(duration_s) and duration_s > 0):
-        raise SpecError(f"duration_s must be a positive number, got {duration_s!r}")
+        raise InvalidArgument(f"duration_s must be a positive number, got {duration_s!r}")
     time_col = spikes["time_s"]
     if time_col.null_count:
-        raise SpecError("spike table has null time_s values")
+        raise InvalidArgument("spike table has null time_s values")
     t = pc.cast(time_col, pa.float64()).to_numpy()
     electrode = pc.cast(spikes["electrode"], pa.string())
     idx = pc.index_in(electrode, value_set=pa.array(layout.electrodes, pa.string()))
     if idx.null_count:
         bad = electrode.filter(pc.is_null(idx))[0].as_py()
-        raise SpecError(f"spike table: electrode {bad!r} does not exist on a {layout.name} plate")
+        raise InvalidArgument(
+            f"spike table: electrode {bad!r} does not exist on a {layout.name} plate"
+        )
     if t.size and not np.isfinite(t).all():
-        raise SpecError("spike table has non-finite time_s values")
+        raise InvalidArgument("spike table has non-finite time_s values")
     if t.size and (t.min() < 0 or t.max() > duration_s + _END_SLACK_S):
-        raise SpecError(
+        raise InvalidArgument(
             f"spike times span [{t.min():.6f}, {t.max():.6f}] s, outside the analysed "
             f"duration [0, {duration_s}] s"
         )
@@ -213,7 +215,7 @@ def compute_metrics(
 
     Raises
     ------
-    SpecError
+    InvalidArgument
         If a column is missing, an electrode is not on the plate, a time is null,
         negative or after ``duration_s``, or ``duration_s`` is not positive.
     """

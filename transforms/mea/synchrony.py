@@ -27,7 +27,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from transforms.errors import SpecError
+from transforms.errors import InvalidArgument
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -41,7 +41,9 @@ def tiling_fraction(times_s: FloatArray, *, dt_s: float, start_s: float, end_s: 
     """
     length_s = end_s - start_s
     if length_s <= 0:
-        raise SpecError(f"STTC interval must have a positive length, got [{start_s}, {end_s}]")
+        raise InvalidArgument(
+            f"STTC interval must have a positive length, got [{start_s}, {end_s}]"
+        )
     if times_s.size == 0:
         return 0.0
     # Consecutive windows overlap when spikes are closer than 2*dt: count the gap once.
@@ -99,7 +101,7 @@ def sttc(
         In ``[-1, 1]``; ``nan`` when either train is empty.
     """
     if dt_s <= 0:
-        raise SpecError(f"STTC window must be positive, got dt_s={dt_s}")
+        raise InvalidArgument(f"STTC window must be positive, got dt_s={dt_s}")
     if a_s.size == 0 or b_s.size == 0:
         return math.nan
     if ta is None:
@@ -126,7 +128,7 @@ def xcorr_area(a_s: FloatArray, b_s: FloatArray, *, window_s: float) -> float:
     Returns ``nan`` when either train is empty.
     """
     if window_s <= 0:
-        raise SpecError(f"synchrony window must be positive, got window_s={window_s}")
+        raise InvalidArgument(f"synchrony window must be positive, got window_s={window_s}")
     if a_s.size == 0 or b_s.size == 0:
         return math.nan
     return coincidences(a_s, b_s, window_s=window_s) / math.sqrt(a_s.size * b_s.size)
@@ -147,7 +149,9 @@ def tiling_fractions(
     """
     length_s = end_s - start_s
     if length_s <= 0:
-        raise SpecError(f"STTC interval must have a positive length, got [{start_s}, {end_s}]")
+        raise InvalidArgument(
+            f"STTC interval must have a positive length, got [{start_s}, {end_s}]"
+        )
     order = np.argsort(owner, kind="stable")
     t, o = times_s[order], owner[order]
     counts = np.bincount(o, minlength=n_trains)
@@ -207,11 +211,11 @@ def pairwise_synchrony(
         with an empty train.
     """
     if dt_s <= 0 or window_s <= 0:
-        raise SpecError(f"synchrony windows must be positive, got {dt_s}, {window_s}")
+        raise InvalidArgument(f"synchrony windows must be positive, got {dt_s}, {window_s}")
     if times_s.shape != owner.shape:
-        raise SpecError("pairwise_synchrony: times_s and owner differ in length")
+        raise InvalidArgument("pairwise_synchrony: times_s and owner differ in length")
     if owner.size and (owner.min() < 0 or owner.max() >= n_trains):
-        raise SpecError(f"pairwise_synchrony: owner outside 0..{n_trains - 1}")
+        raise InvalidArgument(f"pairwise_synchrony: owner outside 0..{n_trains - 1}")
     n = n_trains
     counts = np.bincount(owner, minlength=n).astype(np.float64)
     coinc = np.zeros((n, n), dtype=np.int64)  # pairs (a of i, b of j) with |a - b| <= window_s

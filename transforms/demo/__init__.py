@@ -1,1 +1,0 @@
-"""Demo data: realistic simulated recordings written in real file formats."""

@@ -1,0 +1,222 @@
+"""The file formats, one module each, behind one registry.
+
+Every consumer (ingest, raw access, export, the page) reaches a file's content
+through these four functions, so adding a format means one module and one
+:data:`FORMATS` entry:
+
+* :func:`kind_of` — which format a file is, by name and (NWB) by content;
+* :func:`read_icephys` — a patch-clamp file as an :class:`~transforms.recording.icephys.IcephysRecording`;
+* :func:`open_continuous` — a continuous MEA recording as a
+  :class:`~transforms.recording.continuous.ContinuousSource` (windows read lazily);
+* :func:`read_plate` — an MEA spike file as :class:`~transforms.recording.plate.PlateSpikes`.
+
+Readers are imported lazily: pynwb, h5py and pyabf cost seconds to import and a
+worker needs only the ones its files use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+from transforms import spec
+from transforms.errors import SpecError, UnsupportedRecording
+
+if TYPE_CHECKING:
+    from transforms.recording.continuous import ContinuousSource
+    from transforms.recording.icephys import IcephysRecording
+    from transforms.recording.plate import PlateSpikes
+
+Modality = Literal["icephys", "mea"]
+Access = Literal["icephys", "continuous", "spikes"]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One registered format.
+
+    Attributes
+    ----------
+    kind
+        The registry key, stored as ``reader`` in ``params_json`` and (MEA) as
+        ``source_kind``.
+    modality
+        Which tables its rows go to.
+    access
+        How its content is read: a patch-clamp recording, a continuous source, or spikes.
+    splittable
+        Large files may be staged as several well groups (continuous plates).
+    """
+
+    kind: str
+    modality: Modality
+    access: Access
+    splittable: bool = False
+
+
+FORMATS: Final[dict[str, Format]] = {
+    f.kind: f
+    for f in (
+        Format("abf", "icephys", "icephys"),
+        Format("nwb", "icephys", "icephys", splittable=True),
+        Format("nwb_ecephys", "mea", "continuous", splittable=True),
+        Format("axion_raw", "mea", "continuous", splittable=True),
+        Format("axion_spk", "mea", "spikes"),
+        Format("spike_list", "mea", "spikes"),
+    )
+}
+
+
+def _is_ecephys_nwb(path: Path) -> bool:
+    """True if the NWB file's acquisition holds an ElectricalSeries (an MEA recording)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            acq = f.get("acquisition")
+            if acq is None:
+                return False
+            for obj in acq.values():
+                kind = obj.attrs.get("neurodata_type", b"")
+                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+                if kind == "ElectricalSeries":
+                    return True
+    except OSError:
+        return False  # not HDF5: the icephys reader reports it clearly
+    return False
+
+
+def kind_of(path: str | Path) -> str:
+    """The registry key of a file: by name (:func:`transforms.spec.recording_kind`), then,
+    for NWB, by content (an ``ElectricalSeries`` in acquisition is an MEA recording).
+
+    Raises
+    ------
+    SpecError
+        If the name is not one of a recording.
+    """
+    path = Path(path)
+    kind = spec.recording_kind(path.name)
+    if kind is None:
+        raise SpecError(f"{path.name}: unsupported file type {path.suffix.lower()!r}")
+    if kind == "nwb" and _is_ecephys_nwb(path):
+        return "nwb_ecephys"
+    return kind
+
+
+def format_of(kind: str) -> Format:
+    """The registered format of a kind.
+
+    Raises
+    ------
+    SpecError
+        If no format has this kind.
+    """
+    try:
+        return FORMATS[kind]
+    except KeyError:
+        raise SpecError(f"unknown format {kind!r}; known: {', '.join(FORMATS)}") from None
+
+
+def read_icephys(path: str | Path, *, kind: str | None = None) -> IcephysRecording:
+    """Decode a patch-clamp file (ABF 1/2, NWB icephys) into the neutral model.
+
+    Raises
+    ------
+    DecodeError, UnsupportedRecording
+        Corrupt content, or a file that is not a patch-clamp recording.
+    """
+    path = Path(path)
+    kind = kind or kind_of(path)
+    if kind == "abf":
+        from transforms.formats.abf import read_abf
+
+        return read_abf(path)
+    if kind == "nwb":
+        from transforms.formats.nwb_icephys import read_nwb
+
+        return read_nwb(path)
+    raise UnsupportedRecording(f"{path.name}: not a patch-clamp recording ({kind})")
+
+
+def open_continuous(path: str | Path, *, kind: str | None = None) -> ContinuousSource:
+    """Open a continuous MEA recording (Axion ``.raw``, NWB ``ElectricalSeries``).
+
+    Nothing but headers is read here; windows are read on demand.
+
+    Raises
+    ------
+    DecodeError, UnsupportedRecording
+        Corrupt content, or a file without continuous voltage data (spike files,
+        spike lists).
+    """
+    path = Path(path)
+    kind = kind or kind_of(path)
+    if kind == "axion_raw":
+        from transforms.formats.axion import open_axion
+
+        return open_axion(path)
+    if kind == "nwb_ecephys":
+        from transforms.formats.nwb_ecephys import open_nwb_ecephys
+
+        return open_nwb_ecephys(path)
+    raise UnsupportedRecording(
+        f"{path.name}: no continuous voltage to read ({kind}; only .raw and NWB "
+        "ElectricalSeries recordings hold raw samples; spike files and spike lists do not)"
+    )
+
+
+def read_plate(path: str | Path, *, kind: str | None = None) -> PlateSpikes:
+    """Read an MEA spike file (AxIS spike list, Axion ``.spk``) as plate spikes.
+
+    Continuous recordings have no spikes until detection runs: open them with
+    :func:`open_continuous` and detect (:mod:`transforms.mea.detect`).
+
+    Raises
+    ------
+    DecodeError, UnsupportedRecording
+        Corrupt content, or a file that holds no spikes.
+    """
+    from transforms.recording.plate import PlateSpikes
+
+    path = Path(path)
+    kind = kind or kind_of(path)
+    if kind == "spike_list":
+        from transforms.formats.axis_spikelist import read_spike_list
+
+        sl = read_spike_list(path)
+        return PlateSpikes(
+            kind,
+            sl.spikes,
+            sl.layout,
+            sl.analysis_duration_s,
+            sl.declared_duration_s,
+            None,
+            None,
+            sl.qc_flags,
+            None,
+            {},
+        )
+    if kind == "axion_spk":
+        from transforms.formats.axion import open_axion
+
+        spk = open_axion(path)
+        return PlateSpikes(
+            kind,
+            spk.read_spikes(),
+            spk.layout,
+            spk.duration_s,
+            spk.duration_s,
+            spk.sampling_rate_hz,
+            spk.recorded_at,
+            tuple(spk.flags),
+            None,
+            embedded_plate_map(spk),
+        )
+    raise UnsupportedRecording(f"{path.name}: not an MEA spike file ({kind})")
+
+
+def embedded_plate_map(f: object) -> dict[str, str]:
+    """Well -> treatment from an Axion file's WellTreatment entries, if any."""
+    return {e.well: e.treatment for e in getattr(f, "plate_map", ()) if e.treatment}

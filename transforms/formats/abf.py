@@ -1,0 +1,301 @@
+"""ABF1 / ABF2 decoding through pyabf, into the neutral :mod:`transforms.model`.
+
+Decoding only: no analysis happens here (the pyABF lesson). Channels are chosen
+by their units, not their position, because labs wire amplifiers differently.
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transforms.errors import DecodeError, NeurocyteError, UnsupportedRecording
+from transforms.recording.icephys import ClampMode, IcephysRecording, Sweep
+
+#: Scale factors to the canonical units (mV for potential, pA for current).
+_VOLTAGE_UNITS = {"mv": 1.0, "v": 1000.0, "uv": 1e-3, "µv": 1e-3}
+_CURRENT_UNITS = {"pa": 1.0, "na": 1000.0, "ua": 1e6, "µa": 1e6, "fa": 1e-3}
+
+#: ABF nOperationMode 3 is gap-free; 5 is episodic stimulation.
+_GAP_FREE = 3
+
+
+def _unit_kind(unit: str) -> tuple[str, float]:
+    u = unit.strip().lower().replace("\x00", "")
+    if u in _VOLTAGE_UNITS:
+        return "voltage", _VOLTAGE_UNITS[u]
+    if u in _CURRENT_UNITS:
+        return "current", _CURRENT_UNITS[u]
+    return "unknown", 1.0
+
+
+def _clean(text: object) -> str:
+    return str(text or "").replace("\x00", "").strip()
+
+
+def _fixed_length(abf: Any) -> bool:
+    """Every sweep has ``sweepPointCount`` samples (no variable-length synch array)."""
+    synch = getattr(abf, "_synchArraySection", None)
+    return abf.sweepCount <= 1 or synch is None or len(set(synch.lLength)) == 1
+
+
+def _responses(abf: Any, channel: int) -> list[np.ndarray]:
+    """Every sweep of an input channel, as pyabf's ``sweepY`` would give it."""
+    if _fixed_length(abf):
+        n = abf.sweepPointCount
+        data = abf.data[channel]
+        return [data[k * n : (k + 1) * n] for k in range(abf.sweepCount)]
+    out = []
+    for number in range(abf.sweepCount):
+        abf.setSweep(number, channel=channel)
+        out.append(abf.sweepY)
+    return out
+
+
+def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np.ndarray]:
+    """Every sweep's command waveform of a DAC, as pyabf's ``sweepC`` would give it.
+
+    pyabf's ``setSweep``/``sweepC`` rebuild the whole epoch table (all sweeps)
+    for each sweep asked for; for fixed-length sweeps driven by the epoch
+    table the table is built once here. Anything else (DAC files, variable-
+    length sweeps, disabled waveforms) goes through pyabf's own path.
+    """
+    if dac in cache:
+        return cache[dac]
+    import pyabf.waveform
+
+    header = abf._headerV1 if abf.abfVersion["major"] == 1 else abf._dacSection
+    enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
+    source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
+    n = abf.sweepPointCount
+    if _fixed_length(abf) and enabled and source == 1:
+        table = pyabf.waveform.EpochTable(abf, dac)
+        out = [
+            np.asarray(table.epochWaveformsBySweep[k].getWaveform()[:n], dtype=np.float64)
+            for k in range(abf.sweepCount)
+        ]
+    else:
+        out = []
+        for number in range(abf.sweepCount):
+            abf.setSweep(number, channel=dac)
+            out.append(np.asarray(abf.sweepC, dtype=np.float64))
+    cache[dac] = out
+    return out
+
+
+def _command_active(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> bool:
+    """Whether DAC ``dac``'s waveform changes within or across sweeps.
+
+    pyabf synthesises the waveform from the protocol's epoch table; a DAC that
+    only holds a level (or is unused) gives the same constant on every sweep.
+    """
+    first: float | None = None
+    for c in _commands(abf, dac, cache):
+        fin = c[np.isfinite(c)]
+        if not fin.size:
+            continue
+        if fin.min() != fin.max():
+            return True
+        if first is None:
+            first = float(fin[0])
+        elif fin[0] != first:
+            return True
+    return False
+
+
+def _choose_channel(
+    abf: Any,
+    adc_units: list[str],
+    dac_units: list[str],
+    name: str,
+    cache: dict[int, list[np.ndarray]],
+) -> tuple[ClampMode, int, int | None, list[str]]:
+    """Clamp mode, recorded channel, command DAC and reader flags of a file.
+
+    The mode follows what the rig did, not DAC 0's label: a DAC in current
+    units that steps, with a potential input, is current clamp; a DAC in
+    potential units that steps, with a current input, is voltage clamp (an
+    ABF may drive its active command from DAC 1 while DAC 0 idles in mV, as
+    ``18425108_abf1.abf`` does). pyabf pairs ADC channel ``i`` with DAC ``i``;
+    the paired input is preferred. Without any stepping command (gap-free,
+    holding only) the units of DAC 0 decide. A current command with only
+    current inputs cannot be: the amplifier's Vm output carries a wrong unit
+    label, and the file is flagged ``units_mislabelled``.
+    """
+    kinds = [_unit_kind(u)[0] for u in adc_units]
+    v_chs = [i for i, k in enumerate(kinds) if k == "voltage"]
+    i_chs = [i for i, k in enumerate(kinds) if k == "current"]
+    if not v_chs and not i_chs:
+        raise UnsupportedRecording(
+            f"{name}: no channel with voltage or current units (ADC units {adc_units})"
+        )
+    # pyabf can only synthesise the waveforms of DACs that have an ADC partner
+    n_dac = min(len(dac_units), abf.channelCount)
+    dac_kinds = [_unit_kind(dac_units[d])[0] for d in range(n_dac)]
+
+    def pick(chs: list[int], dac: int) -> int:
+        return dac if dac in chs else chs[0]
+
+    for d in range(n_dac):
+        if dac_kinds[d] == "current" and v_chs and _command_active(abf, d, cache):
+            return "current_clamp", pick(v_chs, d), d, []
+        if dac_kinds[d] == "voltage" and i_chs and _command_active(abf, d, cache):
+            return "voltage_clamp", pick(i_chs, d), d, []
+    dac0 = dac_kinds[0] if dac_kinds else "unknown"
+    if dac0 == "current" and v_chs:
+        return "current_clamp", pick(v_chs, 0), 0, []
+    if dac0 == "voltage" and i_chs:
+        return "voltage_clamp", pick(i_chs, 0), 0, []
+    if dac0 == "current":  # current command, current inputs only
+        return "current_clamp", i_chs[0], 0, ["units_mislabelled"]
+    if v_chs:
+        return "current_clamp", v_chs[0], _dac_of(dac_kinds, "current"), []
+    return "voltage_clamp", i_chs[0], _dac_of(dac_kinds, "voltage"), []
+
+
+def _dac_of(dac_kinds: list[str], kind: str) -> int | None:
+    """The first DAC in ``kind`` units, or None (the command is then unknown)."""
+    return next((d for d, k in enumerate(dac_kinds) if k == kind), None)
+
+
+def read_abf(path: str | Path) -> IcephysRecording:
+    """Decode an ABF1 or ABF2 file.
+
+    Parameters
+    ----------
+    path
+        The ``.abf`` file.
+
+    Returns
+    -------
+    IcephysRecording
+        Current-clamp sweeps in mV with the command in pA, or voltage-clamp
+        sweeps in pA with the command in mV.
+
+    Raises
+    ------
+    DecodeError
+        If pyabf cannot parse the file (truncated, corrupt, not an ABF).
+    UnsupportedRecording
+        If the file has no sweeps or no channel with physical units.
+    """
+    import pyabf  # heavy-ish import kept local so the package imports fast
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise DecodeError(f"{path.name}: zero-length file")
+    _check_declared_sweeps(path, size)
+    try:
+        abf = pyabf.ABF(str(path), loadData=True)
+    except Exception as exc:  # pyabf raises bare Exceptions of many kinds on bad bytes
+        raise DecodeError(
+            f"{path.name}: not a readable ABF file ({type(exc).__name__}: {exc})"
+        ) from exc
+    try:
+        return _decode(abf, path)
+    except NeurocyteError:
+        raise
+    except (
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ZeroDivisionError,
+        OverflowError,
+        MemoryError,
+        struct.error,
+    ) as exc:
+        # pyabf builds sweep and command waveforms lazily: a corrupt header
+        # surfaces only here, as a bare exception from inside pyabf.
+        raise DecodeError(
+            f"{path.name}: corrupt ABF header or data ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_declared_sweeps(path: Path, size: int) -> None:
+    """Refuse a header whose sweep count cannot fit the file, before pyabf allocates it.
+
+    Every sweep holds at least one 2-byte sample, so more sweeps than
+    ``size / 2`` is corruption (a claim of 2**31 sweeps would otherwise make
+    pyabf allocate tens of GB). ``lActualEpisodes`` sits at byte 16 in ABF1
+    and byte 12 in ABF2 headers.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    if len(head) < 20:
+        raise DecodeError(f"{path.name}: truncated ABF header ({len(head)} bytes)")
+    offset = {b"ABF ": 16, b"ABF2": 12}.get(head[:4])
+    if offset is None:
+        raise DecodeError(f"{path.name}: not a readable ABF file (signature {head[:4]!r})")
+    (episodes,) = struct.unpack_from("<i" if offset == 16 else "<I", head, offset)
+    if episodes < 0 or episodes > size // 2:
+        raise DecodeError(
+            f"{path.name}: header declares {episodes} sweeps, impossible in {size} bytes"
+        )
+
+
+def _decode(abf: Any, path: Path) -> IcephysRecording:
+    """The loaded pyabf object as the neutral model (may raise from inside pyabf)."""
+    if abf.sweepCount < 1 or abf.sweepPointCount < 2:
+        raise UnsupportedRecording(f"{path.name}: no sweeps")
+    if not np.isfinite(abf.sampleRate) or abf.sampleRate <= 0:
+        raise DecodeError(f"{path.name}: invalid sampling rate {abf.sampleRate!r}")
+    adc_units = [_clean(u) for u in abf.adcUnits]
+    dac_units = [_clean(u) for u in abf.dacUnits]
+    gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
+    cache: dict[int, list[np.ndarray]] = {}
+    mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name, cache)
+
+    response_scale = _unit_kind(adc_units[channel])[1]
+    if "units_mislabelled" in qc_flags:
+        response_scale = 1.0  # keep the values as recorded: no guessed rescale
+    cmd_scale = _unit_kind(dac_units[dac])[1] if dac is not None else 1.0
+
+    sweeps: list[Sweep] = []
+    responses = _responses(abf, channel)
+    commands = _commands(abf, dac, cache) if dac is not None and not gap_free else None
+    for number in range(abf.sweepCount):
+        response = np.asarray(responses[number], dtype=np.float64) * response_scale
+        command: np.ndarray | None = None
+        if commands is not None:
+            command = commands[number] * cmd_scale
+        sweeps.append(
+            Sweep(
+                number=number,
+                sampling_rate_hz=float(abf.sampleRate),
+                clamp_mode=mode,
+                response=response,
+                command=command,
+                response_unit="mV" if mode == "current_clamp" else "pA",
+                command_unit="pA" if mode == "current_clamp" else "mV",
+                start_time_s=float(abf.sweepTimesSec[number])
+                if len(abf.sweepTimesSec) > number
+                else 0.0,
+            )
+        )
+
+    recorded_at: datetime | None = abf.abfDateTime
+    if recorded_at is not None and recorded_at.year < 1980:  # pyabf's "no date" sentinel
+        recorded_at = None
+        qc_flags.append("invalid_date")
+
+    return IcephysRecording(
+        source_format="abf1" if abf.abfVersion["major"] == 1 else "abf2",
+        format_version=abf.abfVersionString,
+        protocol=_clean(abf.protocol),
+        recorded_at=recorded_at,
+        sweeps=tuple(sweeps),
+        channel_names=tuple(_clean(n) for n in abf.adcNames),
+        channel_units=tuple(adc_units),
+        qc_flags=tuple(qc_flags),
+        metadata={
+            "operation_mode": "gap_free" if gap_free else "episodic",
+            "response_channel": f"{channel}:{_clean(abf.adcNames[channel])}",
+            "command_dac": "" if dac is None else f"{dac}:{dac_units[dac]}",
+        },
+    )

@@ -1,0 +1,165 @@
+"""Recognise the stimulus of each sweep from its command waveform.
+
+Kinds: ``long_square``, ``short_square``, ``ramp``, ``hold`` (gap-free or a
+flat command), ``voltage_clamp`` and ``other``.
+
+The stimulus window follows IPFX's ``get_stim_characteristics``: it starts one
+sample after the first change of the command and ends after its last change,
+skipping a leading test pulse. Unlike IPFX (which is told whether a test pulse
+exists) the test pulse is recognised: a short first pulse (at most
+``test_pulse_max_s``) that starts before ``test_pulse_max_start_s`` and is
+followed by further command changes.
+
+Multi-epoch commands ("dual" protocols: a step, a rest, a fixed -100 pA pulse,
+the step again) are where IPFX goes wrong: it treats first-to-last change as a
+single long square, so the "steady state", peak deflection and input
+resistance mix the test step with the fixed pulse (on ``171116sh_0018.abf``
+every subthreshold sweep reports the same -76.7 mV minimum, and the V-I fit is
+degenerate). With ``window="first_epoch"`` (the default) the analysed window of
+a square stimulus is its first constant epoch; ``window="ipfx"`` reproduces
+IPFX's first-to-last span for comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from transforms.errors import InvalidArgument
+from transforms.recording.icephys import Sweep
+
+StimulusKind = Literal["long_square", "short_square", "ramp", "hold", "voltage_clamp", "other"]
+WindowMode = Literal["first_epoch", "ipfx"]
+
+
+@dataclass(frozen=True)
+class StimulusParams:
+    """Parameters of stimulus recognition."""
+
+    test_pulse_max_s: float = 0.05
+    test_pulse_max_start_s: float = 0.4  # IPFX TEST_PULSE_MAX_TIME
+    short_square_max_s: float = 0.02
+    long_square_min_s: float = 0.1
+    ramp_min_changes: int = 20
+    window: WindowMode = "first_epoch"
+
+    def __post_init__(self) -> None:
+        if self.window not in ("first_epoch", "ipfx"):
+            raise InvalidArgument(
+                f"stimulus window mode must be first_epoch or ipfx, not {self.window!r}"
+            )
+
+    def as_dict(self) -> dict[str, float | str | int]:
+        return dict(asdict(self))
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """What the command of one sweep did.
+
+    ``start_index`` is the first stimulated sample and ``end_index`` the first
+    sample after the analysed window (so ``end_s = end_index / rate``); both are
+    ``None`` when there is no stimulus. ``amplitude`` is in the command unit
+    (pA in current clamp, mV in voltage clamp): the level just after onset for
+    squares (IPFX ``_step_stim_amp``) and the final level for ramps.
+    """
+
+    kind: StimulusKind
+    amplitude: float | None
+    start_index: int | None
+    end_index: int | None
+    n_epochs: int
+    full_end_index: int | None = None
+
+    def start_s(self, rate_hz: float) -> float | None:
+        return None if self.start_index is None else self.start_index / rate_hz
+
+    def end_s(self, rate_hz: float) -> float | None:
+        return None if self.end_index is None else self.end_index / rate_hz
+
+
+def _changes(command: np.ndarray) -> np.ndarray:
+    """Indices k where command[k + 1] != command[k] (NaN-safe)."""
+    # a comparison, not np.diff: no float temporary on 10^5-sample commands
+    nz = np.flatnonzero(command[1:] != command[:-1])
+    if nz.size and (np.isnan(command[nz]).any() or np.isnan(command[nz + 1]).any()):
+        # NaN gaps in the command: treat as 0 pA
+        clean = np.nan_to_num(command, nan=0.0)
+        nz = np.flatnonzero(clean[1:] != clean[:-1])
+    return nz
+
+
+def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()) -> Stimulus:
+    """Classify the command of ``sweep`` and locate its stimulus window.
+
+    Parameters
+    ----------
+    sweep
+        The sweep; its ``command`` may be ``None`` (gap-free, unknown units).
+    params
+        Recognition thresholds and window mode.
+
+    Returns
+    -------
+    Stimulus
+        Kind, amplitude and window of the stimulus.
+    """
+    rate = sweep.sampling_rate_hz
+    command = sweep.command
+    if command is None or not (np.isfinite(command[0]) or np.isfinite(command).any()):
+        kind: StimulusKind = "voltage_clamp" if sweep.clamp_mode == "voltage_clamp" else "hold"
+        return Stimulus(kind, None, None, None, 0)
+    changes = _changes(command)
+    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
+    if changes.size >= 3:
+        # A test pulse: short first deviation, early, and more changes follow.
+        first_len_s = (changes[1] - changes[0]) / rate
+        if (
+            first_len_s <= params.test_pulse_max_s
+            and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
+        ):
+            changes = changes[2:]
+    if sweep.clamp_mode == "voltage_clamp":
+        if changes.size < 2:
+            return Stimulus("voltage_clamp", level0, None, None, 0)
+        start, last = int(changes[0] + 1), int(changes[-1])
+        epoch_end = int(changes[1] + 1)
+        end = epoch_end if params.window == "first_epoch" else last + 1
+        return Stimulus(
+            "voltage_clamp", float(command[start]), start, end, changes.size // 2, last + 1
+        )
+    if changes.size < 2:
+        return Stimulus("hold", level0, None, None, 0)
+    start, last = int(changes[0] + 1), int(changes[-1])
+    n_changes_inside = changes.size - 1
+    if n_changes_inside >= params.ramp_min_changes:
+        stim = np.nan_to_num(command[start : last + 1])
+        steps = np.diff(stim)
+        if np.all(steps >= 0) or np.all(steps <= 0):
+            amp = float(stim[np.argmax(np.abs(stim))])
+            return Stimulus("ramp", amp, start, last + 1, 1, last + 1)
+        return Stimulus(
+            "other",
+            float(stim[np.argmax(np.abs(stim))]),
+            start,
+            last + 1,
+            n_changes_inside,
+            last + 1,
+        )
+    epoch_end = int(changes[1] + 1)
+    epoch_s = (epoch_end - start) / rate
+    amp = float(command[start + 1]) if start + 1 <= last else float(command[start])
+    # epochs = level changes inside [start, last] plus the onset from 0 pA
+    first_level = command[start] if np.isfinite(command[start]) else 0.0
+    n_epochs = changes.size - 2 + int(first_level != 0)
+    end = epoch_end if params.window == "first_epoch" else last + 1
+    if epoch_s <= params.short_square_max_s:
+        kind = "short_square"
+        amp = float(np.max(np.nan_to_num(command[start : last + 1])))  # IPFX _short_step_stim_amp
+    elif epoch_s >= params.long_square_min_s:
+        kind = "long_square"
+    else:
+        kind = "other"
+    return Stimulus(kind, amp, start, end, max(n_epochs, 1), last + 1)

@@ -1,0 +1,339 @@
+"""Delta Lake I/O: append a file's rows, record attempts, prune superseded rows.
+
+The commit protocol that keeps readers consistent without multi-table
+transactions:
+
+1. the data rows of one ingest attempt are appended to each data table,
+   tagged with a fresh ``ingest_id``;
+2. one ``published`` row in ``ingest_log`` names that ``ingest_id`` — this is
+   the commit point;
+3. rows of the same ``file_id`` with any other ``ingest_id`` are deleted.
+
+The catalog's views only show rows whose ``(file_id, ingest_id)`` is the
+latest published attempt, so a crash between any two steps never exposes a
+partial or duplicated file, and a re-run converges (step 3 also sweeps rows
+left by crashed attempts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import spec
+from transforms.errors import LakeError, SpecError
+
+T = TypeVar("T")
+
+
+INGEST_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("file_id", pa.string(), nullable=False),
+        pa.field("ingest_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("file_name", pa.string(), nullable=False),
+        pa.field("source_format", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("lab", pa.string()),
+        pa.field("condition", pa.string()),
+        pa.field("timepoint", pa.string()),
+        pa.field("transform_version", pa.string(), nullable=False),
+        pa.field("rows_json", pa.string()),
+        pa.field("batch_id", pa.string()),
+        pa.field("qc_report", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def storage_options(lake: str | None = None) -> dict[str, str] | None:
+    """deltalake storage options for an object-store lake, from the environment.
+
+    Credentials are never part of the code or of a URI: they come from the
+    standard ``AWS_*`` variables (an Airflow task exports its ``aws``
+    connection into them for the duration of the call).
+
+    Safe concurrent commits: S3 has no atomic rename, so delta-rs must either
+    put the next ``_delta_log`` entry conditionally (``If-None-Match``; MinIO,
+    R2, current AWS S3 and moto's server honour it) or take a DynamoDB lock.
+    The default is ``AWS_CONDITIONAL_PUT=etag``; set ``AWS_S3_LOCKING_PROVIDER
+    =dynamodb`` (and ``DELTA_DYNAMO_TABLE_NAME``) in the environment to use
+    the lock instead. Unsafe renames are never enabled here.
+
+    Returns
+    -------
+    dict or None
+        ``None`` for a local lake.
+    """
+    root = spec.lake_root(lake)
+    if not spec.is_remote(root):
+        return None
+    keys = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "AWS_CONDITIONAL_PUT",
+        "AWS_S3_LOCKING_PROVIDER",
+        "DELTA_DYNAMO_TABLE_NAME",
+    )
+    opts = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    opts.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        opts["AWS_ALLOW_HTTP"] = "true"
+    if opts.get("AWS_S3_LOCKING_PROVIDER") != "dynamodb":
+        opts.setdefault("AWS_CONDITIONAL_PUT", "etag")
+    return opts
+
+
+def _retry(fn: Callable[[], T], *, what: str, attempts: int = 8) -> T:
+    """Retry a Delta commit that lost a race with a concurrent writer."""
+    from deltalake.exceptions import CommitFailedError
+
+    delay = 0.05
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except CommitFailedError as exc:
+            if attempt == attempts:
+                raise LakeError(f"{what}: commit failed after {attempts} attempts: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def table_exists(table: str, *, lake: str | None = None) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(
+        spec.table_uri(table, lake), storage_options=storage_options(lake)
+    )
+
+
+def append_rows(
+    table: str,
+    rows: pa.Table,
+    *,
+    lake: str | None = None,
+    partitioned: bool = True,
+) -> None:
+    """Append ``rows`` to a Delta table in one commit, creating it if needed.
+
+    New columns are merged into the table schema, so a later transform
+    version can add features without rewriting history.
+    """
+    from deltalake import write_deltalake
+
+    if rows.num_rows == 0:
+        return
+    if partitioned:
+        for col in spec.PARTITION_COLUMNS:
+            if col not in rows.column_names:
+                raise SpecError(f"{table}: rows lack partition column {col!r}")
+            for value in pc.unique(rows[col]).to_pylist():
+                spec.validate_partition_value(col, value, source=table)
+    uri = spec.table_uri(table, lake)
+
+    def commit() -> None:
+        write_deltalake(
+            uri,
+            rows,
+            mode="append",
+            partition_by=list(spec.PARTITION_COLUMNS) if partitioned else None,
+            schema_mode="merge",
+            storage_options=storage_options(lake),
+        )
+
+    _retry(commit, what=f"append to {table}")
+
+
+def append_log(entries: pa.Table, *, lake: str | None = None) -> None:
+    """Append attempts to ``ingest_log`` (not partitioned: it is small)."""
+    unknown = set(pc.unique(entries["status"]).to_pylist()) - set(spec.INGEST_STATUSES)
+    if unknown:
+        raise SpecError(f"unknown ingest status {sorted(unknown)}")
+    append_rows(spec.INGEST_LOG, entries.cast(INGEST_LOG_SCHEMA), lake=lake, partitioned=False)
+
+
+def prune_superseded(
+    table: str,
+    *,
+    file_id: str,
+    keep_ingest_id: str | None,
+    lake: str | None = None,
+) -> int:
+    """Delete rows of ``file_id`` whose ``ingest_id`` is not ``keep_ingest_id``.
+
+    With ``keep_ingest_id=None`` every row of the file is deleted. Returns
+    the number of rows deleted. The predicate is built only from validated
+    hex identifiers.
+    """
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return 0
+    spec.check_id("file_id", file_id)
+    predicate = f"file_id = '{file_id}'"
+    if keep_ingest_id is not None:
+        predicate += f" AND ingest_id != '{spec.check_id('ingest_id', keep_ingest_id)}'"
+
+    def commit() -> int:
+        dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+        metrics = dt.delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    return _retry(commit, what=f"prune {table}")
+
+
+def read_table(
+    table: str,
+    *,
+    lake: str | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table | None:
+    """The current snapshot of a table, or ``None`` if it does not exist yet."""
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return None
+    dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+    return dt.to_pyarrow_table(columns=columns)
+
+
+def snapshot_files(table: str, *, lake: str | None = None) -> tuple[int, list[str]]:
+    """Version and data-file URIs of the table's current snapshot."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+    return dt.version(), list(dt.file_uris())
+
+
+def latest_attempts(*, lake: str | None = None) -> pa.Table:
+    """The latest ``ingest_log`` row per file_id (empty table if no log yet)."""
+    log = read_table(spec.INGEST_LOG, lake=lake)
+    if log is None or log.num_rows == 0:
+        return INGEST_LOG_SCHEMA.empty_table()
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    return con.sql(
+        "SELECT * FROM log QUALIFY row_number() OVER "
+        "(PARTITION BY file_id ORDER BY finished_at DESC, ingest_id DESC) = 1"
+    ).to_arrow_table()
+
+
+def published_ingests(*, lake: str | None = None) -> dict[str, tuple[str, str]]:
+    """file_id -> (ingest_id, transform_version) of its latest *published* attempt."""
+    log = read_table(
+        spec.INGEST_LOG,
+        lake=lake,
+        columns=["file_id", "ingest_id", "status", "transform_version", "finished_at"],
+    )
+    if log is None or log.num_rows == 0:
+        return {}
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    rows = con.sql(
+        "SELECT file_id, ingest_id, transform_version FROM log WHERE status = 'published' "
+        "QUALIFY row_number() OVER (PARTITION BY file_id ORDER BY finished_at DESC, "
+        "ingest_id DESC) = 1"
+    ).fetchall()
+    return {f: (i, v) for f, i, v in rows}
+
+
+def count_rows(
+    table: str, *, lake: str | None = None, file_ids: Iterable[str] | None = None
+) -> int:
+    """Physical row count (all ingest attempts), optionally for some files."""
+    data = read_table(table, lake=lake, columns=["file_id"])
+    if data is None:
+        return 0
+    if file_ids is None:
+        return data.num_rows
+    return int(pc.sum(pc.is_in(data["file_id"], pa.array(list(file_ids)))).as_py() or 0)
+
+
+Mode = Literal["error", "overwrite"]
+
+
+def superseded_attempts(file_ids: Iterable[str], *, lake: str | None = None) -> list[str]:
+    """Logged attempts of these files older than each file's latest published attempt.
+
+    Only attempts present in ``ingest_log`` qualify: an attempt that appended
+    rows but has not logged yet may be another writer's commit in flight, and
+    deleting its rows would lose the version it is about to publish. (Rows of
+    attempts that crashed before logging stay invisible to the views; a later
+    ingest of the same file or maintenance removes them.)
+    """
+    wanted = {spec.check_id("file_id", f) for f in file_ids}
+    log = read_table(
+        spec.INGEST_LOG, lake=lake, columns=["file_id", "ingest_id", "status", "finished_at"]
+    )
+    if log is None or not wanted:
+        return []
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("log", log)
+    con.register("wanted", pa.table({"file_id": pa.array(sorted(wanted), pa.string())}))
+    rows = con.sql(
+        """
+        WITH latest AS (
+            SELECT file_id, ingest_id, finished_at FROM log
+            WHERE status = 'published' AND file_id IN (SELECT file_id FROM wanted)
+            QUALIFY row_number() OVER (PARTITION BY file_id
+                                       ORDER BY finished_at DESC, ingest_id DESC) = 1
+        )
+        SELECT DISTINCT l.ingest_id FROM log AS l JOIN latest AS p USING (file_id)
+        WHERE l.ingest_id != p.ingest_id
+          AND (l.finished_at < p.finished_at
+               OR (l.finished_at = p.finished_at AND l.ingest_id < p.ingest_id))
+        """
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def prune_superseded_many(
+    table: str,
+    *,
+    keep: dict[str, str],
+    lake: str | None = None,
+) -> int:
+    """One commit deleting the rows of superseded attempts of the files in ``keep``.
+
+    ``keep`` names the files just committed (file_id -> this writer's
+    ingest_id). What is deleted is decided from ``ingest_log`` at prune time
+    (:func:`superseded_attempts`), not from ``keep``'s ingest_ids: when two
+    writers replace one file concurrently, the one that committed first must
+    not delete the later, published attempt. The predicate is built only from
+    validated hex identifiers.
+    """
+    from deltalake import DeltaTable
+
+    if not keep or not table_exists(table, lake=lake):
+        return 0
+    old = superseded_attempts(keep, lake=lake)
+    if not old:
+        return 0
+    files = ", ".join(f"'{spec.check_id('file_id', f)}'" for f in keep)
+    ingests = ", ".join(f"'{spec.check_id('ingest_id', i)}'" for i in old)
+    predicate = f"file_id IN ({files}) AND ingest_id IN ({ingests})"
+
+    def commit() -> int:
+        dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+        metrics = dt.delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    return _retry(commit, what=f"prune {table}")

@@ -1,0 +1,422 @@
+"""Rows of the MEA tables for one plate recording (spike list, .raw, .spk or NWB).
+
+Every MEA table is partitioned by the *well's* condition: a plate carries
+several conditions, given by its plate map (AxIS experiment log or a plain
+``well,condition`` CSV). Without a plate map every well takes the condition of
+the landing folder (or the CLI flag).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import spec
+from transforms.errors import InvalidArgument, SpecError
+from transforms.formats.platemap import PlateMap
+from transforms.lake.provenance import params_json
+from transforms.pipeline.landing import Target
+from transforms.recording.plate import PlateLayout, PlateSpikes
+
+PLATE_MAP_PATTERNS = ("*explog*.csv", "*plate_map*.csv", "*platemap*.csv", "*plate-map*.csv")
+
+MEA_RECORDING_SCHEMA = pa.schema(
+    [
+        pa.field("well", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("file_name", pa.string(), nullable=False),
+        pa.field("file_size_bytes", pa.int64(), nullable=False),
+        pa.field("source_kind", pa.string(), nullable=False),
+        pa.field("plate_type", pa.string(), nullable=False),
+        pa.field("n_wells", pa.int32(), nullable=False),
+        pa.field("n_electrodes", pa.int32(), nullable=False),
+        pa.field("sampling_rate_hz", pa.float64()),
+        pa.field("declared_duration_s", pa.float64()),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("last_spike_s", pa.float64()),
+        pa.field("n_spikes", pa.int64(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us")),
+        pa.field("plate_sn", pa.string()),
+        pa.field("dose", pa.float64()),
+        pa.field("dose_units", pa.string()),
+        pa.field("plate_map", pa.string()),
+        pa.field("reader_qc_flags", pa.string()),
+        pa.field("detection_params_json", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class WellGroup:
+    """One part of a split plate: its wells and their data columns, in data order."""
+
+    wells: tuple[str, ...]
+    electrodes: tuple[str, ...]
+
+
+def well_groups(
+    electrodes: tuple[str, ...] | list[str], layout: PlateLayout, n_parts: int
+) -> list[WellGroup]:
+    """Split a continuous plate into ``n_parts`` well groups (some may be empty).
+
+    Detection is bit-for-bit identical on a group and on the whole plate only
+    when the group's data columns are whole filter lanes of the plate
+    (:data:`~transforms.mea.iir.LANE_CHANNELS` consecutive columns): groups are
+    therefore runs of data columns cut at lane boundaries that no well
+    straddles, balanced by column count. A wiring that interleaves wells leaves
+    fewer cuts (at worst one group: the whole plate). Wells of the layout with
+    no data column join the first group (they still get their metric rows).
+    """
+    from transforms.mea.iir import LANE_CHANNELS
+
+    if n_parts < 1:
+        raise InvalidArgument(f"n_parts must be >= 1, got {n_parts}")
+    n = len(electrodes)
+    well_of = [e.split("_", 1)[0] for e in electrodes]
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, w in enumerate(well_of):
+        first.setdefault(w, i)
+        last[w] = i
+    valid = [
+        c
+        for c in range(LANE_CHANNELS, n, LANE_CHANNELS)
+        if not any(first[w] < c <= last[w] for w in first)
+    ]
+    cuts: list[int] = []
+    for k in range(1, n_parts):
+        if not valid:
+            break
+        best = min(valid, key=lambda c: (abs(c - k * n / n_parts), c))
+        if best not in cuts and (not cuts or best > cuts[-1]):
+            cuts.append(best)
+    bounds = [0, *cuts, n]
+    groups = []
+    for a, b in itertools.pairwise(bounds):
+        cols = tuple(electrodes[a:b])
+        groups.append(WellGroup(tuple(dict.fromkeys(well_of[a:b])), cols))
+    groups += [WellGroup((), ())] * (n_parts - len(groups))
+    orphans = tuple(w for w in layout.wells if w not in first)
+    if orphans:
+        groups[0] = WellGroup(groups[0].wells + orphans, groups[0].electrodes)
+    return groups
+
+
+def find_plate_map(path: Path) -> Path | None:
+    """A plate map beside the recording: ``<stem>.platemap.csv`` or one matching file."""
+    own = [path.with_name(path.name.split(".")[0] + ".platemap.csv")]
+    for candidate in own:
+        if candidate.is_file():
+            return candidate
+    found = sorted(
+        {p for pattern in PLATE_MAP_PATTERNS for p in path.parent.glob(pattern) if p.is_file()}
+        if path.parent.is_dir()
+        else set()
+    )
+    # glob is case-sensitive: also match AxIS's "expLog" capitalisation
+    found += sorted(
+        p
+        for p in path.parent.iterdir()
+        if p.is_file()
+        and "explog" in p.name.lower()
+        and p.suffix.lower() == ".csv"
+        and p not in found
+    )
+    if len(found) > 1:
+        raise SpecError(
+            f"{path.name}: several plate maps beside it ({', '.join(p.name for p in found)}); "
+            "pass one with --plate-map"
+        )
+    return found[0] if found else None
+
+
+def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) -> PlateSpikes:
+    """Decode a plate recording into spikes (detecting them for continuous data).
+
+    ``part=(k, n)`` decodes only well group ``k`` of ``n`` (see
+    :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
+    ``.spk`` is not split: group 0 is the whole plate, the others are empty.
+    """
+    if part is not None and kind not in ("axion_raw", "nwb_ecephys"):
+        whole = read_plate(path, kind)
+        if part[0] == 0:
+            return whole
+        none = whole.spikes.slice(0, 0)
+        return dataclasses.replace(whole, spikes=none, wells=())
+    if kind == "spike_list":
+        from transforms.formats.axis_spikelist import read_spike_list
+
+        sl = read_spike_list(path)
+        return PlateSpikes(
+            kind,
+            sl.spikes,
+            sl.layout,
+            sl.analysis_duration_s,
+            sl.declared_duration_s,
+            None,
+            None,
+            sl.qc_flags,
+            None,
+            {},
+        )
+    if kind == "axion_spk":
+        from transforms.formats.axion import open_axion
+
+        spk = open_axion(path)
+        return PlateSpikes(
+            kind,
+            spk.read_spikes(),
+            spk.layout,
+            spk.duration_s,
+            spk.duration_s,
+            spk.sampling_rate_hz,
+            spk.recorded_at,
+            tuple(spk.flags),
+            None,
+            _embedded_map(spk),
+        )
+    if kind in ("axion_raw", "nwb_ecephys"):
+        from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
+
+        if kind == "axion_raw":
+            from transforms.formats.axion import open_axion
+
+            f: Any = open_axion(path)
+        else:  # the same access API as an AxionFile
+            from transforms.formats.nwb_ecephys import open_nwb_ecephys
+
+            f = open_nwb_ecephys(path)
+        params = DetectionParams()
+        wells = None
+        if part is None:
+            spikes = detect_spikes(f, params=params)
+        else:
+            group = well_groups(f.electrodes, f.layout, part[1])[part[0]]
+            spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
+            wells = group.wells
+        meta = spikes.schema.metadata or {}
+        detection = {"params": params.as_dict()}
+        if NOISE_METADATA_KEY in meta:
+            detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
+        return PlateSpikes(
+            kind,
+            spikes.replace_schema_metadata(None),
+            f.layout,
+            f.duration_s,
+            f.duration_s,
+            f.sampling_rate_hz,
+            f.recorded_at,
+            tuple(getattr(f, "flags", ())),
+            detection,
+            _embedded_map(f),
+            wells,
+        )
+    raise SpecError(f"{path.name}: not an MEA recording ({kind})")
+
+
+def _embedded_map(f: Any) -> dict[str, str]:
+    """Well -> treatment from an Axion file's WellTreatment entries, if any."""
+    return {e.well: e.treatment for e in getattr(f, "plate_map", ()) if e.treatment}
+
+
+def well_partitions(
+    layout: PlateLayout, target: Target, plate_map: PlateMap | None, *, source: str
+) -> dict[str, spec.Partition]:
+    """Partition of every well: lab from the target, condition/timepoint per well."""
+    out = {}
+    for well in layout.wells:
+        assignment = plate_map.wells.get(well) if plate_map else None
+        condition = assignment.condition if assignment else target.condition
+        timepoint = (assignment.timepoint if assignment else None) or target.timepoint
+        if not condition or not timepoint:
+            missing = "condition" if not condition else "timepoint"
+            raise SpecError(
+                f"{source}: no {missing} for well {well}: give a plate map, a landing folder "
+                "or an explicit value"
+            )
+        out[well] = spec.Partition.of(target.lab, condition, timepoint, source=source)
+    return out
+
+
+def _per_well(
+    rows: pa.Table,
+    wells: pa.ChunkedArray | pa.Array,
+    parts: dict[str, spec.Partition],
+    *,
+    file_id: str,
+    ingest_id: str,
+    params: dict[str, Any],
+) -> pa.Table:
+    """Provenance in front, the well's partition columns at the end (vectorised)."""
+    n = rows.num_rows
+    names = list(parts)
+    index = {w: i for i, w in enumerate(names)}
+    codes = np.fromiter((index[w] for w in wells.to_pylist()), dtype=np.int32, count=n)
+    out = pa.table(
+        {
+            "file_id": pa.array([file_id] * n, pa.string()),
+            "ingest_id": pa.array([ingest_id] * n, pa.string()),
+            "transform_version": pa.array([spec.TRANSFORM_VERSION] * n, pa.string()),
+            "params_json": pa.array([params_json(params)] * n, pa.string()),
+        }
+    )
+    for name in rows.column_names:
+        if name in out.column_names:  # the metrics' own params_json: folded into ours
+            continue
+        out = out.append_column(rows.schema.field(name), rows[name])
+    for col in spec.PARTITION_COLUMNS:
+        values = pa.array([getattr(parts[w], col) for w in names], pa.string())
+        out = out.append_column(
+            pa.field(col, pa.string(), nullable=False), pc.take(values, pa.array(codes))
+        )
+    return out
+
+
+def decode_mea(
+    path: Path,
+    *,
+    target: Target,
+    file_id: str,
+    ingest_id: str,
+    kind: str,
+    plate_map_path: Path | None = None,
+    part: tuple[int, int] | None = None,
+) -> tuple[str, dict[str, pa.Table]]:
+    """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
+
+    With ``part=(k, n)`` only well group ``k`` of ``n`` is decoded and its rows
+    returned (metrics are per electrode / well, so a group computes alone);
+    :func:`merge_part_tables` joins the groups' rows of one table into the rows
+    of the whole plate.
+    """
+    from transforms.formats.platemap import read_plate_map
+    from transforms.mea.metrics import compute_metrics
+
+    plate = read_plate(path, kind, part=part)
+    map_path = plate_map_path or find_plate_map(path)
+    plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
+    if plate_map is None and plate.embedded_map:
+        # No CSV: use the treatments AxIS stored in the file itself.
+        from transforms.formats.platemap import WellAssignment
+
+        plate_map = PlateMap(
+            source=path.name,
+            layout=plate.layout,
+            wells={
+                w: WellAssignment(
+                    w, spec.validate_partition_value("condition", t, source=path.name), None
+                )
+                for w, t in plate.embedded_map.items()
+            },
+            metadata={},
+        )
+    parts = well_partitions(plate.layout, target, plate_map, source=path.name)
+    metrics = compute_metrics(plate.spikes, layout=plate.layout, duration_s=plate.duration_s)
+    params: dict[str, Any] = {"reader": kind, "metrics": metrics.params.as_dict()}
+    if plate.detection:
+        params["detection"] = plate.detection["params"]
+
+    spikes = plate.spikes
+    counts = (
+        dict(
+            zip(
+                *np.unique(
+                    np.asarray(spikes["well"].to_pylist(), dtype=object), return_counts=True
+                ),
+                strict=True,
+            )
+        )
+        if spikes.num_rows
+        else {}
+    )
+    last = pc.max(spikes["time_s"]).as_py() if spikes.num_rows else None
+    rec_rows = []
+    for well in plate.layout.wells if plate.wells is None else plate.wells:
+        assignment = plate_map.wells.get(well) if plate_map else None
+        rec_rows.append(
+            {
+                "well": well,
+                "source_path": str(path.resolve()),
+                "file_name": path.name,
+                "file_size_bytes": path.stat().st_size,
+                "source_kind": kind,
+                "plate_type": plate.layout.name,
+                "n_wells": plate.layout.n_wells,
+                "n_electrodes": plate.layout.electrodes_per_well,
+                "sampling_rate_hz": plate.sampling_rate_hz,
+                "declared_duration_s": plate.declared_duration_s,
+                "duration_s": plate.duration_s,
+                "last_spike_s": last,
+                "n_spikes": int(counts.get(well, 0)),
+                "recorded_at": plate.recorded_at,
+                "plate_sn": (plate_map.metadata.get("plate_sn") if plate_map else None),
+                "dose": assignment.dose if assignment else None,
+                "dose_units": assignment.units if assignment else None,
+                "plate_map": map_path.name
+                if map_path
+                else (plate_map.source if plate_map else None),
+                "reader_qc_flags": ";".join(plate.qc_flags),
+                "detection_params_json": json.dumps(plate.detection, sort_keys=True)
+                if plate.detection
+                else None,
+            }
+        )
+    recordings = pa.Table.from_pylist(rec_rows, schema=MEA_RECORDING_SCHEMA)
+
+    def shape(rows: pa.Table) -> pa.Table:
+        return _per_well(
+            rows, rows["well"], parts, file_id=file_id, ingest_id=ingest_id, params=params
+        )
+
+    electrode_metrics, well_metrics = metrics.electrode_metrics, metrics.well_metrics
+    if plate.wells is not None:  # a well group: the other wells belong to other parts
+        mine = pa.array(plate.wells, pa.string())
+        electrode_metrics = electrode_metrics.filter(pc.is_in(electrode_metrics["well"], mine))
+        well_metrics = well_metrics.filter(pc.is_in(well_metrics["well"], mine))
+    tables = {
+        spec.MEA_RECORDINGS: shape(recordings),
+        spec.MEA_SPIKES: shape(spikes),
+        spec.MEA_ELECTRODE_METRICS: shape(electrode_metrics),
+        spec.MEA_WELL_METRICS: shape(well_metrics),
+        spec.MEA_BURSTS: shape(metrics.bursts),
+        spec.MEA_NETWORK_BURSTS: shape(metrics.network_bursts),
+    }
+    return kind, tables
+
+
+def merge_part_tables(name: str, parts: list[pa.Table]) -> pa.Table:
+    """The rows of one table of a split plate: its well groups' rows together.
+
+    Every MEA row is per well, electrode, spike or burst, so the groups' rows
+    concatenate, except two plate-wide values of ``mea_recordings``:
+    ``last_spike_s`` (the plate's last spike: the latest of the groups') and
+    the noise levels in ``detection_params_json`` (every group's electrodes).
+    """
+    rows = pa.concat_tables(parts, promote_options="permissive")
+    if name != spec.MEA_RECORDINGS or rows.num_rows == 0:
+        return rows
+    last = pc.max(rows["last_spike_s"]).as_py()
+    i = rows.schema.get_field_index("last_spike_s")
+    rows = rows.set_column(
+        i, rows.schema.field(i), pa.array([last] * rows.num_rows, rows.schema.field(i).type)
+    )
+    docs = [json.loads(d) for d in rows["detection_params_json"].to_pylist() if d]
+    if docs:
+        merged = dict(docs[0])
+        noise = {k: v for d in docs for k, v in (d.get("noise_sigma_uv") or {}).items()}
+        if noise:
+            merged["noise_sigma_uv"] = noise
+        text = json.dumps(merged, sort_keys=True)
+        i = rows.schema.get_field_index("detection_params_json")
+        rows = rows.set_column(
+            i, rows.schema.field(i), pa.array([text] * rows.num_rows, pa.string())
+        )
+    return rows

@@ -1,0 +1,250 @@
+"""The QC gate: Great Expectations suites, one JSON file per table.
+
+Validation happens in memory on the batch about to be written (GX called
+directly; the GX Airflow provider cannot be installed beside Airflow 3.3).
+Results are kept as JSON in the lake and rendered into the GX Data Docs site
+at ``<lake>/qc/docs`` by :func:`build_data_docs`, one page per batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from transforms import spec
+from transforms.errors import QCError
+
+log = logging.getLogger(__name__)
+
+
+def expectations_dir() -> Path:
+    """The suites: the repository's ``expectations/`` (or the packaged copy)."""
+    return spec.resource_dir("expectations")
+
+
+@functools.cache
+def _suite_json(table: str) -> str:
+    path = expectations_dir() / f"{table}.json"
+    if not path.is_file():
+        raise QCError(f"no expectation suite for table {table!r} at {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QCError(f"{path}: invalid JSON: {exc}") from exc
+    if doc.get("name") != table:
+        raise QCError(f"{path}: suite name {doc.get('name')!r} must equal the table name")
+    return text
+
+
+def load_suite(table: str) -> Any:
+    """The table's ``gx.ExpectationSuite``, parsed from ``expectations/<table>.json``."""
+    import great_expectations as gx
+
+    doc = json.loads(_suite_json(table))
+    doc.pop("id", None)
+    return gx.ExpectationSuite(**doc)
+
+
+@functools.cache
+def _batch_definition() -> Any:
+    """One in-memory GX context per process: creating it costs ~50 ms."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = ctx.data_sources.add_pandas("neurocyte").add_dataframe_asset("batch")
+    return asset.add_batch_definition_whole_dataframe("whole")
+
+
+@dataclass(frozen=True)
+class QCResult:
+    """Outcome of validating one table's batch (one or many files).
+
+    Attributes
+    ----------
+    failures
+        One readable line per failed expectation.
+    by_file
+        file_id -> the failure lines whose unexpected rows belong to it.
+    unattributed
+        Failure lines that no row carries (table-level expectations).
+    """
+
+    table: str
+    success: bool
+    failures: tuple[str, ...] = ()
+    by_file: dict[str, list[str]] = field(default_factory=dict)
+    unattributed: tuple[str, ...] = ()
+    result: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{self.table}: {f}" for f in self.failures)
+
+
+#: Kept per failed expectation in a stored result (the Data Docs page); the
+#: attribution to files uses the full list before trimming.
+_MAX_LISTED = 50
+
+
+def _describe_failure(res: dict[str, Any]) -> str:
+    cfg = res.get("expectation_config", {})
+    skip = {"batch_id", "row_condition", "condition_parser"}
+    kwargs = {k: v for k, v in cfg.get("kwargs", {}).items() if k not in skip}
+    out = res.get("result", {}) or {}
+    detail = ""
+    if out.get("unexpected_count") is not None:
+        sample = out.get("partial_unexpected_list") or []
+        detail = f" ({out['unexpected_count']} unexpected, e.g. {sample[:3]})"
+    elif "observed_value" in out:
+        detail = f" (observed {out['observed_value']})"
+    if res.get("exception_info", {}).get("raised_exception"):
+        detail += f" [error: {res['exception_info'].get('exception_message')}]"
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    return f"{cfg.get('type')}({args}){detail}"
+
+
+def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QCResult:
+    """Validate a batch against the table's suite.
+
+    Parameters
+    ----------
+    table
+        A table name with a suite in ``expectations/``.
+    rows
+        The batch, exactly as it would be written (rows of one or many files).
+    index_column
+        Column reported with every unexpected row, to attribute failures to files.
+
+    Returns
+    -------
+    QCResult
+        ``success``, one readable line per failed expectation, and which
+        files each failure belongs to.
+    """
+    suite = load_suite(table)
+    df = rows.to_pandas()
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]}
+    result = batch.validate(suite, result_format=fmt).to_json_dict()
+    failures: list[str] = []
+    by_file: dict[str, list[str]] = {}
+    unattributed: list[str] = []
+    for res in result.get("results", []):
+        if res.get("success", False):
+            continue
+        line = _describe_failure(res)
+        failures.append(line)
+        out = res.get("result", {}) or {}
+        owners = {
+            row.get(index_column)
+            for row in out.get("unexpected_index_list") or []
+            if isinstance(row, dict)
+        }
+        owners.discard(None)
+        if not owners:
+            unattributed.append(line)
+        for owner in owners:
+            by_file.setdefault(str(owner), []).append(line)
+        for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_index_list"):
+            if isinstance(out.get(key), list):
+                out[key] = out[key][:_MAX_LISTED]
+        out.pop("unexpected_index_query", None)
+    return QCResult(
+        table=table,
+        success=bool(result.get("success")),
+        failures=tuple(failures),
+        by_file=by_file,
+        unattributed=tuple(unattributed),
+        result=result,
+    )
+
+
+def results_dir(lake: str | None = None) -> Path:
+    root = spec.qc_dir(lake)
+    if spec.is_remote(root):
+        raise QCError("Data Docs are built on a local lake mirror only")
+    return Path(root) / "results"
+
+
+def save_result(qc: QCResult, *, batch_id: str, run_time: str, lake: str | None = None) -> Path:
+    """Persist a batch's validation result for the Data Docs builder."""
+    out = results_dir(lake) / qc.table / f"{batch_id}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"batch_id": batch_id, "run_time": run_time, "result": qc.result}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def docs_dir(lake: str | None = None) -> Path:
+    return Path(spec.qc_dir(lake)) / "docs"
+
+
+def docs_page(table: str, *, batch_id: str, run_time: str, lake: str | None = None) -> Path:
+    """Where the Data Docs page of one validated batch lives (GX's own layout)."""
+    from datetime import datetime
+
+    stamp = datetime.fromisoformat(run_time).strftime("%Y%m%dT%H%M%S.%fZ")
+    return docs_dir(lake) / "validations" / table / batch_id / stamp / f"{batch_id}.html"
+
+
+def build_data_docs(*, lake: str | None = None) -> Path:
+    """Render every saved validation result that has no page yet; return the index."""
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    root = Path(spec.qc_dir(lake))
+    ctx = gx.get_context(mode="file", project_root_dir=str(root / "project"))
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    sites = ctx.variables.data_docs_sites or {}
+    site = sites.get("local_site")
+    if site is None or site["store_backend"].get("base_directory") != str(docs_dir(lake)):
+        sites = {
+            "local_site": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir(lake)),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        }
+        ctx.variables.data_docs_sites = sites
+        ctx.variables.save()
+
+    new_keys = []
+    rdir = results_dir(lake)
+    for path in sorted(rdir.glob("*/*.json")) if rdir.is_dir() else []:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        table = path.parent.name
+        page = docs_page(table, batch_id=doc["batch_id"], run_time=doc["run_time"], lake=lake)
+        if page.exists():
+            continue
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=table),
+            run_id=RunIdentifier(run_name=doc["batch_id"], run_time=doc["run_time"]),
+            batch_identifier=doc["batch_id"],
+        )
+        ctx.validation_results_store.set(key, ExpectationSuiteValidationResult(**doc["result"]))
+        new_keys.append(key)
+    if new_keys or not (docs_dir(lake) / "index.html").exists():
+        ctx.build_data_docs(resource_identifiers=new_keys or None)
+    return docs_dir(lake) / "index.html"

@@ -1,0 +1,90 @@
+"""Export a published recording with its features, e.g. as NWB for DANDI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from transforms.errors import LakeError, SpecError
+from transforms.lake.storage import sha256 as sha256_file
+
+if TYPE_CHECKING:
+    import duckdb
+
+_PROVENANCE = ("file_id", "ingest_id", "transform_version", "params_json")
+
+
+def resolve_file_id(
+    con: duckdb.DuckDBPyConnection, prefix: str, *, view: str = "icephys_recordings"
+) -> str:
+    """The full file_id for a full id or a unique prefix of at least 8 hex digits."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
+        raise SpecError(f"file_id must be 8-64 lowercase hex digits, got {prefix!r}")
+    if view not in ("icephys_recordings", "mea_recordings"):
+        raise SpecError(f"unknown view {view!r}")
+    rows = con.execute(
+        f"SELECT DISTINCT file_id FROM {view} WHERE starts_with(file_id, ?)",  # noqa: S608
+        [prefix],
+    ).fetchall()
+    if not rows:
+        raise SpecError(f"no published recording with file_id {prefix}")
+    if len(rows) > 1:
+        raise SpecError(f"file_id prefix {prefix} is ambiguous ({len(rows)} recordings)")
+    return str(rows[0][0])
+
+
+def _features(con: duckdb.DuckDBPyConnection, view: str, file_id: str, order: str) -> pa.Table:
+    table: pa.Table = con.sql(
+        f"SELECT * FROM {view} WHERE file_id = $1 ORDER BY {order}",  # noqa: S608
+        params=[file_id],
+    ).to_arrow_table()
+    drop = [c for c in (*_PROVENANCE, "lab", "condition", "timepoint") if c in table.column_names]
+    return table.drop_columns(drop)
+
+
+def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = None) -> Path:
+    """Write a published patch-clamp recording, its metadata and features as NWB.
+
+    The source file is re-read (it must still hash to ``file_id``); the
+    features are those published in the lake, so the NWB file carries exactly
+    what analysts query.
+    """
+    from transforms.formats.nwb_icephys_export import export_nwb
+    from transforms.lake.catalog import connect
+    from transforms.pipeline.decode_icephys import read_recording
+
+    con = connect(lake=lake, read_only=True)
+    try:
+        full = resolve_file_id(con, file_id)
+        rows = con.execute(
+            "SELECT source_path, cell_id, subject, notes, lab, condition, timepoint "
+            "FROM icephys_recordings WHERE file_id = ?",
+            [full],
+        ).fetchall()
+        row = rows[0] if rows else None
+        if row is None:
+            raise SpecError(f"no published patch-clamp recording with file_id {full}")
+        source = Path(row[0])
+        if not source.is_file():
+            raise LakeError(f"source file of {full} is gone: {source}")
+        if sha256_file(source) != full:
+            raise LakeError(f"{source} changed since it was ingested (hash differs from file_id)")
+        sweeps = _features(con, "icephys_sweeps", full, "sweep_number")
+        spikes = _features(con, "icephys_spikes", full, "sweep_number, spike_index")
+        cell = _features(con, "icephys_cell_features", full, "file_id")
+    finally:
+        con.close()
+    keys = ("cell_id", "subject", "notes", "lab", "condition", "timepoint")
+    metadata = {k: str(v) for k, v in zip(keys, row[1:], strict=True) if v}
+    return export_nwb(
+        read_recording(source),
+        Path(out),
+        file_id=full,
+        metadata=metadata,
+        sweeps=sweeps,
+        spikes=spikes,
+        cell=cell,
+    )

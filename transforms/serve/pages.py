@@ -1,0 +1,795 @@
+"""Queries behind the Neurocyte page: JSON-ready dicts from the published catalog.
+
+Every function takes an open, read-only DuckDB connection to the catalog
+(:func:`open_catalog`) and returns plain ``dict`` / ``list`` values (NaN as
+None, timestamps as ISO strings), ready for ``json.dumps``. Views may be
+missing (a lake with no MEA data, or a catalog published before a view
+existed): each function then returns its empty shape with ``available`` false
+and a ``message`` saying what is missing, so a chart shows "no data" instead
+of an error.
+
+Identifiers in the SQL come only from the fixed whitelists below (:data:`METRICS`,
+the view names); every value (file ids, wells, sweep numbers) is a DuckDB
+parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from transforms import spec
+from transforms.errors import SpecError
+from transforms.pipeline import qc
+
+#: Partition columns, in display order.
+PARTITION: Final = spec.PARTITION_COLUMNS
+#: Most spikes sent for one raster (the earliest ones are kept).
+RASTER_MAX_SPIKES: Final = 20_000
+#: Points per displayed sweep trace (min/max envelope).
+TRACE_MAX_POINTS: Final = 4_000
+
+_FILE_ID: Final = re.compile(r"^[0-9a-f]{64}$")
+_WELL: Final = re.compile(r"^([A-Z])(\d{1,2})$")
+_NUM: Final = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric whose trajectory over timepoints can be plotted.
+
+    Attributes
+    ----------
+    key
+        Public name (used in URLs).
+    view
+        Catalog view holding it.
+    column
+        Column of ``view``; for ``per_file`` metrics the column aggregated per file.
+    label
+        Axis label with unit.
+    unit_of_observation
+        What one value is: ``cell`` or ``well``.
+    per_file
+        Aggregate ``column`` per ``file_id`` with ``max`` first (sweep-level columns).
+    """
+
+    key: str
+    view: str
+    column: str
+    label: str
+    unit_of_observation: str
+    per_file: bool = False
+
+
+METRICS: Final[tuple[Metric, ...]] = (
+    Metric("rheobase_pa", "icephys_cell_features", "rheobase_pa", "Rheobase (pA)", "cell"),
+    Metric(
+        "fi_slope_hz_per_pa",
+        "icephys_cell_features",
+        "fi_slope_hz_per_pa",
+        "f-I slope (Hz/pA)",
+        "cell",
+    ),
+    Metric(
+        "input_resistance_mohm",
+        "icephys_cell_features",
+        "input_resistance_mohm",
+        "Input resistance (MΩ)",
+        "cell",
+    ),
+    Metric("tau_ms", "icephys_cell_features", "tau_ms", "Membrane τ (ms)", "cell"),
+    Metric("v_rest_mv", "icephys_cell_features", "v_rest_mv", "Resting Vm (mV)", "cell"),
+    Metric("sag_ratio", "icephys_cell_features", "sag_ratio", "Sag ratio", "cell"),
+    Metric(
+        "max_avg_rate_hz",
+        "icephys_sweeps",
+        "avg_rate_hz",
+        "Max firing rate over long-square sweeps (Hz)",
+        "cell",
+        per_file=True,
+    ),
+    Metric(
+        "mean_firing_rate_hz",
+        "mea_well_metrics",
+        "mean_firing_rate_hz",
+        "Well mean firing rate (Hz)",
+        "well",
+    ),
+    Metric(
+        "weighted_mean_firing_rate_hz",
+        "mea_well_metrics",
+        "weighted_mean_firing_rate_hz",
+        "Well weighted mean firing rate (Hz)",
+        "well",
+    ),
+    Metric(
+        "n_active_electrodes",
+        "mea_well_metrics",
+        "n_active_electrodes",
+        "Active electrodes per well",
+        "well",
+    ),
+    Metric("nb_count", "mea_well_metrics", "nb_count", "Network bursts per well", "well"),
+    Metric("sttc", "mea_well_metrics", "sttc", "Spike time tiling coefficient", "well"),
+)
+_METRIC_BY_KEY: Final = {m.key: m for m in METRICS}
+
+#: Every view name that can appear in generated SQL.
+KNOWN_VIEWS: Final = frozenset(
+    {
+        "ingest_log",
+        "published",
+        "icephys_recordings",
+        "icephys_sweeps",
+        "icephys_spikes",
+        "icephys_cell_features",
+        "mea_recordings",
+        "mea_spikes",
+        "mea_electrode_metrics",
+        "mea_well_metrics",
+        "mea_bursts",
+        "mea_network_bursts",
+    }
+)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def open_catalog(lake: str | None = None) -> Any | None:
+    """The published catalog opened read-only, or None when there is none yet."""
+    import duckdb
+
+    path = Path(spec.catalog_path(lake))
+    if not path.is_file():
+        return None
+    return duckdb.connect(str(path), read_only=True)
+
+
+def views(con: Any) -> set[str]:
+    """Names of the views (and tables) in the catalog."""
+    rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    return {r[0] for r in rows}
+
+
+def columns(con: Any, view: str) -> set[str]:
+    """Column names of a view (empty when it does not exist)."""
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _need(con: Any, view: str, cols: Iterable[str]) -> str | None:
+    """None if ``view`` exists with ``cols``, else the reason it cannot be used."""
+    if view not in KNOWN_VIEWS:
+        raise SpecError(f"unknown view {view!r}")
+    have = columns(con, view)
+    if not have:
+        return f"view {view} is not in the catalog"
+    missing = [c for c in cols if c not in have]
+    if missing:
+        return f"view {view} has no column {', '.join(missing)}"
+    return None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _records(con: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    cur = con.execute(sql, list(params))
+    names = [d[0] for d in cur.description]
+    return [{n: _clean(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def _unavailable(message: str, **empty: Any) -> dict[str, Any]:
+    return {"available": False, "message": message, **empty}
+
+
+def check_file_id(file_id: object) -> str:
+    """Return ``file_id`` if it is a SHA-256 hex digest.
+
+    Raises
+    ------
+    SpecError
+        Anything else.
+    """
+    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
+        raise SpecError(f"file_id must be a 64-character lowercase hex digest, got {file_id!r}")
+    return file_id
+
+
+def timepoint_key(value: str | None) -> tuple[int, float, str]:
+    """Sort key putting ``P7`` before ``P14`` and ``DIV3`` before ``DIV14``."""
+    if value is None:
+        return (2, 0.0, "")
+    m = _NUM.search(value)
+    if m is None:
+        return (1, 0.0, value)
+    return (0, float(m.group(1)), value)
+
+
+# --------------------------------------------------------------------------- overview
+
+
+_LATEST_ATTEMPTS: Final = """
+    SELECT *
+    FROM ingest_log
+    WHERE status <> 'duplicate'
+    QUALIFY row_number() OVER (
+        PARTITION BY file_id, source_path ORDER BY finished_at DESC, ingest_id DESC
+    ) = 1
+"""
+
+
+def overview(con: Any) -> dict[str, Any]:
+    """Files per lab / condition / timepoint and QC status, and recordings per partition.
+
+    The status of a file is that of its latest attempt other than ``duplicate``
+    (a re-submitted, already published file stays ``published``).
+
+    Returns
+    -------
+    dict
+        ``status`` (rows of lab, condition, timepoint, status, n_files),
+        ``totals`` (status -> n_files), ``recordings`` (rows of lab, condition,
+        timepoint, n_cells, n_plates, n_wells) and ``available``.
+    """
+    reason = _need(con, "ingest_log", ("file_id", "status", "source_path", "finished_at"))
+    if reason:
+        return _unavailable(reason, status=[], totals={}, recordings=[])
+    status = _records(
+        con,
+        f"""
+        SELECT lab, condition, timepoint, status, count(*) AS n_files
+        FROM ({_LATEST_ATTEMPTS})
+        GROUP BY ALL ORDER BY lab NULLS LAST, condition NULLS LAST, timepoint NULLS LAST, status
+        """,  # noqa: S608  (constant SQL)
+    )
+    totals: dict[str, int] = {}
+    for row in status:
+        totals[row["status"]] = totals.get(row["status"], 0) + int(row["n_files"])
+    counts: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(view: str, count_sql: str, key: str) -> None:
+        if _need(con, view, ("file_id", *PARTITION)):
+            return
+        rows = _records(
+            con,
+            f"SELECT lab, condition, timepoint, {count_sql} AS n "  # noqa: S608
+            f"FROM {view} GROUP BY ALL",
+        )
+        for r in rows:
+            part = tuple(r[c] for c in PARTITION)
+            entry = counts.setdefault(
+                part,
+                {
+                    **dict(zip(PARTITION, part, strict=True)),
+                    "n_cells": 0,
+                    "n_plates": 0,
+                    "n_wells": 0,
+                },
+            )
+            entry[key] += int(r["n"])
+
+    add("icephys_recordings", "count(DISTINCT file_id)", "n_cells")
+    add("mea_recordings", "count(DISTINCT file_id)", "n_plates")
+    if not _need(con, "mea_well_metrics", ("well",)):
+        add("mea_well_metrics", "count(DISTINCT (file_id, well))", "n_wells")
+    recordings = sorted(
+        counts.values(),
+        key=lambda r: (str(r["lab"]), str(r["condition"]), timepoint_key(r["timepoint"])),
+    )
+    return {"available": True, "status": status, "totals": totals, "recordings": recordings}
+
+
+def _docs_links(
+    qc_report: str | None, reason: str | None, *, lake: str | None
+) -> list[dict[str, Any]]:
+    """The Data Docs pages of one attempt, from its ``ingest_log.qc_report``.
+
+    ``qc_report`` maps each validated table to its page (relative to
+    ``<lake>/qc/docs``); a table failed for this file when a line of the file's
+    ``reason`` starts with ``<table>: `` (failures are attributed per file even
+    when the batch held several files).
+    """
+    if not qc_report:
+        return []
+    try:
+        pages = json.loads(qc_report)
+    except ValueError:
+        return []
+    if not isinstance(pages, dict):
+        return []
+    docs = qc.docs_dir(lake).resolve()
+    lines = [part.strip() for part in (reason or "").split(" | ") if part.strip()]
+    out: list[dict[str, Any]] = []
+    for table, rel in sorted(pages.items()):
+        if not isinstance(table, str) or not isinstance(rel, str):
+            continue
+        page = (docs / rel).resolve()
+        inside = page.is_relative_to(docs)
+        mine = [ln.split(": ", 1)[1] for ln in lines if ln.startswith(f"{table}: ")]
+        out.append(
+            {
+                "table": table,
+                "success": not mine,
+                "failed_expectations": [m.split("(", 1)[0] for m in mine],
+                "path": page.relative_to(docs).as_posix() if inside and page.is_file() else None,
+            }
+        )
+    return out
+
+
+def problems(con: Any, *, lake: str | None = None) -> dict[str, Any]:
+    """Quarantined and failed files (latest attempt), with reasons and Data Docs pages.
+
+    Returns
+    -------
+    dict
+        ``files``: rows of file_name, file_id, ingest_id, status, reason, lab,
+        condition, timepoint, finished_at, source_path and ``docs`` (per validated
+        table: ``table``, ``success``, ``failed_expectations`` and ``path`` of its
+        page relative to ``<lake>/qc/docs``, None when not built yet).
+    """
+    reason = _need(con, "ingest_log", ("file_id", "ingest_id", "status", "reason", "source_path"))
+    if reason:
+        return _unavailable(reason, files=[])
+    report = "qc_report" if "qc_report" in columns(con, "ingest_log") else "NULL::VARCHAR"
+    rows = _records(
+        con,
+        f"""
+        SELECT file_name, file_id, ingest_id, status, reason, lab, condition, timepoint,
+               finished_at, source_path, {report} AS qc_report
+        FROM ({_LATEST_ATTEMPTS})
+        WHERE status IN ('quarantined', 'failed')
+        ORDER BY status DESC, finished_at DESC, file_name
+        """,  # noqa: S608  (constant SQL)
+    )
+    for row in rows:
+        row["docs"] = _docs_links(row.pop("qc_report"), row["reason"], lake=lake)
+    return {"available": True, "files": rows}
+
+
+# --------------------------------------------------------------------------- patch clamp
+
+
+def cells(con: Any) -> dict[str, Any]:
+    """Published patch-clamp recordings (one per cell), with the cell features if any."""
+    reason = _need(con, "icephys_recordings", ("file_id", "file_name", *PARTITION))
+    if reason:
+        return _unavailable(reason, cells=[])
+    have = columns(con, "icephys_recordings")
+    opt = [c for c in ("cell_id", "clamp_mode", "n_sweeps", "sampling_rate_hz") if c in have]
+    select = ", ".join(f"r.{c}" for c in ("file_id", "file_name", *PARTITION, *opt))
+    feature_cols = [
+        c
+        for c in ("rheobase_pa", "fi_slope_hz_per_pa", "input_resistance_mohm", "tau_ms")
+        if c in columns(con, "icephys_cell_features")
+    ]
+    join = ""
+    if feature_cols:
+        select += ", " + ", ".join(f"f.{c}" for c in feature_cols)
+        join = "LEFT JOIN icephys_cell_features f USING (file_id)"
+    rows = _records(
+        con,
+        f"SELECT {select} FROM icephys_recordings r {join} "  # noqa: S608  (whitelisted)
+        "ORDER BY r.lab, r.condition, r.timepoint, r.file_name",
+    )
+    return {"available": True, "cells": rows}
+
+
+def fi_curves(con: Any, *, file_id: str | None = None) -> dict[str, Any]:
+    """f-I curves: long-square sweeps' stimulus amplitude vs spike count and rate.
+
+    Parameters
+    ----------
+    file_id
+        One cell, or every published cell when None.
+
+    Returns
+    -------
+    dict
+        ``curves``: per cell ``file_id``, ``cell_id``, ``file_name``, partition and
+        the lists ``stim_amp_pa``, ``spike_count``, ``avg_rate_hz``,
+        ``sweep_number``, ``qc_pass`` sorted by amplitude.
+    """
+    needed = ("file_id", "sweep_number", "stimulus_kind", "stim_amp_pa", "spike_count")
+    reason = _need(con, "icephys_sweeps", needed)
+    if reason:
+        return _unavailable(reason, curves=[])
+    have = columns(con, "icephys_sweeps")
+    rate = "s.avg_rate_hz" if "avg_rate_hz" in have else "NULL::DOUBLE"
+    qc_pass = "s.qc_pass" if "qc_pass" in have else "NULL::BOOLEAN"
+    rec_cols = columns(con, "icephys_recordings")
+    cell_id = "r.cell_id" if "cell_id" in rec_cols else "NULL::VARCHAR"
+    file_name = "r.file_name" if "file_name" in rec_cols else "NULL::VARCHAR"
+    join = "LEFT JOIN icephys_recordings r USING (file_id)" if rec_cols else ""
+    if not rec_cols:
+        cell_id = file_name = "NULL::VARCHAR"
+    where = "s.stimulus_kind = 'long_square' AND s.stim_amp_pa IS NOT NULL"
+    params: list[Any] = []
+    if file_id is not None:
+        where += " AND s.file_id = ?"
+        params.append(check_file_id(file_id))
+    part = ", ".join(f"s.{c}" for c in PARTITION if c in have)
+    rows = _records(
+        con,
+        f"""
+        SELECT s.file_id, {cell_id} AS cell_id, {file_name} AS file_name,
+               {part + "," if part else ""}
+               s.sweep_number, s.stim_amp_pa, s.spike_count, {rate} AS avg_rate_hz,
+               {qc_pass} AS qc_pass
+        FROM icephys_sweeps s {join}
+        WHERE {where}
+        ORDER BY s.file_id, s.stim_amp_pa, s.sweep_number
+        """,  # noqa: S608  (identifiers whitelisted, values parameters)
+        params,
+    )
+    curves: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        c = curves.setdefault(
+            r["file_id"],
+            {
+                "file_id": r["file_id"],
+                "cell_id": r["cell_id"],
+                "file_name": r["file_name"],
+                **{k: r.get(k) for k in PARTITION},
+                "stim_amp_pa": [],
+                "spike_count": [],
+                "avg_rate_hz": [],
+                "sweep_number": [],
+                "qc_pass": [],
+            },
+        )
+        for key in ("stim_amp_pa", "spike_count", "avg_rate_hz", "sweep_number", "qc_pass"):
+            c[key].append(r[key])
+    ordered = sorted(
+        curves.values(),
+        key=lambda c: (str(c["condition"]), timepoint_key(c["timepoint"]), str(c["cell_id"])),
+    )
+    return {"available": True, "curves": ordered}
+
+
+def example_sweep_numbers(con: Any, file_id: str) -> list[dict[str, Any]]:
+    """Up to three telling long-square sweeps of a cell.
+
+    The most hyperpolarising step, the first step with spikes (rheobase) and the
+    step with the most spikes; sweeps of any kind when the cell has no long squares.
+    """
+    check_file_id(file_id)
+    needed = ("file_id", "sweep_number", "stimulus_kind", "stim_amp_pa", "spike_count")
+    if _need(con, "icephys_sweeps", needed):
+        return []
+    rows = _records(
+        con,
+        "SELECT sweep_number, stimulus_kind, stim_amp_pa, spike_count FROM icephys_sweeps "
+        "WHERE file_id = ? ORDER BY sweep_number",
+        [file_id],
+    )
+    long_sq = [
+        r for r in rows if r["stimulus_kind"] == "long_square" and r["stim_amp_pa"] is not None
+    ]
+    if not long_sq:
+        return [{**r, "role": "sweep"} for r in rows[:1]]
+    picks: list[dict[str, Any]] = []
+
+    def pick(row: dict[str, Any] | None, role: str) -> None:
+        if row is not None and all(p["sweep_number"] != row["sweep_number"] for p in picks):
+            picks.append({**row, "role": role})
+
+    pick(min(long_sq, key=lambda r: r["stim_amp_pa"]), "most hyperpolarising")
+    spiking = sorted(
+        (r for r in long_sq if (r["spike_count"] or 0) > 0), key=lambda r: r["stim_amp_pa"]
+    )
+    pick(spiking[0] if spiking else None, "rheobase")
+    pick(
+        max(spiking, key=lambda r: (r["spike_count"], -r["stim_amp_pa"])) if spiking else None,
+        "most spikes",
+    )
+    return picks
+
+
+def sweep_spikes(con: Any, file_id: str, sweep: int) -> dict[str, Any]:
+    """Detected spikes of one sweep (times from the sweep start) from ``icephys_spikes``."""
+    check_file_id(file_id)
+    reason = _need(con, "icephys_spikes", ("file_id", "sweep_number", "peak_t_s", "peak_v_mv"))
+    if reason:
+        return _unavailable(reason, peak_t_s=[], peak_v_mv=[], threshold_t_s=[], threshold_v_mv=[])
+    have = columns(con, "icephys_spikes")
+    thr_t = "threshold_t_s" if "threshold_t_s" in have else "NULL::DOUBLE"
+    thr_v = "threshold_v_mv" if "threshold_v_mv" in have else "NULL::DOUBLE"
+    order = "spike_index" if "spike_index" in have else "peak_t_s"
+    rows = _records(
+        con,
+        f"SELECT peak_t_s, peak_v_mv, {thr_t} AS threshold_t_s, {thr_v} AS threshold_v_mv "  # noqa: S608
+        f"FROM icephys_spikes WHERE file_id = ? AND sweep_number = ? ORDER BY {order}",
+        [file_id, int(sweep)],
+    )
+    return {
+        "available": True,
+        **{
+            k: [r[k] for r in rows]
+            for k in ("peak_t_s", "peak_v_mv", "threshold_t_s", "threshold_v_mv")
+        },
+    }
+
+
+def sweep_trace(
+    con: Any,
+    file_id: str,
+    sweep: int,
+    *,
+    lake: str | None = None,
+    max_points: int = TRACE_MAX_POINTS,
+) -> dict[str, Any]:
+    """One sweep's response read from the raw file (min/max envelope) with its spikes.
+
+    Returns
+    -------
+    dict
+        ``t_s`` and ``y`` (decimated trace), ``unit``, ``sweep``,
+        ``sampling_rate_hz``, ``spikes`` (see :func:`sweep_spikes`) and the
+        sweep's ``stim_amp_pa`` / ``spike_count`` where known.
+    """
+    from transforms.serve.raw import envelope, fetch_snippet
+
+    check_file_id(file_id)
+    rows = []
+    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
+        rows = _records(
+            con,
+            "SELECT duration_s, stim_amp_pa, spike_count FROM icephys_sweeps "
+            "WHERE file_id = ? AND sweep_number = ?",
+            [file_id, int(sweep)],
+        )
+    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else 3600.0
+    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    idx, y = envelope(snip.data[:, 0], max_points)
+    t = snip.start_s + idx / snip.sampling_rate_hz
+    return {
+        "available": True,
+        "file_id": file_id,
+        "sweep": int(sweep),
+        "unit": snip.unit,
+        "sampling_rate_hz": snip.sampling_rate_hz,
+        "n_samples": snip.n_samples,
+        "t_s": [round(float(v), 6) for v in t],
+        "y": [_clean(float(v)) for v in y],
+        "stim_amp_pa": rows[0].get("stim_amp_pa") if rows else None,
+        "spike_count": rows[0].get("spike_count") if rows else None,
+        "verification": snip.verification,
+        "spikes": sweep_spikes(con, file_id, int(sweep)),
+    }
+
+
+# --------------------------------------------------------------------------- MEA
+
+
+def plates(con: Any) -> dict[str, Any]:
+    """Published MEA plates (``mea_recordings``)."""
+    reason = _need(con, "mea_recordings", ("file_id",))
+    if reason:
+        return _unavailable(reason, plates=[])
+    have = columns(con, "mea_recordings")
+    wanted = (
+        "file_id",
+        "file_name",
+        *PARTITION,
+        "plate_type",
+        "layout",
+        "layout_name",
+        "n_wells",
+        "n_electrodes",
+        "duration_s",
+        "sampling_rate_hz",
+    )
+    cols = [c for c in wanted if c in have]
+    order = "file_name" if "file_name" in have else "file_id"
+    rows = _records(
+        con,
+        f"SELECT DISTINCT ON (file_id) {', '.join(cols)} FROM mea_recordings "  # noqa: S608
+        f"ORDER BY file_id, {order}",
+    )
+    rows.sort(key=lambda r: (str(r.get("file_name")), r["file_id"]))
+    return {"available": True, "plates": rows}
+
+
+def _check_well(well: str) -> str:
+    if not isinstance(well, str) or not _WELL.match(well):
+        raise SpecError(f"well must look like B2, got {well!r}")
+    return well
+
+
+def raster(
+    con: Any, file_id: str, *, well: str | None = None, max_spikes: int = RASTER_MAX_SPIKES
+) -> dict[str, Any]:
+    """Spike raster of a plate (or one well): electrode vs time from ``mea_spikes``.
+
+    Returns
+    -------
+    dict
+        ``electrodes`` (row order), ``electrode_index`` and ``time_s`` per spike,
+        ``n_spikes`` (total, before truncation) and ``truncated``.
+    """
+    check_file_id(file_id)
+    if isinstance(max_spikes, bool) or not 1 <= int(max_spikes) <= 1_000_000:
+        raise SpecError(f"max_spikes must be in 1..1000000, got {max_spikes!r}")
+    reason = _need(con, "mea_spikes", ("file_id", "electrode", "time_s"))
+    if reason:
+        return _unavailable(reason, electrodes=[], electrode_index=[], time_s=[], n_spikes=0)
+    where, params = "file_id = ?", [file_id]
+    if well is not None:
+        have_well = "well" in columns(con, "mea_spikes")
+        where += " AND well = ?" if have_well else " AND split_part(electrode, '_', 1) = ?"
+        params.append(_check_well(well))
+    total = con.execute(
+        f"SELECT count(*) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
+        params,
+    ).fetchone()[0]
+    rows = con.execute(
+        f"SELECT electrode, time_s FROM mea_spikes WHERE {where} "  # noqa: S608
+        "ORDER BY time_s LIMIT ?",
+        [*params, int(max_spikes)],
+    ).fetchall()
+    names = sorted({r[0] for r in rows})
+    index = {n: i for i, n in enumerate(names)}
+    return {
+        "available": True,
+        "file_id": file_id,
+        "well": well,
+        "electrodes": names,
+        "electrode_index": [index[r[0]] for r in rows],
+        "time_s": [_clean(float(r[1])) for r in rows],
+        "n_spikes": int(total),
+        "truncated": int(total) > len(rows),
+    }
+
+
+def _well_rc(well: str) -> tuple[int, int]:
+    m = _WELL.match(well)
+    if m is None:
+        raise SpecError(f"bad well name {well!r}")
+    return ord(m.group(1)) - ord("A"), int(m.group(2)) - 1
+
+
+def well_heatmap(con: Any, file_id: str, *, metric: str = "mean_firing_rate_hz") -> dict[str, Any]:
+    """A plate's wells as a grid of one well metric (default: mean firing rate).
+
+    Returns
+    -------
+    dict
+        ``rows`` (letters), ``cols`` (numbers), ``z`` (rows × cols, None where
+        no value), ``conditions`` (same shape), ``metric`` and ``label``.
+    """
+    check_file_id(file_id)
+    m = _METRIC_BY_KEY.get(metric)
+    if m is None or m.view != "mea_well_metrics":
+        keys = [k.key for k in METRICS if k.view == "mea_well_metrics"]
+        raise SpecError(f"unknown well metric {metric!r}; known: {', '.join(keys)}")
+    reason = _need(con, "mea_well_metrics", ("file_id", "well", m.column))
+    if reason:
+        return _unavailable(reason, rows=[], cols=[], z=[], conditions=[])
+    has_cond = "condition" in columns(con, "mea_well_metrics")
+    cond = "condition" if has_cond else "NULL::VARCHAR"
+    rows = _records(
+        con,
+        f"SELECT well, {m.column} AS value, {cond} AS condition "  # noqa: S608
+        "FROM mea_well_metrics WHERE file_id = ?",
+        [file_id],
+    )
+    wells = [r for r in rows if r["well"] and _WELL.match(r["well"])]
+    if not wells:
+        return _unavailable("no well metrics for this plate", rows=[], cols=[], z=[], conditions=[])
+    n_rows = max(_well_rc(r["well"])[0] for r in wells) + 1
+    n_cols = max(_well_rc(r["well"])[1] for r in wells) + 1
+    z: list[list[Any]] = [[None] * n_cols for _ in range(n_rows)]
+    conds: list[list[Any]] = [[None] * n_cols for _ in range(n_rows)]
+    for r in wells:
+        i, j = _well_rc(r["well"])
+        z[i][j] = r["value"]
+        conds[i][j] = r["condition"]
+    return {
+        "available": True,
+        "file_id": file_id,
+        "metric": m.key,
+        "label": m.label,
+        "rows": [chr(ord("A") + i) for i in range(n_rows)],
+        "cols": list(range(1, n_cols + 1)),
+        "z": z,
+        "conditions": conds,
+    }
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def metrics(con: Any) -> dict[str, Any]:
+    """The metrics whose view and column exist in this catalog."""
+    out = []
+    for m in METRICS:
+        cols = ["file_id", m.column, "condition", "timepoint"]
+        if m.per_file:
+            cols.append("stimulus_kind")
+        if _need(con, m.view, cols) is None:
+            out.append(
+                {"key": m.key, "label": m.label, "view": m.view, "unit": m.unit_of_observation}
+            )
+    return {"available": bool(out), "metrics": out, "message": "" if out else "no metric views"}
+
+
+def trajectory(con: Any, metric: str) -> dict[str, Any]:
+    """A metric over timepoints by condition: mean, SD and n of its observations.
+
+    Parameters
+    ----------
+    metric
+        A key of :data:`METRICS`.
+
+    Returns
+    -------
+    dict
+        ``timepoints`` (natural order) and ``series``: per condition the lists
+        ``timepoint``, ``mean``, ``sd`` (sample SD, None for n < 2) and ``n``.
+    """
+    m = _METRIC_BY_KEY.get(metric)
+    if m is None:
+        raise SpecError(f"unknown metric {metric!r}; known: {', '.join(_METRIC_BY_KEY)}")
+    needed = ["file_id", m.column, "condition", "timepoint"]
+    if m.per_file:
+        needed.append("stimulus_kind")
+    reason = _need(con, m.view, needed)
+    if reason:
+        return _unavailable(reason, metric=m.key, label=m.label, timepoints=[], series=[])
+    if m.per_file:
+        source = (
+            f"SELECT file_id, any_value(condition) AS condition, "  # noqa: S608
+            f"any_value(timepoint) AS timepoint, max({m.column}) AS value "
+            f"FROM {m.view} WHERE stimulus_kind = 'long_square' GROUP BY file_id"
+        )
+    else:
+        source = f"SELECT condition, timepoint, {m.column} AS value FROM {m.view}"  # noqa: S608
+    rows = _records(
+        con,
+        f"""
+        SELECT condition, timepoint, avg(value) AS mean, stddev_samp(value) AS sd,
+               count(value) AS n
+        FROM ({source})
+        WHERE value IS NOT NULL AND isfinite(value::DOUBLE)
+        GROUP BY condition, timepoint
+        """,  # noqa: S608  (identifiers whitelisted)
+    )
+    timepoints = sorted({r["timepoint"] for r in rows}, key=timepoint_key)
+    series: dict[str, dict[str, list[Any]]] = {}
+    for r in sorted(rows, key=lambda r: (str(r["condition"]), timepoint_key(r["timepoint"]))):
+        s = series.setdefault(str(r["condition"]), {"timepoint": [], "mean": [], "sd": [], "n": []})
+        s["timepoint"].append(r["timepoint"])
+        s["mean"].append(r["mean"])
+        s["sd"].append(r["sd"])
+        s["n"].append(int(r["n"]))
+    return {
+        "available": bool(rows),
+        "message": "" if rows else f"no values of {m.key} yet",
+        "metric": m.key,
+        "label": m.label,
+        "unit_of_observation": m.unit_of_observation,
+        "timepoints": timepoints,
+        "series": [{"condition": c, **v} for c, v in series.items()],
+    }
