@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transforms.errors import InvalidArgument, DecodeError, SpecError
+from transforms.errors import DecodeError, InvalidArgument
 from transforms.formats.axion import (
     FLAG_CRC_MISMATCH,
     FLAG_TRUNCATED,

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.errors import InvalidArgument, SpecError, UnsupportedRecording
+from transforms.errors import InvalidArgument, UnsupportedRecording
 from transforms.formats.abf import read_abf
 from transforms.formats.nwb_icephys import read_nwb
 from transforms.formats.nwb_icephys_export import FALLBACK_SESSION_START, export_nwb

@@ -17,7 +17,7 @@ import pyabf
 import pytest
 
 from tests.conftest import ABF_DIR
-from transforms.errors import InvalidArgument, SpecError
+from transforms.errors import InvalidArgument
 from transforms.formats.abf import read_abf
 from transforms.icephys.extract import IcephysFeatures, IcephysParams, extract_features
 from transforms.icephys.sweep_qc import QC_PROFILES

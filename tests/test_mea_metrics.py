@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.conftest import MEA_DIR
-from transforms.errors import InvalidArgument, SpecError
+from transforms.errors import InvalidArgument
 from transforms.formats.axis_spikelist import read_spike_list
 from transforms.formats.platemap import read_plate_map
 from transforms.mea.metrics import MetricParams, compute_metrics

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.errors import InvalidArgument, SpecError
+from transforms.errors import InvalidArgument
 from transforms.formats.axion import open_axion
 from transforms.mea.detect import (
     NOISE_METADATA_KEY,

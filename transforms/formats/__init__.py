@@ -5,7 +5,8 @@ through these four functions, so adding a format means one module and one
 :data:`FORMATS` entry:
 
 * :func:`kind_of` — which format a file is, by name and (NWB) by content;
-* :func:`read_icephys` — a patch-clamp file as an :class:`~transforms.recording.icephys.IcephysRecording`;
+* :func:`read_icephys` — a patch-clamp file as an
+  :class:`~transforms.recording.icephys.IcephysRecording`;
 * :func:`open_continuous` — a continuous MEA recording as a
   :class:`~transforms.recording.continuous.ContinuousSource` (windows read lazily);
 * :func:`read_plate` — an MEA spike file as :class:`~transforms.recording.plate.PlateSpikes`.
