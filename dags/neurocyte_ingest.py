@@ -1,7 +1,7 @@
 """neurocyte_ingest: landing zone -> decode + features -> QC gate -> Delta -> catalog.
 
 Thin wiring only: every task body imports and calls ``transforms`` (through
-``neurocyte_ops``); nothing expensive, and no connection or Variable lookup,
+``neurocyte_tasks``); nothing expensive, and no connection or Variable lookup,
 happens at parse time. Tasks exchange paths and ids, never arrays.
 
 Sensing: a local landing zone is polled by a python sensor in ``reschedule``
@@ -30,17 +30,13 @@ picks up anything a missed interval left behind)::
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.bases.sensor import PokeReturnValue
-
-if str(Path(__file__).parent) not in sys.path:  # the helpers beside this file
-    sys.path.insert(0, str(Path(__file__).parent))
-from neurocyte_ops import DEFAULT_ARGS, alert_on_failure
+from neurocyte_tasks.alerts import NeurocyteAlertNotifier
+from neurocyte_tasks.ops import DEFAULT_ARGS
 
 _S3_CONN = os.environ.get("NEUROCYTE_AWS_CONN_ID") or "aws_default"
 
@@ -64,7 +60,7 @@ def _landing_part(part: str) -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={**DEFAULT_ARGS, "on_failure_callback": alert_on_failure},
+    default_args={**DEFAULT_ARGS, "on_failure_callback": NeurocyteAlertNotifier()},
     user_defined_macros={"landing_part": _landing_part},
     params={
         "force": Param(False, type="boolean", description="re-ingest content already attempted"),
@@ -138,10 +134,10 @@ def neurocyte_ingest() -> None:
         A plate over ``split_plate_mb`` is one single-item batch per well group.
         """
         from airflow.sdk.exceptions import AirflowSkipException
-        from neurocyte_ops import aws_env
+        from neurocyte_tasks.ops import aws_env
 
+        from transforms.pipeline import split_candidates
         from transforms.pipeline.discover import batches, new_files
-        from transforms.pipeline.ingest import split_candidates
 
         context = get_current_context()
         params = context["params"]
@@ -172,7 +168,7 @@ def neurocyte_ingest() -> None:
 
         A batch may be one well group of a split plate: only its wells are decoded.
         """
-        from neurocyte_ops import batch_label, ingest_batch_extract
+        from neurocyte_tasks.ops import batch_label, ingest_batch_extract
 
         context = get_current_context()
         context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
@@ -181,14 +177,14 @@ def neurocyte_ingest() -> None:
     @task
     def group_parts(staged: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
         """The extract outcomes regrouped for the gate: each plate's parts in one batch."""
-        from transforms.pipeline.ingest import group_parts as regroup
+        from transforms.pipeline import group_parts as regroup
 
         return regroup(list(staged))
 
     @task(map_index_template="{{ batch_label }}")
     def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate with Great Expectations; append to Delta or quarantine; log."""
-        from neurocyte_ops import batch_label, ingest_batch_commit
+        from neurocyte_tasks.ops import batch_label, ingest_batch_commit
 
         get_current_context()["batch_label"] = batch_label(outcomes)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_commit(outcomes)
@@ -196,7 +192,7 @@ def neurocyte_ingest() -> None:
     @task(trigger_rule="none_failed_min_one_success")
     def publish(committed: list[list[dict[str, Any]]]) -> dict[str, Any]:
         """Rebuild the DuckDB catalog over the new snapshots and the QC Data Docs."""
-        from neurocyte_ops import count_statuses, log, publish_catalog
+        from neurocyte_tasks.ops import count_statuses, log, publish_catalog
 
         counts = count_statuses(list(committed))
         log.info("outcomes %s", counts)

@@ -15,16 +15,12 @@ Runs at 02:00 UTC:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-
-if str(Path(__file__).parent) not in sys.path:  # the helpers beside this file
-    sys.path.insert(0, str(Path(__file__).parent))
-from neurocyte_ops import DEFAULT_ARGS, alert_on_failure
+from neurocyte_tasks.alerts import NeurocyteAlertNotifier
+from neurocyte_tasks.ops import DEFAULT_ARGS
 
 
 @dag(
@@ -34,7 +30,7 @@ from neurocyte_ops import DEFAULT_ARGS, alert_on_failure
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={**DEFAULT_ARGS, "on_failure_callback": alert_on_failure},
+    default_args={**DEFAULT_ARGS, "on_failure_callback": NeurocyteAlertNotifier()},
     params={
         "batch_size": Param(25, type="integer", minimum=1),
         "settle_s": Param(300, type="number", description="landing files younger are left"),
@@ -49,7 +45,7 @@ def neurocyte_nightly() -> None:
     @task
     def find_work() -> list[list[dict[str, Any]]]:
         """Stale files (older transform version) and missed landing files, in batches."""
-        from neurocyte_ops import aws_env, file_log, log
+        from neurocyte_tasks.ops import aws_env, file_log, log
 
         from transforms.lake.maintenance import stale_files
         from transforms.pipeline.discover import batches, new_files
@@ -80,14 +76,14 @@ def neurocyte_nightly() -> None:
 
     @task(map_index_template="{{ batch_label }}")
     def extract(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from neurocyte_ops import batch_label, ingest_batch_extract
+        from neurocyte_tasks.ops import batch_label, ingest_batch_extract
 
         get_current_context()["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_extract(batch)
 
     @task(map_index_template="{{ batch_label }}")
     def gate_and_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from neurocyte_ops import batch_label, ingest_batch_commit
+        from neurocyte_tasks.ops import batch_label, ingest_batch_commit
 
         get_current_context()["batch_label"] = batch_label(outcomes)  # type: ignore[typeddict-unknown-key]
         return ingest_batch_commit(outcomes)
@@ -95,7 +91,7 @@ def neurocyte_nightly() -> None:
     @task(trigger_rule="none_failed")
     def maintain(committed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Compact / z-order, checkpoint and vacuum every table."""
-        from neurocyte_ops import aws_env, count_statuses, log
+        from neurocyte_tasks.ops import aws_env, count_statuses, log
 
         from transforms.lake.maintenance import maintain as run_maintenance
 
@@ -120,7 +116,7 @@ def neurocyte_nightly() -> None:
     @task(trigger_rule="none_failed")
     def publish(reports: list[dict[str, Any]]) -> dict[str, Any]:
         """Rebuild the catalog views (new snapshots after compaction) and QC docs."""
-        from neurocyte_ops import publish_catalog
+        from neurocyte_tasks.ops import publish_catalog
 
         return publish_catalog()
 

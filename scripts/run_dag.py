@@ -35,9 +35,12 @@ def prepare_airflow_home(home: Path) -> None:
 
 def run(dag_id: str, *, conf: dict | None = None) -> str:
     """Parse the DAG folder, run ``dag_id`` once with ``dag.test()``; return the state."""
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    # As Airflow's DAG processor loads a bundle: its folder on sys.path, so the DAG
+    # files import their task package (dags/neurocyte_tasks) by name.
+    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    bag = BundleDagBag(dag_folder=folder, bundle_path=folder)
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(dag_id)

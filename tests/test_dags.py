@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.helpers import land, query
 
+DAGS = REPO_ROOT / "dags"
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
@@ -25,9 +26,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_home: Path):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    return BundleDagBag(dag_folder=DAGS, bundle_path=DAGS)
 
 
 def test_no_import_errors(dagbag) -> None:
@@ -54,8 +55,10 @@ def forbid(*a, **k):
     raise RuntimeError("lookup at parse time")
 BaseHook.get_connection = forbid
 Variable.get = forbid
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder={str(REPO_ROOT / "dags")!r})
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+dags = Path({str(DAGS)!r})
+bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
 assert not bag.import_errors, bag.import_errors
 HEAVY = ("pyabf", "great_expectations", "deltalake", "pynwb", "polars")
 heavy = [m for m in HEAVY if m in sys.modules]
@@ -120,14 +123,13 @@ def test_nightly_dag_schedule_and_batching(dagbag) -> None:
 
 
 def test_failure_alert_is_structured_and_posted(monkeypatch, caplog) -> None:
-    """The on_failure_callback logs one JSON alert and POSTs it to the webhook."""
+    """The failure notifier logs one JSON alert and POSTs it to the alerts connection."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(REPO_ROOT / "dags"))
-    import neurocyte_ops
+    from neurocyte_tasks.alerts import NeurocyteAlertNotifier
 
     received: list[dict] = []
 
@@ -144,12 +146,15 @@ def test_failure_alert_is_structured_and_posted(monkeypatch, caplog) -> None:
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
-    monkeypatch.setenv("NEUROCYTE_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NEUROCYTE_ALERTS", json.dumps({"conn_type": "http", "host": url})
+    )
     ti = SimpleNamespace(
         dag_id="neurocyte_ingest", task_id="extract", run_id="r1", map_index=3, try_number=4
     )
     with caplog.at_level("ERROR", logger="neurocyte.tasks"):
-        neurocyte_ops.alert_on_failure({"ti": ti, "exception": OSError("S3 unreachable")})
+        NeurocyteAlertNotifier()({"ti": ti, "exception": OSError("S3 unreachable")})
     thread.join(timeout=10)
     server.server_close()
     assert received == [

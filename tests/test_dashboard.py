@@ -40,7 +40,7 @@ class SampleLake:
 
 def build_sample_lake(root: Path, *, plate_wells: int = 12, plate_s: float = 4.0) -> SampleLake:
     """Ingest demo ABFs, one real ABF and a synthetic MEA plate into ``root/lake``."""
-    from transforms.pipeline.ingest import ingest_paths
+    from transforms.pipeline import ingest_paths
     from transforms.synth.demo import generate_demo
     from transforms.synth.plate import generate_plate
 
@@ -334,3 +334,30 @@ def test_api_requires_an_airflow_user_when_guarded(sample: SampleLake) -> None:
         assert c.get("/api/overview").status_code == 401
         assert c.get("/qc-docs/index.html").status_code == 401
         assert c.get("/").status_code == 200  # the HTML shell holds no data
+
+
+def test_page_reads_the_catalog_publishing_wrote(tmp_path: Path, monkeypatch) -> None:
+    """With NEUROCYTE_CATALOG set, the page and the plugin open the catalog that
+    publishing wrote there, not a missing or stale <lake>/catalog.duckdb."""
+    from fastapi.testclient import TestClient
+
+    from transforms import spec
+    from transforms.pipeline import ingest_paths
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    dest = landing / "labA" / "WT" / "P14" / REAL_ABF
+    dest.parent.mkdir(parents=True)
+    shutil.copyfile(ABF_DIR / REAL_ABF, dest)
+    catalog = tmp_path / "elsewhere" / "neurocyte.duckdb"
+    monkeypatch.setenv(spec.ENV_CATALOG, str(catalog))
+    ingest_paths([landing], lake=str(lake), landing=str(landing))
+    assert catalog.is_file() and not (lake / spec.CATALOG_FILE).exists()
+    con = dashboard.open_catalog(str(lake))
+    assert con is not None
+    try:
+        assert [c["cell_id"] for c in dashboard.cells(con)["cells"]] == [dest.stem]
+    finally:
+        con.close()
+    app = _plugin_module().create_app(str(lake), require_auth=False)
+    with TestClient(app) as client:
+        assert [c["cell_id"] for c in client.get("/api/cells").json()["cells"]] == [dest.stem]

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ABF_DIR
 from tests.helpers import land, query
 from transforms.cli import main
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 
 def test_export_nwb_roundtrip_and_inspector(tmp_path: Path, capsys) -> None:

@@ -11,8 +11,7 @@ from tests.conftest import ABF_DIR
 from tests.helpers import land, query
 from transforms import spec
 from transforms.lake import delta as lakeio
-from transforms.pipeline import qc
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths, qc
 
 GOOD = ["171116sh_0018.abf", "File_axon_5.abf"]
 

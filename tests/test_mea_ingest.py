@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import MEA_DIR
 from tests.helpers import query
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 SPIKE_LIST = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
 EXP_LOG = MEA_DIR / "exampleRecording_1012016_plate1_expLog.csv"

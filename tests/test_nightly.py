@@ -12,7 +12,9 @@ from tests.helpers import land, query
 from transforms import spec
 from transforms.lake import delta as lakeio
 from transforms.lake import maintenance
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
+
+DAGS = REPO_ROOT / "dags"
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
@@ -89,7 +91,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_nightly_dag_reingests_after_version_bump_and_compacts(
     airflow_home: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     land(landing, "171116sh_0018.abf")
@@ -104,7 +106,7 @@ def test_nightly_dag_reingests_after_version_bump_and_compacts(
     # The code moves on: the nightly run (dag.test runs tasks in this process)
     # must re-ingest the stale file and pick up the one never ingested.
     monkeypatch.setattr(spec, "TRANSFORM_VERSION", "0.2.0-test")
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).get_dag("neurocyte_nightly")
+    dag = BundleDagBag(dag_folder=DAGS, bundle_path=DAGS).get_dag("neurocyte_nightly")
     run = dag.test(run_conf={"settle_s": 0, "batch_size": 1, "retention_hours": 168})
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states

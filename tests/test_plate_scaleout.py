@@ -12,7 +12,9 @@ from tests.conftest import REPO_ROOT
 from tests.helpers import query
 from transforms import spec
 from transforms.lake import delta as lakeio
-from transforms.pipeline.ingest import commit_batch, ingest_paths, plate_parts, stage_file
+from transforms.pipeline import commit_batch, ingest_paths, plate_parts, stage_file
+
+DAGS = REPO_ROOT / "dags"
 
 MEA_TABLES = (
     spec.MEA_RECORDINGS,
@@ -187,7 +189,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dag_splits_a_large_plate_over_extract_tasks(
     airflow_home: Path, tmp_path: Path, monkeypatch, landing: Path, whole_rows: dict
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     lake = tmp_path / "lake"
     monkeypatch.setenv("NEUROCYTE_LAKE", str(lake))
@@ -197,7 +199,7 @@ def test_dag_splits_a_large_plate_over_extract_tasks(
     n_nwb = plate_parts(nwb.name, nwb.stat().st_size, split_plate_mb=SPLIT_MB)
     assert n_raw == 4
 
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).get_dag("neurocyte_ingest")
+    dag = BundleDagBag(dag_folder=DAGS, bundle_path=DAGS).get_dag("neurocyte_ingest")
     dagrun = dag.test(run_conf={"settle_s": 0, "max_wait_s": 0, "split_plate_mb": SPLIT_MB})
     assert str(dagrun.state) == "success"
     tis = dagrun.get_task_instances()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ABF_DIR
 from transforms.errors import InvalidArgument, LakeError, SpecError, UnsupportedRecording
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 from transforms.serve.raw import HASH_LIMIT_BYTES, fetch_snippet, locate
 
 ABF = "171116sh_0018.abf"
@@ -140,7 +140,7 @@ def test_abf_sweep_window_matches_pyabf(lake_with_both, tmp_path: Path) -> None:
 
 def test_bad_requests_fail_clearly(lake_with_both) -> None:
     lake, fid = str(lake_with_both["lake"]), lake_with_both["plate_id"]
-    with pytest.raises(SpecError, match="SHA-256"):
+    with pytest.raises(SpecError, match="64-character lowercase hex digest"):
         fetch_snippet("../../etc/passwd", lake=lake, start_s=0, stop_s=1)
     with pytest.raises(LakeError, match="no published recording"):
         fetch_snippet("ab" * 32, lake=lake, start_s=0, stop_s=1)

@@ -21,8 +21,8 @@ from transforms import spec
 from transforms.errors import CatalogUnavailable
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
+from transforms.pipeline import commit_batch, stage_file
 from transforms.pipeline.discover import new_files
-from transforms.pipeline.ingest import commit_batch, stage_file
 
 LANDING = "s3://landing"
 LAKE = "s3://lake"
@@ -193,3 +193,32 @@ def test_local_paths_unchanged(tmp_path: Path) -> None:
     assert storage.filesystem(str(tmp_path))[1] == str(tmp_path.resolve())
     with pytest.raises(Exception, match="unsupported storage scheme"):
         storage.filesystem("gs://bucket/x")
+
+
+def test_s3_landed_file_is_recorded_by_its_uri_and_served(
+    s3: S3Server, zone, monkeypatch, tmp_path
+) -> None:
+    """Rows record the landing URI, not the worker's temporary copy, so raw access
+    and NWB export find an S3-landed file after the task's copy is gone."""
+    from transforms.serve.export import export_recording_nwb
+    from transforms.serve.raw import fetch_snippet
+
+    landing, _ = zone
+    lake = str(tmp_path / "lake")  # a local lake: its catalog needs no httpfs
+    monkeypatch.setenv(spec.ENV_LAKE, lake)
+    monkeypatch.setenv(storage.ENV_SOURCE_CACHE, str(tmp_path / "cache"))
+    uri = _land(s3, landing, "171116sh_0018.abf")
+    (outcome,) = _ingest(new_files())
+    assert outcome.status == "published", outcome.reason
+    from transforms.lake.catalog import connect, publish
+
+    publish()
+    con = connect()
+    rows = con.execute("SELECT file_id, source_path FROM icephys_recordings").fetchall()
+    con.close()
+    assert rows == [(outcome.file_id, uri)]
+    snippet = fetch_snippet(outcome.file_id, sweep=3, start_s=0.1, stop_s=0.6)
+    assert snippet.data.shape == (10_000, 1)
+    assert snippet.verification == "sha256"
+    out = export_recording_nwb(outcome.file_id, tmp_path / "cell.nwb")
+    assert out.is_file() and out.stat().st_size > 0

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ABF_DIR, NWB_DIR
 from tests.helpers import query
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 #: Decided by hand from the files (pyabf / h5py inspection), not from the code.
 EXPECTED = {

@@ -8,13 +8,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from transforms import spec
 from transforms.errors import NeurocyteError
 
 if TYPE_CHECKING:
-    from transforms.pipeline.ingest import Outcome
+    from transforms.pipeline import Outcome
 
 
 def _lake_arg(p: argparse.ArgumentParser) -> None:
@@ -32,48 +32,70 @@ def _print_outcome(outcome) -> None:
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal) plus per-file lines."""
+    """Per-file outcome lines, plus a rich progress bar on stderr when it is a terminal."""
 
     def __init__(self, total: int, *, stream: TextIO = sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
+        self.total, self.done = total, 0
         self.counts: dict[str, int] = {}
-        self.start = time.monotonic()
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._bar: Any = None
+        if bool(getattr(stream, "isatty", lambda: False)()) and total > 1:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("ingest"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("files"),
+                TimeRemainingColumn(),
+                console=Console(file=stream),
+                transient=True,
+            )
+            self._task = self._bar.add_task("ingest", total=total)
+            self._bar.start()
 
     def __call__(self, outcome: Outcome) -> None:
         self.done += 1
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-        if self.tty:
-            self.stream.write("\r\033[K")
         _print_outcome(outcome)
-        if self.tty and self.done < self.total:
-            elapsed = time.monotonic() - self.start
-            eta = elapsed / self.done * (self.total - self.done)
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"[{bar}] {self.done}/{self.total} files, ETA {eta:.0f} s")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.advance(self._task)
+            if self.done >= self.total:
+                self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from transforms.pipeline.ingest import expand_paths, ingest_paths
+    from transforms.pipeline import expand_paths, ingest_paths
 
     files = expand_paths(args.paths)
     progress = Progress(len(files))
     started = time.monotonic()
-    summary = ingest_paths(
-        files,
-        lake=args.lake,
-        landing=args.landing,
-        lab=args.lab,
-        condition=args.condition,
-        timepoint=args.timepoint,
-        plate_map=args.plate_map,
-        force=args.force,
-        publish=not args.no_publish,
-        on_outcome=progress,
-    )
+    try:
+        summary = ingest_paths(
+            files,
+            lake=args.lake,
+            landing=args.landing,
+            lab=args.lab,
+            condition=args.condition,
+            timepoint=args.timepoint,
+            plate_map=args.plate_map,
+            force=args.force,
+            publish=not args.no_publish,
+            on_outcome=progress,
+        )
+    finally:
+        progress.close()
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items())) or "no files"
     print(f"summary: {counts} in {time.monotonic() - started:.1f} s")
     if summary.catalog:
@@ -189,7 +211,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate demo data and ingest it without Airflow (``make demo`` uses the DAG)."""
-    from transforms.pipeline.ingest import ingest_paths
+    from transforms.pipeline import ingest_paths
     from transforms.synth.demo import generate_demo
 
     landing = spec.landing_root(args.landing)

@@ -36,7 +36,6 @@ _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 #: Files the landing-zone scanner treats as recordings, by suffix. AxIS
 #: spike-list exports are CSV (plain or gzipped) whose name contains
 #: ``spike_list`` (AxIS's default export name); other CSVs are plate maps.
-RECORDING_SUFFIXES: Final = (".abf", ".nwb", ".raw", ".spk", ".csv", ".gz")
 _SPIKE_LIST_NAME = re.compile(r"spike_?list.*\.csv(\.gz)?$", re.IGNORECASE)
 
 
@@ -50,7 +49,7 @@ def recording_kind(name: str) -> str | None:
     ``axion_spk``, ``spike_list``, or ``None`` (not a recording: plate maps,
     sidecars, notes)."""
     lower = name.lower()
-    if lower.endswith(SIDECAR_SUFFIX) or lower.startswith("."):
+    if lower.endswith(SIDECAR_SUFFIX) or lower.startswith("."):  # sidecars, hidden, partial
         return None
     if _SPIKE_LIST_NAME.search(lower):
         return "spike_list"

@@ -36,8 +36,7 @@ def main() -> int:
     p.add_argument("--go-file", help="after READY, wait until this file exists (a start line)")
     args = p.parse_args()
 
-    from transforms.pipeline import qc
-    from transforms.pipeline.ingest import ingest_paths
+    from transforms.pipeline import ingest_paths, qc
 
     qc._batch_definition()  # the GX context: the slow part of the first validation
     print("READY", flush=True)

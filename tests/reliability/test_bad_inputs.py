@@ -23,7 +23,7 @@ from tests.conftest import ABF_DIR, MEA_DIR, NWB_DIR
 from tests.helpers import query
 from tests.reliability import check_published, memory_cap, small_abf
 from transforms.lake.storage import sha256 as sha256_file
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 RNG = random.Random(20240517)
 ABF2 = ABF_DIR / "17o05027_ic_ramp.abf"

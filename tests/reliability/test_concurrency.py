@@ -164,7 +164,7 @@ def test_replace_race_interleaved_keeps_the_latest_published_attempt(tmp_path: P
     """
     from transforms.lake import delta as lakeio
     from transforms.lake import storage
-    from transforms.pipeline.ingest import record, stage_file
+    from transforms.pipeline import record, stage_file
 
     src = tmp_path / SHARED
     shutil.copyfile(ABF_DIR / SHARED, src)

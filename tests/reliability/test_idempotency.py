@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ABF_DIR, MEA_DIR
 from tests.reliability import check_published, published_checksum, small_abf
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 SPIKE_LIST = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
 

@@ -18,7 +18,7 @@ from tests.conftest import ABF_DIR, REPO_ROOT
 from tests.helpers import query
 from tests.reliability import check_published, small_abf, worker_env
 from transforms import spec
-from transforms.pipeline.ingest import ingest_paths
+from transforms.pipeline import ingest_paths
 
 INJECTIONS = [
     "'; DROP VIEW published; --",

@@ -20,13 +20,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import spec
 from transforms.errors import LakeError, SpecError
+
+if TYPE_CHECKING:
+    from deltalake import CommitProperties
 
 T = TypeVar("T")
 
@@ -95,20 +98,59 @@ def storage_options(lake: str | None = None) -> dict[str, str] | None:
     return opts
 
 
-def _retry(fn: Callable[[], T], *, what: str, attempts: int = 8) -> T:
-    """Retry a Delta commit that lost a race with a concurrent writer."""
+#: delta-rs's own retries of a commit that lost the race for the next log version
+#: (it re-checks the winner for conflicts and re-commits; no data is rewritten).
+MAX_COMMIT_RETRIES: Final = 15
+#: Re-runs of an operation whose commit truly conflicted (two prunes rewriting the same
+#: data file): only a fresh snapshot can resolve those, no commit retry can.
+CONFLICT_RERUNS: Final = 6
+
+
+def commit_properties(
+    *, operation: str, batch_id: str | None = None, ingest_ids: Iterable[str] = ()
+) -> CommitProperties:
+    """delta-rs commit properties of a Neurocyte commit: retries and Delta-log metadata.
+
+    The custom metadata (``neurocyte.operation``, ``neurocyte.batch_id``,
+    ``neurocyte.ingest_ids``) lands in the table's ``_delta_log`` commit info, so
+    ``DeltaTable.history()`` says which batch and attempts wrote each version.
+    """
+    from deltalake import CommitProperties
+
+    meta: dict[str, str] = {"neurocyte.operation": operation}
+    if batch_id:
+        meta["neurocyte.batch_id"] = spec.check_id("batch_id", batch_id)
+    ids = sorted({spec.check_id("ingest_id", i) for i in ingest_ids})
+    if ids:
+        meta["neurocyte.ingest_ids"] = ",".join(ids)
+    return CommitProperties(max_commit_retries=MAX_COMMIT_RETRIES, custom_metadata=meta)
+
+
+def rerun_on_conflict(fn: Callable[[], T], *, what: str) -> T:
+    """Run a Delta operation, re-running it from a fresh snapshot on a true conflict.
+
+    Version races are retried inside delta-rs (:func:`commit_properties`); what
+    reaches here is a logical conflict: a concurrent delete rewrote a data file this
+    delete also rewrites, or a concurrent writer created the table or changed its
+    schema.
+
+    Raises
+    ------
+    LakeError
+        If the operation still conflicts after :data:`CONFLICT_RERUNS` runs.
+    """
     from deltalake.exceptions import CommitFailedError
 
     delay = 0.05
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, CONFLICT_RERUNS + 1):
         try:
             return fn()
         except CommitFailedError as exc:
-            if attempt == attempts:
-                raise LakeError(f"{what}: commit failed after {attempts} attempts: {exc}") from exc
+            if attempt == CONFLICT_RERUNS:
+                raise LakeError(f"{what}: commit conflicted {attempt} times: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+    raise LakeError(f"{what}: not attempted")
 
 
 def table_exists(table: str, *, lake: str | None = None) -> bool:
@@ -125,11 +167,13 @@ def append_rows(
     *,
     lake: str | None = None,
     partitioned: bool = True,
+    batch_id: str | None = None,
 ) -> None:
     """Append ``rows`` to a Delta table in one commit, creating it if needed.
 
     New columns are merged into the table schema, so a later transform
-    version can add features without rewriting history.
+    version can add features without rewriting history. The commit's Delta-log
+    metadata names ``batch_id`` and the rows' ingest_ids (:func:`commit_properties`).
     """
     from deltalake import write_deltalake
 
@@ -142,6 +186,13 @@ def append_rows(
             for value in pc.unique(rows[col]).to_pylist():
                 spec.validate_partition_value(col, value, source=table)
     uri = spec.table_uri(table, lake)
+    props = commit_properties(
+        operation=f"append {table}",
+        batch_id=batch_id,
+        ingest_ids=pc.unique(rows["ingest_id"]).to_pylist()
+        if "ingest_id" in rows.column_names
+        else (),
+    )
 
     def commit() -> None:
         write_deltalake(
@@ -151,9 +202,13 @@ def append_rows(
             partition_by=list(spec.PARTITION_COLUMNS) if partitioned else None,
             schema_mode="merge",
             storage_options=storage_options(lake),
+            commit_properties=props,
         )
 
-    _retry(commit, what=f"append to {table}")
+    # Concurrent appends only race for the log version (delta-rs retries those), but
+    # one that creates the table or merges a new column into its schema changes the
+    # metadata, which delta-rs reports as a conflict: re-run it on the new snapshot.
+    rerun_on_conflict(commit, what=f"append to {table}")
 
 
 def append_log(entries: pa.Table, *, lake: str | None = None) -> None:
@@ -161,7 +216,18 @@ def append_log(entries: pa.Table, *, lake: str | None = None) -> None:
     unknown = set(pc.unique(entries["status"]).to_pylist()) - set(spec.INGEST_STATUSES)
     if unknown:
         raise SpecError(f"unknown ingest status {sorted(unknown)}")
-    append_rows(spec.INGEST_LOG, entries.cast(INGEST_LOG_SCHEMA), lake=lake, partitioned=False)
+    batches = (
+        {b for b in entries["batch_id"].to_pylist() if b}
+        if "batch_id" in entries.column_names
+        else set()
+    )
+    append_rows(
+        spec.INGEST_LOG,
+        entries.cast(INGEST_LOG_SCHEMA),
+        lake=lake,
+        partitioned=False,
+        batch_id=batches.pop() if len(batches) == 1 else None,
+    )
 
 
 def prune_superseded(
@@ -186,12 +252,14 @@ def prune_superseded(
     if keep_ingest_id is not None:
         predicate += f" AND ingest_id != '{spec.check_id('ingest_id', keep_ingest_id)}'"
 
+    props = commit_properties(operation=f"prune {table}")
+
     def commit() -> int:
         dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
-        metrics = dt.delete(predicate)
+        metrics = dt.delete(predicate, commit_properties=props)
         return int(metrics.get("num_deleted_rows", 0) or 0)
 
-    return _retry(commit, what=f"prune {table}")
+    return rerun_on_conflict(commit, what=f"prune {table}")
 
 
 def read_table(
@@ -331,9 +399,11 @@ def prune_superseded_many(
     ingests = ", ".join(f"'{spec.check_id('ingest_id', i)}'" for i in old)
     predicate = f"file_id IN ({files}) AND ingest_id IN ({ingests})"
 
+    props = commit_properties(operation=f"prune {table}")
+
     def commit() -> int:
         dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
-        metrics = dt.delete(predicate)
+        metrics = dt.delete(predicate, commit_properties=props)
         return int(metrics.get("num_deleted_rows", 0) or 0)
 
-    return _retry(commit, what=f"prune {table}")
+    return rerun_on_conflict(commit, what=f"prune {table}")

@@ -155,15 +155,21 @@ def maintain_table(
         report.vacuumed = len(dt.vacuum(retention_hours=retention_hours, dry_run=True))
         return report
 
+    props = lakeio.commit_properties(operation=f"{mode} {table}")
+
     def optimize() -> dict[str, Any]:
         fresh = _open(table, lake)
         if mode == "zorder":
-            return dict(fresh.optimize.z_order(zorder_columns(table), target_size=target_size))
-        return dict(fresh.optimize.compact(target_size=target_size))
+            return dict(
+                fresh.optimize.z_order(
+                    zorder_columns(table), target_size=target_size, commit_properties=props
+                )
+            )
+        return dict(fresh.optimize.compact(target_size=target_size, commit_properties=props))
 
     if mode not in ("compact", "zorder"):
         raise SpecError(f"unknown maintenance mode {mode!r}")
-    report.optimize = lakeio._retry(optimize, what=f"{mode} {table}")
+    report.optimize = lakeio.rerun_on_conflict(optimize, what=f"{mode} {table}")
     dt = _open(table, lake)
     dt.create_checkpoint()
     report.checkpoint = True

@@ -5,7 +5,7 @@ an S3-compatible object store (AWS S3, MinIO; moto's server in the tests).
 Everything here speaks pyarrow's filesystem layer, configured only from the
 standard ``AWS_*`` environment variables, so credentials never appear in code,
 URIs or logs (Airflow tasks export an ``aws`` connection into that environment
-for the duration of a call; see ``dags/neurocyte_ops.py``).
+for the duration of a call; see ``dags/neurocyte_tasks/ops.py``).
 
 Object-store semantics worth knowing:
 
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms import spec
-from transforms.errors import CatalogUnavailable, SpecError
+from transforms.errors import CatalogUnavailable, LakeError, SpecError
 
 _CHUNK = 1 << 20
 
@@ -253,6 +253,47 @@ def download(uri: str, dest: Path) -> Path:
         while chunk := src.read(_CHUNK):
             out.write(chunk)
     tmp.replace(dest)
+    return dest
+
+
+#: Where remote (``s3://``) sources are cached for raw access and export, by file_id.
+ENV_SOURCE_CACHE = "NEUROCYTE_SOURCE_CACHE"
+
+
+def source_cache_dir() -> Path:
+    """``$NEUROCYTE_SOURCE_CACHE``, else ``<tmp>/neurocyte-sources``."""
+    explicit = os.environ.get(ENV_SOURCE_CACHE)
+    return Path(explicit) if explicit else Path(tempfile.gettempdir()) / "neurocyte-sources"
+
+
+def readable_source(uri: str, *, file_id: str) -> Path:
+    """A local path holding the bytes of the landed file ``uri`` (content ``file_id``).
+
+    A local ``uri`` is returned as is (callers verify it). An ``s3://`` object is
+    downloaded once into :func:`source_cache_dir` under its file_id, checked
+    against ``file_id`` before it is used, and reused while it is there.
+
+    Raises
+    ------
+    LakeError
+        If the object cannot be read or its content no longer hashes to ``file_id``.
+    """
+    if not is_s3(uri):
+        return Path(uri)
+    spec.check_file_id(file_id)
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    dest = source_cache_dir() / file_id / name
+    if dest.is_file():
+        return dest
+    try:
+        download(uri, dest.with_name(dest.name + ".unverified"))
+    except OSError as exc:
+        raise LakeError(f"source of {file_id} cannot be read from {uri}: {exc}") from exc
+    fetched = dest.with_name(dest.name + ".unverified")
+    if sha256(fetched) != file_id:
+        fetched.unlink(missing_ok=True)
+        raise LakeError(f"{uri} changed since it was ingested (hash differs from file_id)")
+    fetched.replace(dest)
     return dest
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from transforms import spec
+from transforms import formats, spec
 from transforms.lake.provenance import with_provenance
 from transforms.pipeline.landing import Target
 from transforms.recording.icephys import IcephysRecording
@@ -34,23 +34,13 @@ RECORDING_SCHEMA = pa.schema(
 )
 
 
-def read_recording(path: Path) -> IcephysRecording:
-    """Decode an ABF or NWB file into the neutral model."""
-    if path.suffix.lower() == ".nwb":
-        from transforms.formats.nwb_icephys import read_nwb
-
-        return read_nwb(path)
-    from transforms.formats.abf import read_abf
-
-    return read_abf(path)
-
-
-def recording_row(path: Path, rec: IcephysRecording, target: Target) -> pa.Table:
+def recording_row(source: spec.SourceFile, rec: IcephysRecording, target: Target) -> pa.Table:
+    """The ``icephys_recordings`` row of a decoded file (before provenance)."""
     sweep = rec.sweeps[0]
     row = {
-        "source_path": str(path.resolve()),
-        "file_name": path.name,
-        "file_size_bytes": path.stat().st_size,
+        "source_path": source.uri,
+        "file_name": source.name,
+        "file_size_bytes": source.size_bytes,
         "source_format": rec.source_format,
         "format_version": rec.format_version,
         "protocol": rec.protocol or None,
@@ -62,7 +52,7 @@ def recording_row(path: Path, rec: IcephysRecording, target: Target) -> pa.Table
         "channel_names": ";".join(rec.channel_names),
         "channel_units": ";".join(rec.channel_units),
         "reader_qc_flags": ";".join(rec.qc_flags),
-        "cell_id": target.cell_id or rec.metadata.get("cell_id") or path.stem,
+        "cell_id": target.cell_id or rec.metadata.get("cell_id") or Path(source.name).stem,
         "subject": target.subject or rec.metadata.get("subject"),
         "notes": target.notes,
     }
@@ -70,12 +60,13 @@ def recording_row(path: Path, rec: IcephysRecording, target: Target) -> pa.Table
 
 
 def decode_icephys(
-    path: Path, *, target: Target, file_id: str, ingest_id: str
+    source: spec.SourceFile, *, kind: str, target: Target, ingest_id: str
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode, extract features and shape the rows of every icephys table."""
     from transforms.icephys.extract import extract_features
 
-    rec = read_recording(path)
+    file_id = source.file_id
+    rec = formats.read_icephys(source.local_path, kind=kind)
     features = extract_features(rec)
     params = {"reader": rec.source_format, **features.params.as_dict()}
 
@@ -85,7 +76,7 @@ def decode_icephys(
         )
 
     tables = {
-        spec.ICEPHYS_RECORDINGS: prov(recording_row(path, rec, target)),
+        spec.ICEPHYS_RECORDINGS: prov(recording_row(source, rec, target)),
         spec.ICEPHYS_SWEEPS: prov(features.sweeps),
         spec.ICEPHYS_SPIKES: prov(features.spikes),
         spec.ICEPHYS_CELL_FEATURES: prov(features.cell),

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import spec
+from transforms import formats, spec
 from transforms.errors import InvalidArgument, SpecError
 from transforms.formats.platemap import PlateMap
 from transforms.lake.provenance import params_json
@@ -141,90 +141,48 @@ def find_plate_map(path: Path) -> Path | None:
 def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) -> PlateSpikes:
     """Decode a plate recording into spikes (detecting them for continuous data).
 
-    ``part=(k, n)`` decodes only well group ``k`` of ``n`` (see
-    :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
+    Spike files go through the registry's :func:`~transforms.formats.read_plate`;
+    continuous ones are opened with :func:`~transforms.formats.open_continuous` and
+    their spikes detected here. ``part=(k, n)`` decodes only well group ``k`` of ``n``
+    (see :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
     ``.spk`` is not split: group 0 is the whole plate, the others are empty.
     """
-    if part is not None and kind not in ("axion_raw", "nwb_ecephys"):
-        whole = read_plate(path, kind)
-        if part[0] == 0:
+    access = formats.format_of(kind).access
+    if access == "spikes":
+        whole = formats.read_plate(path, kind=kind)
+        if part is None or part[0] == 0:
             return whole
-        none = whole.spikes.slice(0, 0)
-        return dataclasses.replace(whole, spikes=none, wells=())
-    if kind == "spike_list":
-        from transforms.formats.axis_spikelist import read_spike_list
+        return dataclasses.replace(whole, spikes=whole.spikes.slice(0, 0), wells=())
+    if access != "continuous":
+        raise SpecError(f"{path.name}: not an MEA recording ({kind})")
+    from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
 
-        sl = read_spike_list(path)
-        return PlateSpikes(
-            kind,
-            sl.spikes,
-            sl.layout,
-            sl.analysis_duration_s,
-            sl.declared_duration_s,
-            None,
-            None,
-            sl.qc_flags,
-            None,
-            {},
-        )
-    if kind == "axion_spk":
-        from transforms.formats.axion import open_axion
-
-        spk = open_axion(path)
-        return PlateSpikes(
-            kind,
-            spk.read_spikes(),
-            spk.layout,
-            spk.duration_s,
-            spk.duration_s,
-            spk.sampling_rate_hz,
-            spk.recorded_at,
-            tuple(spk.flags),
-            None,
-            _embedded_map(spk),
-        )
-    if kind in ("axion_raw", "nwb_ecephys"):
-        from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
-
-        if kind == "axion_raw":
-            from transforms.formats.axion import open_axion
-
-            f: Any = open_axion(path)
-        else:  # the same access API as an AxionFile
-            from transforms.formats.nwb_ecephys import open_nwb_ecephys
-
-            f = open_nwb_ecephys(path)
-        params = DetectionParams()
-        wells = None
-        if part is None:
-            spikes = detect_spikes(f, params=params)
-        else:
-            group = well_groups(f.electrodes, f.layout, part[1])[part[0]]
-            spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
-            wells = group.wells
-        meta = spikes.schema.metadata or {}
-        detection = {"params": params.as_dict()}
-        if NOISE_METADATA_KEY in meta:
-            detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
-        return PlateSpikes(
-            kind,
-            spikes.replace_schema_metadata(None),
-            f.layout,
-            f.duration_s,
-            f.duration_s,
-            f.sampling_rate_hz,
-            f.recorded_at,
-            tuple(getattr(f, "flags", ())),
-            detection,
-            _embedded_map(f),
-            wells,
-        )
-    raise SpecError(f"{path.name}: not an MEA recording ({kind})")
-
-
-def _embedded_map(f: Any) -> dict[str, str]:
-    """Well -> treatment from an Axion file's WellTreatment entries, if any."""
-    return {e.well: e.treatment for e in getattr(f, "plate_map", ()) if e.treatment}
+    f: Any = formats.open_continuous(path, kind=kind)
+    params = DetectionParams()
+    wells = None
+    if part is None:
+        spikes = detect_spikes(f, params=params)
+    else:
+        group = well_groups(f.electrodes, f.layout, part[1])[part[0]]
+        spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
+        wells = group.wells
+    meta = spikes.schema.metadata or {}
+    detection = {"params": params.as_dict()}
+    if NOISE_METADATA_KEY in meta:
+        detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
+    return PlateSpikes(
+        kind,
+        spikes.replace_schema_metadata(None),
+        f.layout,
+        f.duration_s,
+        f.duration_s,
+        f.sampling_rate_hz,
+        f.recorded_at,
+        tuple(getattr(f, "flags", ())),
+        detection,
+        formats.embedded_plate_map(f),
+        wells,
+    )
 
 
 def well_partitions(
@@ -281,10 +239,9 @@ def _per_well(
 
 
 def decode_mea(
-    path: Path,
+    source: spec.SourceFile,
     *,
     target: Target,
-    file_id: str,
     ingest_id: str,
     kind: str,
     plate_map_path: Path | None = None,
@@ -300,6 +257,7 @@ def decode_mea(
     from transforms.formats.platemap import read_plate_map
     from transforms.mea.metrics import compute_metrics
 
+    path, file_id = source.local_path, source.file_id
     plate = read_plate(path, kind, part=part)
     map_path = plate_map_path or find_plate_map(path)
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
@@ -344,9 +302,9 @@ def decode_mea(
         rec_rows.append(
             {
                 "well": well,
-                "source_path": str(path.resolve()),
-                "file_name": path.name,
-                "file_size_bytes": path.stat().st_size,
+                "source_path": source.uri,
+                "file_name": source.name,
+                "file_size_bytes": source.size_bytes,
                 "source_kind": kind,
                 "plate_type": plate.layout.name,
                 "n_wells": plate.layout.n_wells,

@@ -32,22 +32,12 @@ class Candidate:
         return asdict(self)
 
 
-def is_recording_name(name: str) -> bool:
-    """A recording by its name: not hidden, not a sidecar, a known kind."""
-    if name.startswith(".") or name.endswith(spec.SIDECAR_SUFFIX):
-        return False
-    kind = getattr(spec, "recording_kind", None)
-    if kind is not None:
-        return kind(name) is not None
-    return any(name.lower().endswith(s) for s in spec.RECORDING_SUFFIXES)
-
-
 def landing_files(
     *, landing: str | None = None, settle_s: float = 0.0, now: float | None = None
 ) -> list[storage.ObjectInfo]:
     """Settled recordings under the landing zone (local or S3), oldest first."""
     root = spec.landing_root(landing)
-    found = [o for o in storage.list_files(root) if is_recording_name(o.name)]
+    found = [o for o in storage.list_files(root) if spec.is_recording_name(o.name)]
     found = storage.settled(found, settle_s=settle_s, now=now)
     return sorted(found, key=lambda o: (o.mtime, o.uri))
 

@@ -7,7 +7,6 @@ sidecar ``<file>.meta.json`` adds or overrides metadata. Explicit values
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -15,17 +14,6 @@ from pathlib import Path
 
 from transforms import spec
 from transforms.errors import SpecError
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of the file's bytes: the ``file_id`` (streamed, constant memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -150,7 +138,7 @@ def resolve_target(
 def is_candidate(path: Path) -> bool:
     """A recording file (by suffix), not a sidecar, hidden or partial upload."""
     name = path.name
-    return path.is_file() and not name.startswith(".") and spec.recording_kind(name) is not None
+    return path.is_file() and spec.is_recording_name(name)
 
 
 def scan(

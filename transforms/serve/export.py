@@ -52,9 +52,10 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
     features are those published in the lake, so the NWB file carries exactly
     what analysts query.
     """
+    from transforms.formats import read_icephys
     from transforms.formats.nwb_icephys_export import export_nwb
     from transforms.lake.catalog import connect
-    from transforms.pipeline.decode_icephys import read_recording
+    from transforms.lake.storage import readable_source
 
     con = connect(lake=lake, read_only=True)
     try:
@@ -67,7 +68,7 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
         row = rows[0] if rows else None
         if row is None:
             raise SpecError(f"no published patch-clamp recording with file_id {full}")
-        source = Path(row[0])
+        source = readable_source(str(row[0]), file_id=full)
         if not source.is_file():
             raise LakeError(f"source file of {full} is gone: {source}")
         if sha256_file(source) != full:
@@ -80,7 +81,7 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
     keys = ("cell_id", "subject", "notes", "lab", "condition", "timepoint")
     metadata = {k: str(v) for k, v in zip(keys, row[1:], strict=True) if v}
     return export_nwb(
-        read_recording(source),
+        read_icephys(source),
         Path(out),
         file_id=full,
         metadata=metadata,

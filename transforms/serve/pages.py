@@ -36,7 +36,6 @@ RASTER_MAX_SPIKES: Final = 20_000
 #: Points per displayed sweep trace (min/max envelope).
 TRACE_MAX_POINTS: Final = 4_000
 
-_FILE_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 _WELL: Final = re.compile(r"^([A-Z])(\d{1,2})$")
 _NUM: Final = re.compile(r"(\d+(?:\.\d+)?)")
 
@@ -201,19 +200,6 @@ def _records(con: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, A
 
 def _unavailable(message: str, **empty: Any) -> dict[str, Any]:
     return {"available": False, "message": message, **empty}
-
-
-def check_file_id(file_id: object) -> str:
-    """Return ``file_id`` if it is a SHA-256 hex digest.
-
-    Raises
-    ------
-    SpecError
-        Anything else.
-    """
-    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
-        raise SpecError(f"file_id must be a 64-character lowercase hex digest, got {file_id!r}")
-    return file_id
 
 
 def timepoint_key(value: str | None) -> tuple[int, float, str]:
@@ -428,7 +414,7 @@ def fi_curves(con: Any, *, file_id: str | None = None) -> dict[str, Any]:
     params: list[Any] = []
     if file_id is not None:
         where += " AND s.file_id = ?"
-        params.append(check_file_id(file_id))
+        params.append(spec.check_file_id(file_id))
     part = ", ".join(f"s.{c}" for c in PARTITION if c in have)
     rows = _records(
         con,
@@ -474,7 +460,7 @@ def example_sweep_numbers(con: Any, file_id: str) -> list[dict[str, Any]]:
     The most hyperpolarising step, the first step with spikes (rheobase) and the
     step with the most spikes; sweeps of any kind when the cell has no long squares.
     """
-    check_file_id(file_id)
+    spec.check_file_id(file_id)
     needed = ("file_id", "sweep_number", "stimulus_kind", "stim_amp_pa", "spike_count")
     if _need(con, "icephys_sweeps", needed):
         return []
@@ -509,7 +495,7 @@ def example_sweep_numbers(con: Any, file_id: str) -> list[dict[str, Any]]:
 
 def sweep_spikes(con: Any, file_id: str, sweep: int) -> dict[str, Any]:
     """Detected spikes of one sweep (times from the sweep start) from ``icephys_spikes``."""
-    check_file_id(file_id)
+    spec.check_file_id(file_id)
     reason = _need(con, "icephys_spikes", ("file_id", "sweep_number", "peak_t_s", "peak_v_mv"))
     if reason:
         return _unavailable(reason, peak_t_s=[], peak_v_mv=[], threshold_t_s=[], threshold_v_mv=[])
@@ -551,7 +537,7 @@ def sweep_trace(
     """
     from transforms.serve.raw import envelope, fetch_snippet
 
-    check_file_id(file_id)
+    spec.check_file_id(file_id)
     rows = []
     if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
         rows = _records(
@@ -629,7 +615,7 @@ def raster(
         ``electrodes`` (row order), ``electrode_index`` and ``time_s`` per spike,
         ``n_spikes`` (total, before truncation) and ``truncated``.
     """
-    check_file_id(file_id)
+    spec.check_file_id(file_id)
     if isinstance(max_spikes, bool) or not 1 <= int(max_spikes) <= 1_000_000:
         raise SpecError(f"max_spikes must be in 1..1000000, got {max_spikes!r}")
     reason = _need(con, "mea_spikes", ("file_id", "electrode", "time_s"))
@@ -679,7 +665,7 @@ def well_heatmap(con: Any, file_id: str, *, metric: str = "mean_firing_rate_hz")
         ``rows`` (letters), ``cols`` (numbers), ``z`` (rows × cols, None where
         no value), ``conditions`` (same shape), ``metric`` and ``label``.
     """
-    check_file_id(file_id)
+    spec.check_file_id(file_id)
     m = _METRIC_BY_KEY.get(metric)
     if m is None or m.view != "mea_well_metrics":
         keys = [k.key for k in METRICS if k.view == "mea_well_metrics"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +40,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from transforms import spec
-from transforms.errors import LakeError, SpecError, UnsupportedRecording
+from transforms import formats, spec
+from transforms.errors import LakeError, SpecError
+from transforms.lake import storage
 
 #: Files up to this size are fully re-hashed (SHA-256) before a read; bigger
 #: files are checked by size only, unless ``verify="full"``.
@@ -60,7 +60,6 @@ MAX_VALUES: Final = 1 << 26
 Verify = Literal["auto", "full", "size"]
 Kind = Literal["mea", "icephys"]
 
-_FILE_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 _verified: dict[tuple[str, int, int], str] = {}
 _verified_lock = threading.Lock()
 
@@ -76,9 +75,12 @@ class SourceRecord:
     kind
         ``mea`` or ``icephys``.
     source_path
-        The source file.
+        A local path holding the source's bytes (the landed file itself, or a
+        verified cached copy of an ``s3://`` object).
     file_size_bytes
         Size recorded at ingest, or None when the catalog has no such column.
+    source_uri
+        Where the file landed, as recorded at ingest (a path or an ``s3://`` URI).
     lab, condition, timepoint
         Partition of the recording.
     """
@@ -87,6 +89,7 @@ class SourceRecord:
     kind: Kind
     source_path: Path
     file_size_bytes: int | None
+    source_uri: str = ""
     lab: str | None = None
     condition: str | None = None
     timepoint: str | None = None
@@ -254,12 +257,6 @@ class Snippet:
 # --------------------------------------------------------------------------- lookup
 
 
-def _check_file_id(file_id: object) -> str:
-    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
-        raise SpecError(f"file_id must be a 64-character lowercase SHA-256 hex digest: {file_id!r}")
-    return file_id
-
-
 def _view_columns(con: Any, view: str) -> set[str]:
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
@@ -286,7 +283,7 @@ def locate(file_id: str, *, lake: str | None = None) -> SourceRecord:
     """
     from transforms.lake.catalog import connect
 
-    _check_file_id(file_id)
+    spec.check_file_id(file_id)
     con = connect(lake=lake, read_only=True)
     try:
         for view, kind in SOURCE_VIEWS:  # fixed whitelist: safe as identifiers
@@ -303,10 +300,12 @@ def locate(file_id: str, *, lake: str | None = None) -> SourceRecord:
                 continue
             values = dict(zip(["source_path", *extra], row, strict=True))
             size = values.get("file_size_bytes")
+            uri = str(values["source_path"])
             return SourceRecord(
                 file_id=file_id,
                 kind=kind,  # type: ignore[arg-type]
-                source_path=Path(values["source_path"]),
+                source_path=storage.readable_source(uri, file_id=file_id),
+                source_uri=uri,
                 file_size_bytes=None if size is None else int(size),
                 lab=values.get("lab"),
                 condition=values.get("condition"),
@@ -372,25 +371,12 @@ def verify_source(record: SourceRecord, *, verify: Verify = "auto") -> str:
 
 
 def _open_mea(path: Path) -> Any:
-    suffix = path.suffix.lower()
-    if suffix == ".raw":
-        from transforms.formats.axion import open_axion
-
-        return open_axion(path)
-    if suffix == ".nwb":
-        from transforms.formats.nwb_ecephys import open_nwb_ecephys
-
-        return open_nwb_ecephys(path)
-    raise UnsupportedRecording(
-        f"{path.name}: no continuous voltage to cut a window from (only .raw and .nwb "
-        "MEA recordings hold raw samples; spike files and spike lists do not)"
-    )
+    """The recording's continuous source, through the format registry."""
+    return formats.open_continuous(path)
 
 
 def _read_icephys(path: Path) -> Any:
-    from transforms.pipeline.decode_icephys import read_recording
-
-    return read_recording(path)
+    return formats.read_icephys(path)
 
 
 def _check_window(start_s: float, stop_s: float) -> tuple[float, float]:

@@ -4,8 +4,8 @@
   into the standard ``AWS_*`` variables for the duration of a ``transforms``
   call, so ``transforms`` never imports Airflow and credentials never reach
   code or logs (the hook masks the secret in task logs).
-* :func:`alert_on_failure` is the ``on_failure_callback`` of every task: one
-  structured JSON log line, optionally POSTed to ``$NEUROCYTE_ALERT_WEBHOOK``.
+* failure alerts are :class:`neurocyte_tasks.alerts.NeurocyteAlertNotifier` (an
+  Airflow notifier; its URL lives in an Airflow connection).
 * :func:`file_log` logs a line about one file, always carrying its ``file_id``.
 * :func:`ingest_batch_extract` / :func:`ingest_batch_commit` are the task bodies
   that run a *batch* of files; one bad file never fails the others.
@@ -15,11 +15,8 @@ Nothing here runs at import (parse) time beyond stdlib imports.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -28,7 +25,6 @@ from typing import Any
 log = logging.getLogger("neurocyte.tasks")
 
 ENV_CONN_ID = "NEUROCYTE_AWS_CONN_ID"
-ENV_WEBHOOK = "NEUROCYTE_ALERT_WEBHOOK"
 
 #: Retries with exponential backoff for every task (I/O to the lake and S3).
 DEFAULT_ARGS: dict[str, Any] = {
@@ -95,50 +91,6 @@ def aws_env(conn_id: str | None = None) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def alert_payload(context: dict[str, Any]) -> dict[str, Any]:
-    """The structured alert for a failed task (no secrets: ids, states, the error)."""
-    ti = context.get("ti") or context.get("task_instance")
-    exc = context.get("exception")
-    return {
-        "event": "neurocyte.task_failed",
-        "dag_id": getattr(ti, "dag_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
-        "map_index": getattr(ti, "map_index", None),
-        "try_number": getattr(ti, "try_number", None),
-        "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
-    }
-
-
-def alert_on_failure(context: dict[str, Any]) -> None:
-    """``on_failure_callback``: log a structured alert; POST it to a webhook if set.
-
-    Set ``$NEUROCYTE_ALERT_WEBHOOK`` to an ``https://`` (or, for a local
-    receiver, ``http://``) URL to receive the JSON payload of
-    :func:`alert_payload`. A failing webhook is logged, never raised: the
-    task has failed already and its state must not change.
-    """
-    payload = alert_payload(context)
-    log.error("ALERT %s", json.dumps(payload, sort_keys=True))
-    url = os.environ.get(ENV_WEBHOOK, "")
-    if not url:
-        return
-    if not url.startswith(("https://", "http://")):
-        log.error("ALERT webhook ignored: %s must be an http(s) URL", ENV_WEBHOOK)
-        return
-    request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
-            log.info("ALERT delivered to webhook (HTTP %s)", resp.status)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        log.error("ALERT webhook delivery failed: %s", exc)
-
-
 def batch_label(items: list[dict[str, Any]]) -> str:
     """How a mapped batch is named in the UI (its map index)."""
     if not items:
@@ -161,7 +113,7 @@ def ingest_batch_extract(
     backoff.
     """
     from transforms.lake import storage
-    from transforms.pipeline.ingest import stage_file
+    from transforms.pipeline import stage_file
 
     outcomes: list[dict[str, Any]] = []
     with aws_env():
@@ -196,7 +148,7 @@ def ingest_batch_extract(
 
 def ingest_batch_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """QC-gate a batch's staged files together and commit them (one commit per table)."""
-    from transforms.pipeline.ingest import commit_batch
+    from transforms.pipeline import commit_batch
 
     with aws_env():
         results = commit_batch(outcomes)

@@ -1,0 +1,237 @@
+"""The gate and the commit point: validate staged files together, commit the passing ones.
+
+The commit protocol (see :mod:`transforms.lake.delta`): append every table's rows of
+the batch (one Delta commit per table), then one ``ingest_log`` commit publishes them
+(the commit point), then the rows of superseded attempts are deleted. Files whose rows
+break an expectation are quarantined with the failed expectations as their reason.
+
+The parts of a split plate (outcomes with ``part`` set, sharing an ``ingest_id``)
+are merged first into one outcome per file; a file with a part missing or not staged
+is ``failed`` and nothing of it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import spec
+from transforms.errors import NeurocyteError
+from transforms.lake import delta as lakeio
+from transforms.lake import storage
+from transforms.pipeline import qc
+from transforms.pipeline.outcome import Outcome, now_utc, record
+
+log = logging.getLogger(__name__)
+
+
+def _as_outcome(o: Outcome | dict[str, Any]) -> Outcome:
+    return Outcome(**o) if isinstance(o, dict) else o
+
+
+#: Where a staged file's rows are: (staging dir, rows per table) of each of its parts.
+_Sources = dict[str, list[tuple[str, dict[str, int]]]]
+
+
+def _merge_file(parts: list[Outcome], *, lake: str | None) -> Outcome:
+    """The outcome of a split file from its parts' outcomes (``staged`` if all are).
+
+    A missing, failed or inconsistent part fails the whole file (recorded here
+    with the reason, staging removed): nothing of it is published.
+    """
+    first = parts[0]
+    n = int(first.n_parts or 0)
+    by_part: dict[int, Outcome] = {}
+    for p in parts:
+        if p.part is not None:
+            by_part.setdefault(p.part, p)  # a retried extract may report a part twice
+    ids = [
+        p.file_id for p in by_part.values() if p.file_id and p.file_id != spec.UNREADABLE_FILE_ID
+    ]
+    whole = Outcome(
+        source_path=first.source_path,
+        file_name=first.file_name,
+        file_id=ids[0] if ids else first.file_id or spec.UNREADABLE_FILE_ID,
+        ingest_id=first.ingest_id,
+        status="staged",
+        started_at=min(p.started_at for p in parts),
+        source_format=next((p.source_format for p in parts if p.source_format), ""),
+        partition=next((p.partition for p in parts if p.partition), {}),
+        staging=spec.staging_dir(first.ingest_id, lake),
+        n_parts=n,
+    )
+    problems: list[str] = []
+    missing = [k for k in range(n) if k not in by_part]
+    if missing:
+        listed = ", ".join(str(k + 1) for k in missing)
+        problems.append(f"well group {listed} of {n} missing (never staged)")
+    if len(set(ids)) > 1:
+        problems.append("its parts read different content (the file changed meanwhile)")
+    others = [p for _, p in sorted(by_part.items()) if p.status != "staged"]
+    if not missing and len(others) == n and all(p.status == "duplicate" for p in others):
+        whole.status, whole.reason = "duplicate", others[0].reason
+    else:
+        for p in others:
+            problems.append(f"well group {int(p.part or 0) + 1} of {n} {p.status}: {p.reason}")
+        if problems:
+            whole.status = "failed"
+            whole.reason = f"{first.file_name}: split plate not committed: " + "; ".join(problems)
+    if whole.status != "staged":
+        storage.remove_tree(whole.staging)
+        whole.staging = ""
+        record(whole, lake=lake)
+        return whole
+    for _, p in sorted(by_part.items()):
+        for name, count in p.rows.items():
+            whole.rows[name] = whole.rows.get(name, 0) + count
+    return whole
+
+
+def _merge_parts(outs: list[Outcome], *, lake: str | None) -> tuple[list[Outcome], _Sources]:
+    """One outcome per file, the parts of a split file merged in its first part's place."""
+    groups: dict[str, list[Outcome]] = {}
+    order: list[Outcome | str] = []
+    for o in outs:
+        if o.part is None:
+            order.append(o)
+        else:
+            if o.ingest_id not in groups:
+                order.append(o.ingest_id)
+            groups.setdefault(o.ingest_id, []).append(o)
+    merged: list[Outcome] = []
+    sources: _Sources = {}
+    for item in order:
+        if isinstance(item, Outcome):
+            merged.append(item)
+            sources[item.ingest_id] = [(item.staging, item.rows)]
+            continue
+        parts = sorted(groups[item], key=lambda p: int(p.part or 0))
+        whole = _merge_file(parts, lake=lake)
+        merged.append(whole)
+        sources[item] = [(p.staging, p.rows) for p in parts if p.status == "staged"]
+    return merged, sources
+
+
+def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table:
+    """One table's staged rows of one file (its parts' rows merged)."""
+    tables = [
+        storage.read_parquet(storage.join(d, f"{name}.parquet"))
+        for d, rows in where
+        if name in rows
+    ]
+    if len(where) == 1:
+        return tables[0]
+    from transforms.pipeline.decode_mea import merge_part_tables
+
+    return merge_part_tables(name, tables)
+
+
+def commit_batch(
+    outcomes: Sequence[Outcome | dict[str, Any]], *, lake: str | None = None
+) -> list[Outcome]:
+    """Validate staged files together, then commit the passing ones at once.
+
+    Each table's rows of the whole batch are validated in one GX run; failures
+    are attributed to files through their ``file_id``. Files with a failure
+    are moved to ``<lake>/quarantine/<file_id>/`` and logged ``quarantined``
+    with the failed expectations; nothing of them reaches the data tables.
+    The others are appended with one commit per table; one ``ingest_log``
+    commit then publishes all of them (the commit point), and one delete per
+    table removes the rows of their superseded attempts.
+
+    The parts of a split plate (outcomes with ``part`` set, sharing an
+    ``ingest_id``) are merged first into one outcome per file, returned in
+    place of its parts; a file with a part missing or not staged is
+    ``failed`` with the reason and nothing of it is committed.
+    """
+    outs, sources = _merge_parts([_as_outcome(o) for o in outcomes], lake=lake)
+    staged: list[Outcome] = []
+    seen: dict[str, Outcome] = {}
+    for o in outs:
+        if o.status != "staged":
+            continue
+        if o.file_id in seen:  # the same bytes twice in one batch: keep the first
+            o.status, o.reason = "duplicate", f"same content as {seen[o.file_id].file_name}"
+            storage.remove_tree(o.staging)
+            o.staging = ""
+            record(o, lake=lake)
+            continue
+        seen[o.file_id] = o
+        staged.append(o)
+    if not staged:
+        return outs
+    batch_id = uuid.uuid4().hex
+    run_time = now_utc().replace(microsecond=0).isoformat()
+    local = not spec.is_remote(spec.lake_root(lake))
+    try:
+        combined: dict[str, pa.Table] = {}
+        for name in dict.fromkeys(n for o in staged for n in o.rows):
+            parts = [_read_staged(name, sources[o.ingest_id]) for o in staged if name in o.rows]
+            combined[name] = pa.concat_tables(parts, promote_options="permissive")
+        failures: dict[str, list[str]] = {}
+        pages: dict[str, str] = {}
+        for name, rows in combined.items():
+            result = qc.validate(name, rows)
+            if local:
+                qc.save_result(result, batch_id=batch_id, run_time=run_time, lake=lake)
+                page = qc.docs_page(name, batch_id=batch_id, run_time=run_time, lake=lake)
+                pages[name] = str(page.relative_to(qc.docs_dir(lake)))
+            for fid, lines in result.by_file.items():
+                failures.setdefault(fid, []).extend(f"{name}: {line}" for line in lines)
+            if result.unattributed:
+                # A table-level expectation failed: find the culprits file by file.
+                for o in staged:
+                    mine = rows.filter(pc.equal(rows["file_id"], o.file_id))
+                    alone = qc.validate(name, mine)
+                    if not alone.success:
+                        failures.setdefault(o.file_id, []).append(alone.reason)
+        for o in staged:
+            o.batch_id = batch_id
+            o.qc_pages = {n: p for n, p in pages.items() if n in o.rows}
+        bad = [o for o in staged if o.file_id in failures]
+        good = [o for o in staged if o.file_id not in failures]
+        for o in bad:
+            quarantine = storage.join(spec.quarantine_dir(o.file_id, lake), o.ingest_id)
+            storage.move_tree(o.staging, quarantine)
+            o.status, o.staging = "quarantined", quarantine
+            o.reason = " | ".join(dict.fromkeys(failures[o.file_id]))
+        good_ids = pa.array([o.file_id for o in good], pa.string())
+        for name, rows in combined.items():
+            if good:
+                lakeio.append_rows(
+                    name,
+                    rows.filter(pc.is_in(rows["file_id"], good_ids)),
+                    lake=lake,
+                    batch_id=batch_id,
+                )
+        for o in good:
+            o.status = "published"
+        record([*good, *bad], lake=lake)  # the commit point of every good file
+        keep = {o.file_id: o.ingest_id for o in good}
+        for name in combined:
+            lakeio.prune_superseded_many(name, keep=keep, lake=lake)
+        for o in good:
+            storage.remove_tree(o.staging)
+            o.staging = ""
+        return outs
+    except NeurocyteError as exc:
+        reason = str(exc)
+    except Exception as exc:
+        log.error("unexpected error committing batch %s\n%s", batch_id, traceback.format_exc())
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    pending = [o for o in staged if o.status == "staged"]
+    for o in pending:
+        o.status, o.reason = "failed", reason
+    record(pending, lake=lake)
+    return outs
+
+
+def commit_staged(outcome: Outcome | dict[str, Any], *, lake: str | None = None) -> Outcome:
+    """Validate and commit one staged file (a batch of one)."""
+    return commit_batch([outcome], lake=lake)[0]

@@ -1,0 +1,77 @@
+"""What happened to one file: the :class:`Outcome` of an attempt and its ``ingest_log`` row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from transforms import spec
+from transforms.lake import delta as lakeio
+
+Status = Literal["published", "quarantined", "failed", "duplicate", "staged"]
+
+
+@dataclass
+class Outcome:
+    """What happened to one file; JSON-serialisable (it travels as an XCom)."""
+
+    source_path: str
+    file_name: str
+    file_id: str
+    ingest_id: str
+    status: Status
+    reason: str = ""
+    started_at: str = ""
+    source_format: str = ""
+    partition: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    staging: str = ""
+    batch_id: str = ""
+    qc_pages: dict[str, str] = field(default_factory=dict)
+    #: Well group ``part`` of ``n_parts`` of a split plate (None: the whole file).
+    part: int | None = None
+    n_parts: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def log_row(outcome: Outcome, *, finished_at: datetime) -> dict[str, Any]:
+    part = outcome.partition
+    return {
+        "file_id": outcome.file_id,
+        "ingest_id": outcome.ingest_id,
+        "source_path": outcome.source_path,
+        "file_name": outcome.file_name,
+        "source_format": outcome.source_format or None,
+        "status": outcome.status,
+        "reason": outcome.reason or None,
+        "lab": part.get("lab"),
+        "condition": part.get("condition"),
+        "timepoint": part.get("timepoint"),
+        "transform_version": spec.TRANSFORM_VERSION,
+        "rows_json": json.dumps(outcome.rows, sort_keys=True) if outcome.rows else None,
+        "batch_id": outcome.batch_id or None,
+        "qc_report": json.dumps(outcome.qc_pages, sort_keys=True) if outcome.qc_pages else None,
+        "started_at": datetime.fromisoformat(outcome.started_at),
+        "finished_at": finished_at,
+    }
+
+
+def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
+    """Append outcomes to ``ingest_log`` in one commit."""
+    outcomes = [outcome] if isinstance(outcome, Outcome) else list(outcome)
+    if not outcomes:
+        return
+    now = now_utc()
+    rows = [log_row(o, finished_at=now) for o in outcomes]
+    lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
