@@ -14,7 +14,7 @@ help:
 	@echo "make demo       generate recordings, run the ingest DAG, query the catalog"
 	@echo "make test       the default test suite (real Airflow, Delta, GX, DuckDB)"
 	@echo "make test-slow  the slow integration tests only"
-	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make lint       ruff (lint + format check), mypy, import-linter layers"
 	@echo "make bench      benchmarks, with figures and ratios to baselines"
 	@echo "make airflow    airflow standalone with the project's DAGs (UI on :8080)"
 
@@ -67,6 +67,7 @@ lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	PYTHONPATH=dags $(RUN) lint-imports
 
 format: sync
 	$(RUN) ruff format .

@@ -15,10 +15,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transforms import spec
 from transforms.errors import LakeError, SpecError
 from transforms.lake import delta as lakeio
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,7 @@ def publish(*, lake: str | None = None) -> PublishResult:
     return PublishResult(catalog=target, versions=versions, files=files)
 
 
-def connect(*, lake: str | None = None, read_only: bool = True):
+def connect(*, lake: str | None = None, read_only: bool = True) -> DuckDBPyConnection:
     """Open the published catalog (read-only by default, as analysts should)."""
     import duckdb
 

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from transforms import spec
 from transforms.errors import SpecError
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 from transforms.pipeline import qc
 
 #: Partition columns, in display order.
@@ -143,23 +146,22 @@ KNOWN_VIEWS: Final = frozenset(
 # --------------------------------------------------------------------------- plumbing
 
 
-def open_catalog(lake: str | None = None) -> Any | None:
+def open_catalog(lake: str | None = None) -> DuckDBPyConnection | None:
     """The published catalog opened read-only, or None when there is none yet."""
-    import duckdb
+    from transforms.lake.catalog import connect
 
-    path = Path(spec.catalog_path(lake))
-    if not path.is_file():
+    if not Path(spec.catalog_path(lake)).is_file():
         return None
-    return duckdb.connect(str(path), read_only=True)
+    return connect(lake=lake, read_only=True)
 
 
-def views(con: Any) -> set[str]:
+def views(con: DuckDBPyConnection) -> set[str]:
     """Names of the views (and tables) in the catalog."""
     rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     return {r[0] for r in rows}
 
 
-def columns(con: Any, view: str) -> set[str]:
+def columns(con: DuckDBPyConnection, view: str) -> set[str]:
     """Column names of a view (empty when it does not exist)."""
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
@@ -167,7 +169,7 @@ def columns(con: Any, view: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _need(con: Any, view: str, cols: Iterable[str]) -> str | None:
+def _need(con: DuckDBPyConnection, view: str, cols: Iterable[str]) -> str | None:
     """None if ``view`` exists with ``cols``, else the reason it cannot be used."""
     if view not in KNOWN_VIEWS:
         raise SpecError(f"unknown view {view!r}")
@@ -192,7 +194,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _records(con: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def _records(con: DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     cur = con.execute(sql, list(params))
     names = [d[0] for d in cur.description]
     return [{n: _clean(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
@@ -225,7 +227,7 @@ _LATEST_ATTEMPTS: Final = """
 """
 
 
-def overview(con: Any) -> dict[str, Any]:
+def overview(con: DuckDBPyConnection) -> dict[str, Any]:
     """Files per lab / condition / timepoint and QC status, and recordings per partition.
 
     The status of a file is that of its latest attempt other than ``duplicate``
@@ -324,7 +326,7 @@ def _docs_links(
     return out
 
 
-def problems(con: Any, *, lake: str | None = None) -> dict[str, Any]:
+def problems(con: DuckDBPyConnection, *, lake: str | None = None) -> dict[str, Any]:
     """Quarantined and failed files (latest attempt), with reasons and Data Docs pages.
 
     Returns
@@ -357,7 +359,7 @@ def problems(con: Any, *, lake: str | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- patch clamp
 
 
-def cells(con: Any) -> dict[str, Any]:
+def cells(con: DuckDBPyConnection) -> dict[str, Any]:
     """Published patch-clamp recordings (one per cell), with the cell features if any."""
     reason = _need(con, "icephys_recordings", ("file_id", "file_name", *PARTITION))
     if reason:
@@ -382,7 +384,7 @@ def cells(con: Any) -> dict[str, Any]:
     return {"available": True, "cells": rows}
 
 
-def fi_curves(con: Any, *, file_id: str | None = None) -> dict[str, Any]:
+def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[str, Any]:
     """f-I curves: long-square sweeps' stimulus amplitude vs spike count and rate.
 
     Parameters
@@ -454,7 +456,7 @@ def fi_curves(con: Any, *, file_id: str | None = None) -> dict[str, Any]:
     return {"available": True, "curves": ordered}
 
 
-def example_sweep_numbers(con: Any, file_id: str) -> list[dict[str, Any]]:
+def example_sweep_numbers(con: DuckDBPyConnection, file_id: str) -> list[dict[str, Any]]:
     """Up to three telling long-square sweeps of a cell.
 
     The most hyperpolarising step, the first step with spikes (rheobase) and the
@@ -493,7 +495,7 @@ def example_sweep_numbers(con: Any, file_id: str) -> list[dict[str, Any]]:
     return picks
 
 
-def sweep_spikes(con: Any, file_id: str, sweep: int) -> dict[str, Any]:
+def sweep_spikes(con: DuckDBPyConnection, file_id: str, sweep: int) -> dict[str, Any]:
     """Detected spikes of one sweep (times from the sweep start) from ``icephys_spikes``."""
     spec.check_file_id(file_id)
     reason = _need(con, "icephys_spikes", ("file_id", "sweep_number", "peak_t_s", "peak_v_mv"))
@@ -519,7 +521,7 @@ def sweep_spikes(con: Any, file_id: str, sweep: int) -> dict[str, Any]:
 
 
 def sweep_trace(
-    con: Any,
+    con: DuckDBPyConnection,
     file_id: str,
     sweep: int,
     *,
@@ -569,7 +571,7 @@ def sweep_trace(
 # --------------------------------------------------------------------------- MEA
 
 
-def plates(con: Any) -> dict[str, Any]:
+def plates(con: DuckDBPyConnection) -> dict[str, Any]:
     """Published MEA plates (``mea_recordings``)."""
     reason = _need(con, "mea_recordings", ("file_id",))
     if reason:
@@ -605,7 +607,11 @@ def _check_well(well: str) -> str:
 
 
 def raster(
-    con: Any, file_id: str, *, well: str | None = None, max_spikes: int = RASTER_MAX_SPIKES
+    con: DuckDBPyConnection,
+    file_id: str,
+    *,
+    well: str | None = None,
+    max_spikes: int = RASTER_MAX_SPIKES,
 ) -> dict[str, Any]:
     """Spike raster of a plate (or one well): electrode vs time from ``mea_spikes``.
 
@@ -626,10 +632,11 @@ def raster(
         have_well = "well" in columns(con, "mea_spikes")
         where += " AND well = ?" if have_well else " AND split_part(electrode, '_', 1) = ?"
         params.append(_check_well(well))
-    total = con.execute(
+    counted = con.execute(
         f"SELECT count(*) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
         params,
-    ).fetchone()[0]
+    ).fetchone()
+    total = int(counted[0]) if counted else 0
     rows = con.execute(
         f"SELECT electrode, time_s FROM mea_spikes WHERE {where} "  # noqa: S608
         "ORDER BY time_s LIMIT ?",
@@ -656,7 +663,9 @@ def _well_rc(well: str) -> tuple[int, int]:
     return ord(m.group(1)) - ord("A"), int(m.group(2)) - 1
 
 
-def well_heatmap(con: Any, file_id: str, *, metric: str = "mean_firing_rate_hz") -> dict[str, Any]:
+def well_heatmap(
+    con: DuckDBPyConnection, file_id: str, *, metric: str = "mean_firing_rate_hz"
+) -> dict[str, Any]:
     """A plate's wells as a grid of one well metric (default: mean firing rate).
 
     Returns
@@ -707,7 +716,7 @@ def well_heatmap(con: Any, file_id: str, *, metric: str = "mean_firing_rate_hz")
 # --------------------------------------------------------------------------- trajectories
 
 
-def metrics(con: Any) -> dict[str, Any]:
+def metrics(con: DuckDBPyConnection) -> dict[str, Any]:
     """The metrics whose view and column exist in this catalog."""
     out = []
     for m in METRICS:
@@ -721,7 +730,7 @@ def metrics(con: Any) -> dict[str, Any]:
     return {"available": bool(out), "metrics": out, "message": "" if out else "no metric views"}
 
 
-def trajectory(con: Any, metric: str) -> dict[str, Any]:
+def trajectory(con: DuckDBPyConnection, metric: str) -> dict[str, Any]:
     """A metric over timepoints by condition: mean, SD and n of its observations.
 
     Parameters

@@ -36,13 +36,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
 from transforms import formats, spec
 from transforms.errors import LakeError, SpecError
 from transforms.lake import storage
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 #: Files up to this size are fully re-hashed (SHA-256) before a read; bigger
 #: files are checked by size only, unless ``verify="full"``.
@@ -257,7 +260,7 @@ class Snippet:
 # --------------------------------------------------------------------------- lookup
 
 
-def _view_columns(con: Any, view: str) -> set[str]:
+def _view_columns(con: DuckDBPyConnection, view: str) -> set[str]:
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
     ).fetchall()
