@@ -137,9 +137,10 @@ def rerun_on_conflict(fn: Callable[[], T], *, what: str) -> T:
     Raises
     ------
     LakeError
-        If the operation still conflicts after :data:`CONFLICT_RERUNS` runs.
+        If the operation still conflicts after :data:`CONFLICT_RERUNS` runs, or
+        fails on I/O (a full disk, an unreachable object store).
     """
-    from deltalake.exceptions import CommitFailedError
+    from deltalake.exceptions import CommitFailedError, DeltaError
 
     delay = 0.05
     for attempt in range(1, CONFLICT_RERUNS + 1):
@@ -150,6 +151,8 @@ def rerun_on_conflict(fn: Callable[[], T], *, what: str) -> T:
                 raise LakeError(f"{what}: commit conflicted {attempt} times: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+        except (DeltaError, OSError) as exc:  # I/O: a full disk, a lost object store
+            raise LakeError(f"{what}: {type(exc).__name__}: {exc}") from exc
     raise LakeError(f"{what}: not attempted")
 
 

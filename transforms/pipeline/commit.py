@@ -212,7 +212,14 @@ def commit_batch(
                 )
         for o in good:
             o.status = "published"
-        record([*good, *bad], lake=lake)  # the commit point of every good file
+        try:
+            record([*good, *bad], lake=lake)  # the commit point of every good file
+        except BaseException:
+            # Nothing was logged, so nothing is published (the appended rows stay
+            # invisible: no view shows rows without their published log row).
+            for o in (*good, *bad):
+                o.status = "staged"
+            raise
         keep = {o.file_id: o.ingest_id for o in good}
         for name in combined:
             lakeio.prune_superseded_many(name, keep=keep, lake=lake)
@@ -228,7 +235,12 @@ def commit_batch(
     pending = [o for o in staged if o.status == "staged"]
     for o in pending:
         o.status, o.reason = "failed", reason
-    record(pending, lake=lake)
+    try:
+        record(pending, lake=lake)
+    except Exception as exc:  # e.g. the disk that failed the commit is still full
+        log.error("batch %s: the failure could not be logged either: %s", batch_id, exc)
+        for o in pending:
+            o.reason += f" (not logged in ingest_log: {type(exc).__name__}: {exc})"
     return outs
 
 
