@@ -4,7 +4,8 @@ CREATE OR REPLACE VIEW qc_summary AS
 WITH latest AS (
     SELECT * FROM ingest_log
     QUALIFY row_number() OVER (PARTITION BY file_id, source_path
-                               ORDER BY finished_at DESC, ingest_id DESC) = 1
+                               ORDER BY coalesce(log_seq, -1) DESC, finished_at DESC,
+                                        ingest_id DESC) = 1
 )
 SELECT coalesce(lab, '') AS lab, coalesce(condition, 'per well') AS condition,
        coalesce(timepoint, '') AS timepoint, status, count(*) AS files

@@ -56,7 +56,7 @@ def _source_expr(table: str, *, lake: str | None) -> tuple[str, int, int]:
                 "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id, "
                 "NULL::VARCHAR AS status, NULL::VARCHAR AS transform_version, "
                 "NULL::VARCHAR AS source_path, NULL::VARCHAR AS file_name, "
-                "NULL::TIMESTAMPTZ AS finished_at WHERE false)"
+                "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
         return empty, -1, 0
     version, uris = lakeio.snapshot_files(table, lake=lake)
@@ -68,7 +68,10 @@ def _source_expr(table: str, *, lake: str | None) -> tuple[str, int, int]:
         )
     files = ", ".join(sql_literal(_local_path(u)) for u in uris)
     if table == spec.INGEST_LOG:
-        return f"read_parquet([{files}], union_by_name = true)", version, len(uris)
+        source = f"read_parquet([{files}], union_by_name = true)"
+        if "log_seq" not in lakeio.table_columns(table, lake=lake):  # a log older than it
+            source = f"(SELECT *, NULL::BIGINT AS log_seq FROM {source})"  # noqa: S608
+        return source, version, len(uris)
     hive_types = ", ".join(f"{sql_literal(c)}: VARCHAR" for c in spec.PARTITION_COLUMNS)
     return (
         f"read_parquet([{files}], hive_partitioning = true, "

@@ -52,8 +52,14 @@ INGEST_LOG_SCHEMA = pa.schema(
         pa.field("qc_report", pa.string()),
         pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # The order of attempts, by the log itself (see next_log_seq): never a clock.
+        pa.field("log_seq", pa.int64()),
     ]
 )
+
+#: How attempts of one file are ordered, latest first: by log sequence (rows logged
+#: before log_seq existed count as older), then, for those, by time; ties by id.
+ATTEMPT_ORDER: Final = "coalesce(log_seq, -1) DESC, finished_at DESC, ingest_id DESC"
 
 
 def storage_options(lake: str | None = None) -> dict[str, str] | None:
@@ -214,11 +220,33 @@ def append_rows(
     rerun_on_conflict(commit, what=f"append to {table}")
 
 
+def next_log_seq(*, lake: str | None = None) -> int:
+    """1 + the largest ``log_seq`` in ``ingest_log`` now (1 for an empty log).
+
+    The sequence orders attempts without trusting any worker's clock: an attempt
+    logged after another was visible gets a larger number, so a re-ingest on a
+    worker whose clock runs behind is still the latest. Two writers that log at
+    once without seeing each other may share a number; ``ingest_id`` then decides,
+    the same way for every reader.
+    """
+    log = read_table(spec.INGEST_LOG, lake=lake)
+    if log is None or "log_seq" not in log.column_names or log.num_rows == 0:
+        return 1
+    top = pc.max(log["log_seq"]).as_py()
+    return 1 if top is None else int(top) + 1
+
+
 def append_log(entries: pa.Table, *, lake: str | None = None) -> None:
-    """Append attempts to ``ingest_log`` (not partitioned: it is small)."""
+    """Append attempts to ``ingest_log`` (not partitioned: it is small), with their
+    ``log_seq`` (:func:`next_log_seq`)."""
     unknown = set(pc.unique(entries["status"]).to_pylist()) - set(spec.INGEST_STATUSES)
     if unknown:
         raise SpecError(f"unknown ingest status {sorted(unknown)}")
+    seq = pa.array([next_log_seq(lake=lake)] * entries.num_rows, pa.int64())
+    if "log_seq" in entries.column_names:
+        entries = entries.set_column(entries.schema.get_field_index("log_seq"), "log_seq", seq)
+    else:
+        entries = entries.append_column("log_seq", seq)
     batches = (
         {b for b in entries["batch_id"].to_pylist() if b}
         if "batch_id" in entries.column_names
@@ -280,6 +308,16 @@ def read_table(
     return dt.to_pyarrow_table(columns=columns)
 
 
+def table_columns(table: str, *, lake: str | None = None) -> list[str]:
+    """Column names of the table's current Delta schema (empty if no table yet)."""
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return []
+    dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+    return [f.name for f in dt.schema().fields]
+
+
 def snapshot_files(table: str, *, lake: str | None = None) -> tuple[int, list[str]]:
     """Version and data-file URIs of the table's current snapshot."""
     from deltalake import DeltaTable
@@ -296,10 +334,10 @@ def latest_attempts(*, lake: str | None = None) -> pa.Table:
     import duckdb
 
     con = duckdb.connect()
-    con.register("log", log)
+    con.register("log", _with_seq(log))
     return con.sql(
-        "SELECT * FROM log QUALIFY row_number() OVER "
-        "(PARTITION BY file_id ORDER BY finished_at DESC, ingest_id DESC) = 1"
+        "SELECT * FROM log QUALIFY row_number() OVER "  # noqa: S608  (a constant)
+        f"(PARTITION BY file_id ORDER BY {ATTEMPT_ORDER}) = 1"
     ).to_arrow_table()
 
 
@@ -308,20 +346,25 @@ def published_ingests(*, lake: str | None = None) -> dict[str, tuple[str, str]]:
     log = read_table(
         spec.INGEST_LOG,
         lake=lake,
-        columns=["file_id", "ingest_id", "status", "transform_version", "finished_at"],
     )
     if log is None or log.num_rows == 0:
         return {}
     import duckdb
 
     con = duckdb.connect()
-    con.register("log", log)
+    con.register("log", _with_seq(log))
     rows = con.sql(
-        "SELECT file_id, ingest_id, transform_version FROM log WHERE status = 'published' "
-        "QUALIFY row_number() OVER (PARTITION BY file_id ORDER BY finished_at DESC, "
-        "ingest_id DESC) = 1"
+        "SELECT file_id, ingest_id, transform_version FROM log WHERE status = 'published' "  # noqa: S608
+        f"QUALIFY row_number() OVER (PARTITION BY file_id ORDER BY {ATTEMPT_ORDER}) = 1"
     ).fetchall()
     return {f: (i, v) for f, i, v in rows}
+
+
+def _with_seq(log: pa.Table) -> pa.Table:
+    """``log`` with a ``log_seq`` column (all null for a log written before it existed)."""
+    if "log_seq" in log.column_names:
+        return log
+    return log.append_column("log_seq", pa.nulls(log.num_rows, pa.int64()))
 
 
 def count_rows(
@@ -349,29 +392,28 @@ def superseded_attempts(file_ids: Iterable[str], *, lake: str | None = None) -> 
     ingest of the same file or maintenance removes them.)
     """
     wanted = {spec.check_id("file_id", f) for f in file_ids}
-    log = read_table(
-        spec.INGEST_LOG, lake=lake, columns=["file_id", "ingest_id", "status", "finished_at"]
-    )
+    log = read_table(spec.INGEST_LOG, lake=lake)
     if log is None or not wanted:
         return []
     import duckdb
 
     con = duckdb.connect()
-    con.register("log", log)
+    con.register("log", _with_seq(log))
     con.register("wanted", pa.table({"file_id": pa.array(sorted(wanted), pa.string())}))
     rows = con.sql(
-        """
-        WITH latest AS (
-            SELECT file_id, ingest_id, finished_at FROM log
-            WHERE status = 'published' AND file_id IN (SELECT file_id FROM wanted)
-            QUALIFY row_number() OVER (PARTITION BY file_id
-                                       ORDER BY finished_at DESC, ingest_id DESC) = 1
+        f"""
+        WITH ranked AS (
+            SELECT file_id, ingest_id, status,
+                   row_number() OVER (PARTITION BY file_id ORDER BY {ATTEMPT_ORDER}) AS pos
+            FROM log WHERE file_id IN (SELECT file_id FROM wanted)
+        ),
+        latest AS (
+            SELECT file_id, min(pos) AS pos FROM ranked WHERE status = 'published'
+            GROUP BY file_id
         )
-        SELECT DISTINCT l.ingest_id FROM log AS l JOIN latest AS p USING (file_id)
-        WHERE l.ingest_id != p.ingest_id
-          AND (l.finished_at < p.finished_at
-               OR (l.finished_at = p.finished_at AND l.ingest_id < p.ingest_id))
-        """
+        SELECT DISTINCT r.ingest_id FROM ranked AS r JOIN latest AS p USING (file_id)
+        WHERE r.pos > p.pos
+        """  # noqa: S608  (a constant)
     ).fetchall()
     return sorted(r[0] for r in rows)
 

@@ -222,7 +222,8 @@ _LATEST_ATTEMPTS: Final = """
     FROM ingest_log
     WHERE status <> 'duplicate'
     QUALIFY row_number() OVER (
-        PARTITION BY file_id, source_path ORDER BY finished_at DESC, ingest_id DESC
+        PARTITION BY file_id, source_path
+        ORDER BY coalesce(log_seq, -1) DESC, finished_at DESC, ingest_id DESC
     ) = 1
 """
 
