@@ -137,8 +137,9 @@ def find_plate_map(path: Path) -> Path | None:
         p
         for p in path.parent.iterdir()
         if p.is_file()
-        and "explog" in p.name.lower()
-        and p.suffix.lower() == ".csv"
+        and any(k in p.name.lower() for k in ("explog", "experimentlog", "platemap", "plate_map"))
+        and p.name.lower().endswith((".csv", ".csv.gz"))
+        and p != path
         and p not in found
     )
     if len(found) > 1:
