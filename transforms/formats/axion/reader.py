@@ -667,15 +667,18 @@ class AxionFile(ContinuousBase):
         tags go under ``tags``.
         """
         meta: dict[str, Any] = dict(self.header_metadata)
+        note = self.notes[-1] if self.notes else None
         defaults = {
             "recorded_at": self.recorded_at,
             "experiment_started_at": self.experiment_started_at,
             "sampling_rate_hz": self.sampling_rate_hz,
             "voltage_scale_uv_per_count": self.voltage_scale_uv_per_count,
             "plate_type_text": self.layout.name,
-            "recording_name": self.metadata.get("RecordingName"),
-            "investigator": self.metadata.get("Investigator"),
-            "description": self.metadata.get("Description"),
+            "recording_name": self.metadata.get("RecordingName")
+            or (note.recording_name if note else None),
+            "investigator": self.metadata.get("Investigator")
+            or (note.investigator if note else None),
+            "description": self.metadata.get("Description") or (note.description if note else None),
         }
         for key, value in defaults.items():
             if meta.get(key) is None:
