@@ -255,8 +255,11 @@ def read_plate_map(
             raise SpecError(f"{source}: line {line}: well {well!r} is not on a {layout.name} plate")
         if well in wells:
             raise SpecError(f"{source}: line {line}: well {well!r} is listed twice")
-        # "Bisindolymaleimide 1": lab treatments hold spaces, partition values cannot
-        condition = "_".join(cell(row, condition_col).split()) or default_condition
+        condition = cell(row, condition_col)
+        if condition_col == "treatment":
+            # "Bisindolymaleimide 1": lab treatments hold spaces, partition values cannot
+            condition = "_".join(condition.split())
+        condition = condition or default_condition
         try:
             condition = validate_partition_value("condition", condition, source=str(source))
             if time_col == "div":
