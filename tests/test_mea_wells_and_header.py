@@ -7,13 +7,14 @@ import collections
 import datetime as dt
 import gzip
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from tests.axis_text import plain_counts, spike_list_bytes, spikes_on
 from tests.helpers import query
-from transforms.formats.axion import SpikeRecords, write_axion_spk_legacy
+from transforms.formats.axion import SpikeRecords, WellTreatment, write_axion_spk_legacy
 from transforms.pipeline.ingest import ingest_paths
 from transforms.recording.plate import LAYOUTS
 
@@ -120,8 +121,12 @@ def test_legacy_spk_with_spikes_before_zero_publishes(tmp_path: Path) -> None:
         layout=layout,
         electrodes=electrodes,
         settings_text=settings,
+        # AxIS's own plate map: a treatment no partition value can hold as written
+        plate_map=[WellTreatment("B1", "20kV/cm", amount=math.nan, unit="")],
     )
     lake = _ingest(tmp_path, path)
+    conditions = dict(query(lake, "SELECT well, condition FROM mea_recordings"))
+    assert conditions == {"B1": "20kV_cm", "C5": "ctl"}
     rows = query(
         lake,
         "SELECT well, n_spikes, reader_qc_flags, recorded_at, plate_sn, duration_s "

@@ -122,6 +122,18 @@ class PlateMap:
         )
 
 
+def treatment_condition(treatment: str, *, source: str = "") -> str:
+    """A treatment as written by a lab or AxIS, as a partition value.
+
+    Runs of spaces and characters a partition value cannot hold become ``_``
+    (``Bisindolymaleimide 1`` -> ``Bisindolymaleimide_1``, ``20kV/cm`` ->
+    ``20kV_cm``); the result is cut to 64 characters. An empty treatment stays empty.
+    """
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", " ".join(treatment.split())).strip("_")
+    text = text.lstrip(".")[:64]
+    return validate_partition_value("condition", text, source=source) if text else ""
+
+
 def _key(name: str) -> str:
     return re.sub(r"[\s_]+", "", name).lower()
 
@@ -258,7 +270,7 @@ def read_plate_map(
         condition = cell(row, condition_col)
         if condition_col == "treatment":
             # "Bisindolymaleimide 1": lab treatments hold spaces, partition values cannot
-            condition = "_".join(condition.split())
+            condition = treatment_condition(condition, source=str(source))
         condition = condition or default_condition
         try:
             condition = validate_partition_value("condition", condition, source=str(source))

@@ -337,16 +337,15 @@ def decode_mea(
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:
         # No CSV: use the treatments AxIS stored in the file itself.
-        from transforms.formats.platemap import WellAssignment
+        from transforms.formats.platemap import WellAssignment, treatment_condition
 
         plate_map = PlateMap(
             source=path.name,
             layout=plate.layout,
             wells={
-                w: WellAssignment(
-                    w, spec.validate_partition_value("condition", t, source=path.name), None
-                )
+                w: WellAssignment(w, treatment_condition(t, source=path.name), None)
                 for w, t in plate.embedded_map.items()
+                if treatment_condition(t, source=path.name)
             },
             metadata={},
         )
