@@ -187,3 +187,23 @@ def test_every_plate_type_names_wells_and_electrodes(tmp_path: Path, layout, leg
     counts = collections.Counter(f.read_spikes()["electrode"].to_pylist())
     assert counts == {e: 3 for e in electrodes}
     assert layout.electrodes_per_well in (64, 16, 8)
+
+
+def test_annotation_with_nan_rate_uses_the_data_set_rate(tmp_path: Path) -> None:
+    from transforms.formats.axion import Annotation, write_axion_raw
+
+    layout = LAYOUTS[24]
+    data = np.zeros((2500, 16), dtype=np.int16)
+    path = write_axion_raw(
+        tmp_path / "a.raw",
+        [data],
+        layout=layout,
+        electrodes=layout.electrodes[:16],
+        annotations=[Annotation(0.1, "drug added")],
+    )
+    raw = bytearray(path.read_bytes())
+    at = raw.rindex(struct.pack("<dq", FS, 1250))  # the annotation's event prefix
+    raw[at : at + 8] = struct.pack("<d", math.nan)  # tags carry no CRC
+    path.write_bytes(bytes(raw))
+    f = open_axion(path)
+    assert [(a.time_s, a.text) for a in f.annotations] == [(0.1, "drug added")]

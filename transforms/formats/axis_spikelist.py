@@ -12,9 +12,19 @@ Layout of the export, as written by AxIS / AxIS Navigator:
   (one row per property, one column per well: ``Well``, ``Treatment``,
   ``Concentration``, ...).
 
+Dialects (research/mea/FINDINGS.md, real AxIS 1.5, 2.0 and 3.6 exports): comma or
+TAB separated (detected from the header row; ``;`` is recognised only to report a
+decimal comma), UTF-8 BOM, CR/LF/CRLF, ``Amplitude(mV)`` or ``Amplitude (mV)``,
+zero-padded (``00000.010960``) or Excel-shortened times, Excel's padding cells, and
+quoted settings values running over several lines (AxIS 3.6's ``Description``). The
+settings are typed by :mod:`transforms.formats.axis_settings`.
+
 Spikes come out in the project's MEA spike-table convention: ``electrode``
-(``A1_23``), ``well`` (``A1``), ``time_s`` (float64, from recording start) and
-``amplitude_uv`` (float32, nullable; the export gives mV), sorted by ``time_s``.
+(``A1_23``), ``well`` (``A1``), ``time_s`` (float64, from the start of the analysed
+section: AxIS counts the times of a section starting at 27 min from the file start,
+and those are re-based) and ``amplitude_uv`` (float32, nullable; the export gives mV),
+sorted by ``time_s``. Spikes outside the section (negative times, or more than
+:data:`END_SLACK_S` after its whole-second end) are counted in the flags, not kept.
 """
 
 from __future__ import annotations

@@ -194,7 +194,6 @@ class AxionFile(ContinuousBase):
         self.settings_pairs: list[tuple[str, str]] = []
         #: Typed values of those settings (see ``axis_settings.header_metadata``).
         self.header_metadata: dict[str, Any] = {}
-        self._rates_seen: list[float] = []
         self._parse()
 
     # -- parsing ------------------------------------------------------------------
@@ -456,12 +455,8 @@ class AxionFile(ContinuousBase):
         self._check_crc(cur.data[ext_start:ext_end], ext_crc, f"{cur.where}: header extension")
         if sample_type not in SAMPLE_DTYPES:
             raise DecodeError(f"{cur.where}: unknown sample type {sample_type}")
-        if math.isnan(fs) and self._rates_seen:
-            fs = self._rates_seen[0]  # another data set of the file states it
-            self._flag(FLAG_RATE_FROM_SETTINGS)
         if not (math.isfinite(fs) and 0 < fs <= MAX_RATE_HZ):
             raise DecodeError(f"{cur.where}: absurd sampling rate {fs} Hz")
-        self._rates_seen.append(fs)
         if not (math.isfinite(vscale) and 0 < abs(vscale) < 1.0):
             raise DecodeError(f"{cur.where}: absurd voltage scale {vscale} V/count")
         if region_start < 0 or region_length < 0:
