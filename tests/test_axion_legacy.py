@@ -207,3 +207,31 @@ def test_annotation_with_nan_rate_uses_the_data_set_rate(tmp_path: Path) -> None
     path.write_bytes(bytes(raw))
     f = open_axion(path)
     assert [(a.time_s, a.text) for a in f.annotations] == [(0.1, "drug added")]
+
+
+def test_legacy_raw_without_extension(tmp_path: Path) -> None:
+    """A legacy .raw: BlockVectorHeader, ChannelArray, data; no extension = Raw_v1."""
+    import zlib
+
+    from transforms.formats.axion._format import HEAD, datetime_bytes
+
+    layout = LAYOUTS[24]
+    names = list(layout.electrodes[16:32])[::-1]  # well A2, stored in reverse order
+    data = np.random.default_rng(9).integers(-500, 500, (1000, 16)).astype("<i2")
+    ca = struct.pack("<II", layout.plate_type, 16)
+    for i, name in enumerate(names):
+        well, col, row = name[:2], int(name[3]), int(name[4])
+        ca += struct.pack("<6BH", int(well[1]), ord(well[0]) - 64, col, row, 0, i, 0)
+    data_at = 1024 + 64 + len(ca)
+    when = datetime_bytes(dt.datetime(2019, 1, 2, 3, 4, 5))
+    bvh = struct.pack("<dd", FS, -5.8e-8) + when * 2 + struct.pack("<qIII", data_at, 16, 1, 0)
+    slots = [0x03 << 56 | 64, 0x02 << 56 | len(ca), 0x04 << 56 | data.nbytes]
+    head = HEAD.pack(b"AxionBio", 2, 1, 0, 0, 600, 1024)
+    head += struct.pack("<123Q", *slots, *([0] * 120))
+    head += struct.pack("<I", zlib.crc32(head)) + b"\x00\x00"
+    path = tmp_path / "old.raw"
+    path.write_bytes(head + bvh + ca + data.tobytes())
+    f = open_axion(path)
+    assert f.kind == "raw" and f.electrodes == tuple(names) and f.n_samples == 1000
+    assert f.recorded_at == dt.datetime(2019, 1, 2, 3, 4, 5) and f.channel_wells == ("A2",)
+    np.testing.assert_allclose(f.read(0, 1000 / FS), data * np.float32(-0.058), rtol=1e-6)
