@@ -110,6 +110,10 @@ SUITES = {
         ),
         between("n_spikes", 0, None),
         between("n_electrodes", 1, 64),
+        # header metadata (AxIS settings): a threshold in multiples of the noise sigma
+        between("detector_threshold", 0, 100, strict_min=True),
+        between("sampling_rate_hz", 0, 1_000_000, strict_min=True),
+        gxe.ExpectColumnValuesToNotBeInSet(column="voltage_scale_uv_per_count", value_set=[0.0]),
     ],
     "mea_spikes": [
         gxe.ExpectColumnValuesToNotBeNull(column="time_s"),

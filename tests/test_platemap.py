@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MEA_DIR
-from transforms.errors import SpecError
+from transforms.errors import DecodeError, SpecError
 from transforms.formats.platemap import DEFAULT_CONDITION, read_plate_map
 from transforms.recording.plate import LAYOUTS
 
@@ -109,3 +110,29 @@ def test_well_outside_given_layout(tmp_path: Path) -> None:
     path.write_text("well,condition\nG1,a\n")
     with pytest.raises(SpecError, match=r"m\.csv: line 2: well 'G1' is not on a Classic MEA 48"):
         read_plate_map(path, layout=LAYOUTS[48])
+
+
+def test_experiment_log_without_div_gzipped_with_na(tmp_path: Path) -> None:
+    # EPA's MaestroExperimentLog: no DIV column, Size = NA, "Dose " with a space
+    text = (
+        "Project,Experiment Date,Plate SN,Well,Treatment,Size,Dose ,Units\r\n"
+        "NFA,20190807,MW69-3715,A1,Chemical3,NA,0.03,uM\r\n"
+        "NFA,20190807,MW69-3715,A2,Bisindolymaleimide 1,NA,NA,uM\r\n"
+        "NFA,20190807,MW69-3715,F8,,NA,,\r\n"
+    )
+    path = tmp_path / "20190807_MW69-3715_MaestroExperimentLog.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    pm = read_plate_map(path)
+    assert pm.layout is LAYOUTS[48]
+    assert pm.metadata == {"project": "NFA", "experiment_date": "20190807", "plate_sn": "MW69-3715"}
+    a1, a2, f8 = (pm.wells[w] for w in ("A1", "A2", "F8"))
+    assert (a1.condition, a1.timepoint, a1.dose, a1.units) == ("Chemical3", None, 0.03, "uM")
+    assert (a2.condition, a2.dose) == ("Bisindolymaleimide_1", None)
+    assert f8.condition == "unassigned" and f8.units is None
+
+
+def test_corrupt_gzip_plate_map(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(gzip.compress(b"well,condition\nA1,x\n" * 20)[:30])
+    with pytest.raises(DecodeError, match=r"m\.csv\.gz: corrupt gzip"):
+        read_plate_map(path)

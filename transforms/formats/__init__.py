@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from transforms import spec
 from transforms.errors import SpecError, UnsupportedRecording
@@ -179,43 +179,63 @@ def read_plate(path: str | Path, *, kind: str | None = None) -> PlateSpikes:
     DecodeError, UnsupportedRecording
         Corrupt content, or a file that holds no spikes.
     """
-    from transforms.recording.plate import PlateSpikes
-
     path = Path(path)
     kind = kind or kind_of(path)
     if kind == "spike_list":
-        from transforms.formats.axis_spikelist import read_spike_list
+        from transforms.formats.axis_spikelist import plate_spikes, read_spike_list
 
-        sl = read_spike_list(path)
-        return PlateSpikes(
-            kind,
-            sl.spikes,
-            sl.layout,
-            sl.analysis_duration_s,
-            sl.declared_duration_s,
-            None,
-            None,
-            sl.qc_flags,
-            None,
-            {},
-        )
+        return plate_spikes(read_spike_list(path), kind)
     if kind == "axion_spk":
         from transforms.formats.axion import open_axion
 
-        spk = open_axion(path)
-        return PlateSpikes(
-            kind,
-            spk.read_spikes(),
-            spk.layout,
-            spk.duration_s,
-            spk.duration_s,
-            spk.sampling_rate_hz,
-            spk.recorded_at,
-            tuple(spk.flags),
-            None,
-            embedded_plate_map(spk),
-        )
+        return spk_plate_spikes(open_axion(path), kind)
     raise UnsupportedRecording(f"{path.name}: not an MEA spike file ({kind})")
+
+
+def spk_plate_spikes(spk: object, kind: str = "axion_spk") -> PlateSpikes:
+    """An opened ``.spk`` as plate spikes: its analysed window and the wells it wires.
+
+    Spikes before zero, or more than a second (AxIS rounds sections to whole
+    seconds) after the declared duration, are left out and counted in the flags
+    (``spikes_before_start:<n>``, ``spikes_after_end:<n>``). Without a declared
+    duration the last spike ends the recording.
+    """
+    import pyarrow.compute as pc
+
+    from transforms.formats.axis_spikelist import (
+        END_SLACK_S,
+        SPIKES_AFTER_END,
+        SPIKES_BEFORE_START,
+    )
+    from transforms.recording.plate import PlateSpikes, window_spikes
+
+    f: Any = spk
+    declared = f.declared_duration_s
+    spikes, n_before, n_after = window_spikes(
+        f.read_spikes(), duration_s=declared, end_slack_s=END_SLACK_S
+    )
+    flags = list(f.flags)
+    if n_before:
+        flags.append(f"{SPIKES_BEFORE_START}:{n_before}")
+    if n_after:
+        flags.append(f"{SPIKES_AFTER_END}:{n_after}")
+    last = float(pc.max(spikes["time_s"]).as_py()) if spikes.num_rows else 0.0
+    duration = max(declared or 0.0, last)
+    meta = f.plate_metadata()
+    return PlateSpikes(
+        kind,
+        spikes,
+        f.layout,
+        duration,
+        declared,
+        f.sampling_rate_hz,
+        meta.get("recorded_at"),
+        tuple(flags),
+        None,
+        embedded_plate_map(f),
+        named_wells=f.channel_wells,
+        metadata=meta,
+    )
 
 
 def embedded_plate_map(f: object) -> dict[str, str]:

@@ -3,19 +3,22 @@
 Two CSV forms are read, told apart by their header row (names are matched case-
 and space-insensitively):
 
-* the AxIS-style experiment log (meaRtools' ``expLog``): ``Project, Experiment
-  Date, Plate SN, DIV, Well, Treatment, Size, Dose, Units``. The condition is the
+* the AxIS-style experiment log (meaRtools' ``expLog``, EPA's
+  ``MaestroExperimentLog``): ``Project, Experiment Date, Plate SN, [DIV,] Well,
+  Treatment, [Size,] Dose, Units``. The condition is the
   ``Treatment``; an empty treatment gets :data:`DEFAULT_CONDITION`
   (``unassigned``), not ``untreated``: in the sample log the 24 blank wells are
   the unused plate edge (rows A and F, columns 1 and 8, no spikes at all) while
   the control wells say ``untreated`` explicitly, so folding blanks into the
   controls would dilute them with empty wells. The timepoint is
-  ``DIV<n>`` from the ``DIV`` column. ``Dose`` and ``Units`` are kept.
+  ``DIV<n>`` from the ``DIV`` column (``None`` without one: the caller supplies
+  it). ``Dose`` and ``Units`` are kept; ``NA`` cells are empty.
 * a plain map: ``well, condition`` and optionally ``timepoint``, ``dose``,
   ``units``. An empty condition also gets the default; a missing or
   empty timepoint stays ``None`` (the caller supplies it, e.g. from the file name).
 
-Line endings may be LF, CRLF or old Mac CR (the sample experiment log uses CR).
+Line endings may be LF, CRLF or old Mac CR (the sample experiment log uses CR);
+the file may be gzipped (recognised by its magic bytes).
 Conditions and timepoints become lake partition values, so they are validated with
 :func:`transforms.spec.validate_partition_value`.
 """
@@ -23,9 +26,11 @@ Conditions and timepoints become lake partition values, so they are validated wi
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,7 +44,9 @@ from transforms.spec import validate_partition_value
 #: Condition of a well whose treatment is left empty (see the module docstring).
 DEFAULT_CONDITION: Final = "unassigned"
 
-_EXPLOG_KEYS: Final = frozenset({"well", "treatment", "div"})
+_EXPLOG_KEYS: Final = frozenset({"well", "treatment"})
+#: Cells meaning "no value" (R's NA in EPA's MaestroExperimentLog files).
+_EMPTY: Final = frozenset({"", "na", "n/a", "nan", "null", "none"})
 _PLAIN_KEYS: Final = frozenset({"well", "condition"})
 _META_KEYS: Final = ("project", "experimentdate", "platesn")
 
@@ -115,6 +122,18 @@ class PlateMap:
         )
 
 
+def treatment_condition(treatment: str, *, source: str = "") -> str:
+    """A treatment as written by a lab or AxIS, as a partition value.
+
+    Runs of spaces and characters a partition value cannot hold become ``_``
+    (``Bisindolymaleimide 1`` -> ``Bisindolymaleimide_1``, ``20kV/cm`` ->
+    ``20kV_cm``); the result is cut to 64 characters. An empty treatment stays empty.
+    """
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", " ".join(treatment.split())).strip("_")
+    text = text.lstrip(".")[:64]
+    return validate_partition_value("condition", text, source=source) if text else ""
+
+
 def _key(name: str) -> str:
     return re.sub(r"[\s_]+", "", name).lower()
 
@@ -124,6 +143,11 @@ def _read_rows(path: Path) -> list[list[str]]:
         raw = path.read_bytes()
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read plate map: {exc}") from exc
+    if raw[:2] == b"\x1f\x8b":  # gzipped (meaRtools ships its expLog as .csv.gz)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DecodeError(f"{path}: corrupt gzip stream: {exc}") from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
@@ -212,20 +236,23 @@ def read_plate_map(
         raise SpecError(f"{source}: empty plate map")
     header = [_key(c) for c in rows[0]]
     columns = set(header)
-    if columns >= _EXPLOG_KEYS:
+    if columns >= _EXPLOG_KEYS | {"div"}:
         condition_col, time_col = "treatment", "div"
     elif columns >= _PLAIN_KEYS:
         condition_col, time_col = "condition", "timepoint"
+    elif columns >= _EXPLOG_KEYS:  # an experiment log without DIV (EPA's)
+        condition_col, time_col = "treatment", "div"
     else:
         raise SpecError(
             f"{source}: header {rows[0]!r} is neither an AxIS experiment log "
-            "(Well, Treatment, DIV, ...) nor a plain map (well, condition[, timepoint])"
+            "(Well, Treatment[, DIV], ...) nor a plain map (well, condition[, timepoint])"
         )
     index = {name: i for i, name in reversed(list(enumerate(header)))}
 
     def cell(row: list[str], name: str) -> str:
         i = index.get(name)
-        return row[i].strip() if i is not None and i < len(row) else ""
+        value = row[i].strip() if i is not None and i < len(row) else ""
+        return "" if value.lower() in _EMPTY else value
 
     wells: dict[str, WellAssignment] = {}
     metadata_values: dict[str, set[str]] = {k: set() for k in _META_KEYS if k in index}
@@ -240,7 +267,11 @@ def read_plate_map(
             raise SpecError(f"{source}: line {line}: well {well!r} is not on a {layout.name} plate")
         if well in wells:
             raise SpecError(f"{source}: line {line}: well {well!r} is listed twice")
-        condition = cell(row, condition_col) or default_condition
+        condition = cell(row, condition_col)
+        if condition_col == "treatment":
+            # "Bisindolymaleimide 1": lab treatments hold spaces, partition values cannot
+            condition = treatment_condition(condition, source=str(source))
+        condition = condition or default_condition
         try:
             condition = validate_partition_value("condition", condition, source=str(source))
             if time_col == "div":

@@ -50,8 +50,19 @@ MEA_RECORDING_SCHEMA = pa.schema(
         pa.field("plate_map", pa.string()),
         pa.field("reader_qc_flags", pa.string()),
         pa.field("detection_params_json", pa.string()),
+        pa.field("experiment_started_at", pa.timestamp("us")),
+        pa.field("axis_version", pa.string()),
+        pa.field("instrument", pa.string()),
+        pa.field("instrument_serial", pa.string()),
+        pa.field("voltage_scale_uv_per_count", pa.float64()),
+        pa.field("detector_threshold", pa.float64()),
+        pa.field("settings_json", pa.string()),
     ]
 )
+
+#: Flag of a well the recording names but a partial plate map does not (it takes
+#: the landing folder's condition).
+PLATE_MAP_MISSING_WELL = "plate_map_missing_well"
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,9 @@ def find_plate_map(path: Path) -> Path | None:
         p
         for p in path.parent.iterdir()
         if p.is_file()
-        and "explog" in p.name.lower()
-        and p.suffix.lower() == ".csv"
+        and any(k in p.name.lower() for k in ("explog", "experimentlog", "platemap", "plate_map"))
+        and p.name.lower().endswith((".csv", ".csv.gz"))
+        and p != path
         and p not in found
     )
     if len(found) > 1:
@@ -182,15 +194,63 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
         detection,
         formats.embedded_plate_map(f),
         wells,
+        named_wells=tuple(dict.fromkeys(e.split("_", 1)[0] for e in f.electrodes)),
+        metadata=f.plate_metadata() if hasattr(f, "plate_metadata") else {},
     )
 
 
+def wells_with_rows(plate: PlateSpikes, plate_map: PlateMap | None) -> tuple[str, ...]:
+    """The wells that get rows, in plate order.
+
+    A well the recording names (spikes, well information, channel array) or the
+    plate map lists; every well when the reader names none (``named_wells`` None).
+    A well group of a split plate keeps only its own wells.
+    """
+    wells = plate.layout.wells
+    if plate.named_wells is not None:
+        named = set(plate.named_wells) | set(plate_map.wells if plate_map else ())
+        wells = tuple(w for w in wells if w in named)
+    if plate.wells is not None:
+        mine = set(plate.wells)
+        wells = tuple(w for w in wells if w in mine)
+    return wells
+
+
+#: Header metadata with a column of its own in ``mea_recordings``.
+_HEADER_COLUMNS = frozenset(
+    {
+        "recorded_at",
+        "experiment_started_at",
+        "axis_version",
+        "instrument",
+        "instrument_serial",
+        "plate_serial",
+        "sampling_rate_hz",
+        "voltage_scale_uv_per_count",
+        "detector_threshold",
+    }
+)
+
+
+def header_settings_json(meta: dict[str, Any]) -> str | None:
+    """The header metadata without its own column, as sorted JSON (None if empty)."""
+    rest = {k: v for k, v in meta.items() if k not in _HEADER_COLUMNS and v is not None}
+    if not rest:
+        return None
+    return json.dumps(rest, sort_keys=True, default=str, ensure_ascii=False)
+
+
 def well_partitions(
-    layout: PlateLayout, target: Target, plate_map: PlateMap | None, *, source: str
+    layout: PlateLayout,
+    target: Target,
+    plate_map: PlateMap | None,
+    *,
+    source: str,
+    wells: tuple[str, ...] | None = None,
 ) -> dict[str, spec.Partition]:
-    """Partition of every well: lab from the target, condition/timepoint per well."""
+    """Partition of every well (or of ``wells``): lab from the target, condition/timepoint."""
     out = {}
-    for well in layout.wells:
+    for well in layout.wells if wells is None else wells:
         assignment = plate_map.wells.get(well) if plate_map else None
         condition = assignment.condition if assignment else target.condition
         timepoint = (assignment.timepoint if assignment else None) or target.timepoint
@@ -263,20 +323,20 @@ def decode_mea(
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:
         # No CSV: use the treatments AxIS stored in the file itself.
-        from transforms.formats.platemap import WellAssignment
+        from transforms.formats.platemap import WellAssignment, treatment_condition
 
         plate_map = PlateMap(
             source=path.name,
             layout=plate.layout,
             wells={
-                w: WellAssignment(
-                    w, spec.validate_partition_value("condition", t, source=path.name), None
-                )
+                w: WellAssignment(w, treatment_condition(t, source=path.name), None)
                 for w, t in plate.embedded_map.items()
+                if treatment_condition(t, source=path.name)
             },
             metadata={},
         )
-    parts = well_partitions(plate.layout, target, plate_map, source=path.name)
+    rows_for = wells_with_rows(plate, plate_map if map_path else None)
+    parts = well_partitions(plate.layout, target, plate_map, source=path.name, wells=rows_for)
     metrics = compute_metrics(plate.spikes, layout=plate.layout, duration_s=plate.duration_s)
     params: dict[str, Any] = {"reader": kind, "metrics": metrics.params.as_dict()}
     if plate.detection:
@@ -297,8 +357,16 @@ def decode_mea(
     )
     last = pc.max(spikes["time_s"]).as_py() if spikes.num_rows else None
     rec_rows = []
-    for well in plate.layout.wells if plate.wells is None else plate.wells:
+    meta = plate.metadata
+    plate_sn = (plate_map.metadata.get("plate_sn") if plate_map else None) or meta.get(
+        "plate_serial"
+    )
+    settings_json = header_settings_json(meta)
+    for well in rows_for:
         assignment = plate_map.wells.get(well) if plate_map else None
+        flags = list(plate.qc_flags)
+        if map_path and assignment is None:
+            flags.append(PLATE_MAP_MISSING_WELL)
         rec_rows.append(
             {
                 "well": well,
@@ -315,16 +383,23 @@ def decode_mea(
                 "last_spike_s": last,
                 "n_spikes": int(counts.get(well, 0)),
                 "recorded_at": plate.recorded_at,
-                "plate_sn": (plate_map.metadata.get("plate_sn") if plate_map else None),
+                "plate_sn": plate_sn,
                 "dose": assignment.dose if assignment else None,
                 "dose_units": assignment.units if assignment else None,
                 "plate_map": map_path.name
                 if map_path
                 else (plate_map.source if plate_map else None),
-                "reader_qc_flags": ";".join(plate.qc_flags),
+                "reader_qc_flags": ";".join(flags),
                 "detection_params_json": json.dumps(plate.detection, sort_keys=True)
                 if plate.detection
                 else None,
+                "experiment_started_at": meta.get("experiment_started_at"),
+                "axis_version": meta.get("axis_version"),
+                "instrument": meta.get("instrument"),
+                "instrument_serial": meta.get("instrument_serial"),
+                "voltage_scale_uv_per_count": meta.get("voltage_scale_uv_per_count"),
+                "detector_threshold": meta.get("detector_threshold"),
+                "settings_json": settings_json,
             }
         )
     recordings = pa.Table.from_pylist(rec_rows, schema=MEA_RECORDING_SCHEMA)
@@ -335,8 +410,8 @@ def decode_mea(
         )
 
     electrode_metrics, well_metrics = metrics.electrode_metrics, metrics.well_metrics
-    if plate.wells is not None:  # a well group: the other wells belong to other parts
-        mine = pa.array(plate.wells, pa.string())
+    if rows_for != plate.layout.wells:  # a well group, or wells nothing names
+        mine = pa.array(rows_for, pa.string())
         electrode_metrics = electrode_metrics.filter(pc.is_in(electrode_metrics["well"], mine))
         well_metrics = well_metrics.filter(pc.is_in(well_metrics["well"], mine))
     tables = {

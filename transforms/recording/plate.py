@@ -8,11 +8,12 @@ electrode column digit then row digit (``23`` = column 2, row 3); combined,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.errors import SpecError
 
@@ -115,7 +116,8 @@ def parse_well(name: str) -> tuple[int, int]:
 
 _96_MISSING: Final = ((3, 2),)
 
-#: The Maestro layouts this project generates and reads, by well count.
+#: The Maestro layouts this project generates and reads, by well count (the
+#: default layout of each count, also used to infer a plate from names alone).
 LAYOUTS: Final[dict[int, PlateLayout]] = {
     12: PlateLayout("CytoView MEA 12", 0x3000001, 3, 4, 8, 8),
     24: PlateLayout("CytoView MEA 24", 0x1800001, 4, 6, 4, 4),
@@ -128,6 +130,7 @@ PLATE_TYPES: Final[dict[int, PlateLayout]] = {
     layout.plate_type: layout
     for layout in (
         *LAYOUTS.values(),
+        PlateLayout("Maestro Edge six-well debug map", 0x1800000, 2, 3, 8, 8),
         PlateLayout("BioCircuit MEA 24", 0x1800002, 4, 6, 4, 4),
         PlateLayout("CytoView MEA 6", 0x1800003, 2, 3, 8, 8),
         PlateLayout("Lumos MEA 24", 0x1800004, 4, 6, 4, 4),
@@ -146,12 +149,83 @@ PLATE_TYPES: Final[dict[int, PlateLayout]] = {
 }
 
 
+def _name_key(text: str) -> str:
+    return re.sub(r"[^a-z0-9+]", "", text.lower().replace(" with ", " "))
+
+
+_BY_NAME: Final[dict[str, PlateLayout]] = {
+    _name_key(layout.name): layout for layout in PLATE_TYPES.values()
+}
+_WELLS_IN_NAME: Final = re.compile(r"(\d+)\s*-?\s*well|mea\s*(\d+)", re.IGNORECASE)
+
+
+def layout_for_plate_name(text: str) -> PlateLayout | None:
+    """The layout an AxIS ``Plate Type`` text names, or None if it names no well count.
+
+    The product names of the format document's table match exactly (case, spaces
+    and "with" ignored: ``Classic MEA 48 E-Stim+``, ``Lumos MEA 96``); other texts
+    by their well count (``Maestro 48-Well (Transparent)`` of AxIS 2,
+    ``CytoView MEA 6``), giving the default layout of that count.
+
+    Raises
+    ------
+    SpecError
+        If the text names a well count no layout has.
+    """
+    found = _BY_NAME.get(_name_key(text))
+    if found is not None:
+        return found
+    m = _WELLS_IN_NAME.search(text)
+    if not m:
+        return None
+    try:
+        return layout_for_wells(int(m.group(1) or m.group(2)))
+    except SpecError as exc:
+        raise SpecError(f"plate type {text!r}: {exc}") from exc
+
+
 def layout_for_wells(n_wells: int) -> PlateLayout:
-    """The default Maestro layout with ``n_wells`` wells (12, 24, 48 or 96)."""
+    """The default Maestro layout with ``n_wells`` wells (6, 12, 24, 48 or 96).
+
+    The 6-well CytoView MEA 6 is not in :data:`LAYOUTS` (the plates inferred from
+    well or electrode names): only a plate type that says so gives it.
+    """
+    if n_wells == 6:
+        return PLATE_TYPES[0x1800003]
     try:
         return LAYOUTS[n_wells]
     except KeyError:
         raise SpecError(f"no {n_wells}-well layout; known: {sorted(LAYOUTS)}") from None
+
+
+def window_spikes(
+    spikes: pa.Table,
+    *,
+    offset_s: float = 0.0,
+    duration_s: float | None,
+    end_slack_s: float,
+) -> tuple[pa.Table, int, int]:
+    """Spikes of the analysed window ``[0, duration_s + end_slack_s]`` after ``- offset_s``.
+
+    Returns the kept spikes (``time_s`` shifted by ``-offset_s``) and the numbers of
+    spikes before the window and after it (``duration_s=None``: no end).
+    """
+    t = spikes["time_s"]
+    if offset_s:
+        t = pc.subtract(t, offset_s)
+        i = spikes.schema.get_field_index("time_s")
+        spikes = spikes.set_column(i, spikes.schema.field(i), t)
+    before = pc.less(t, 0.0)
+    n_before = int(pc.sum(before).as_py() or 0)
+    if duration_s is None:
+        after = pc.less(t, -1.0)  # all false
+        n_after = 0
+    else:
+        after = pc.greater(t, duration_s + end_slack_s)
+        n_after = int(pc.sum(after).as_py() or 0)
+    if n_before or n_after:
+        spikes = spikes.filter(pc.invert(pc.or_(before, after)))
+    return spikes, n_before, n_after
 
 
 @dataclass(frozen=True)
@@ -170,3 +244,9 @@ class PlateSpikes:
     embedded_map: dict[str, str]
     #: The wells these spikes cover (a well group of a split plate); None: every well.
     wells: tuple[str, ...] | None = None
+    #: The wells the source names (spikes, well information, channel array); a
+    #: well neither it nor a plate map names gets no rows. None: every well.
+    named_wells: tuple[str, ...] | None = None
+    #: Header metadata (``experiment_started_at``, ``axis_version``, ``instrument``,
+    #: ``plate_serial``, ``voltage_scale_uv_per_count``, ``detector_threshold``, ...).
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,12 @@ from transforms.formats.axion._format import (
     WellTreatment,
 )
 from transforms.formats.axion.reader import AxionFile, MappedCounts, open_axion
-from transforms.formats.axion.writer import SpikeRecords, write_axion_raw, write_axion_spk
+from transforms.formats.axion.writer import (
+    SpikeRecords,
+    write_axion_raw,
+    write_axion_spk,
+    write_axion_spk_legacy,
+)
 
 __all__ = [
     "DEFAULT_VOLTAGE_SCALE_UV",
@@ -39,4 +44,5 @@ __all__ = [
     "open_axion",
     "write_axion_raw",
     "write_axion_spk",
+    "write_axion_spk_legacy",
 ]

@@ -48,6 +48,7 @@ TAG_SYSTEM_ANNOTATION: Final = 3
 TAG_KEY_VALUE: Final = 11
 KNOWN_TAG_TYPES: Final = frozenset(range(14))
 
+DATA_RAW_V1: Final = 0
 DATA_SPIKES: Final = 1
 DATA_CONTINUOUS: Final = 2
 SAMPLE_DTYPES: Final[dict[int, np.dtype]] = {
@@ -78,6 +79,7 @@ FLAG_CRC_MISMATCH: Final = "crc_mismatch_ignored"
 FLAG_BAD_TAG: Final = "unreadable_tag_ignored"
 FLAG_EXTRA_DATA_SETS: Final = "extra_data_sets_ignored"
 FLAG_UNSUPPORTED_SET: Final = "unsupported_data_set_skipped"
+FLAG_RATE_FROM_SETTINGS: Final = "sampling_rate_nan_replaced"
 
 HEAD: Final = struct.Struct("<8sHHHQIq")  # magic .. EntriesStart (34 bytes)
 _DATETIME: Final = struct.Struct("<7H")

@@ -24,11 +24,13 @@ import datetime as dt
 import math
 import mmap
 import os
+import re
 import struct
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +39,7 @@ from transforms.errors import DecodeError, InvalidArgument, UnsupportedRecording
 from transforms.formats.axion._format import (
     COMBINED_FIXED,
     DATA_CONTINUOUS,
+    DATA_RAW_V1,
     DATA_SPIKES,
     E_BV_DATA,
     E_BV_HEADER,
@@ -50,6 +53,7 @@ from transforms.formats.axion._format import (
     FLAG_CRC_MISMATCH,
     FLAG_EXTRA_DATA_SETS,
     FLAG_PARTIAL_FRAME,
+    FLAG_RATE_FROM_SETTINGS,
     FLAG_TRUNCATED,
     FLAG_UNKNOWN_ENTRY,
     FLAG_UNSUPPORTED_SET,
@@ -85,6 +89,7 @@ from transforms.formats.axion._format import (
     crc32,
     read_datetime,
 )
+from transforms.formats.axis_settings import header_metadata, parse_settings_text
 from transforms.recording.continuous import (
     Chunk,
     ContinuousBase,
@@ -95,6 +100,46 @@ from transforms.recording.continuous import (
 from transforms.recording.plate import PLATE_TYPES, PlateLayout, parse_well
 
 # --------------------------------------------------------------------------- the reader
+
+
+@dataclass
+class _LegacySet:
+    """A legacy BlockVectorHeader (0x03) and what attaches to it (sections 6.1-6.2)."""
+
+    sampling_rate_hz: float
+    voltage_scale_v: float
+    start_time: dt.datetime | None
+    experiment_start: dt.datetime | None
+    first_block: int
+    channels_per_block: int
+    samples_per_block: int
+    block_header_size: int
+    where: str
+    mappings: list[ChannelMapping] | None = None
+    data_type: int = DATA_RAW_V1  # without an extension (section 6.2)
+    name: str = ""
+    description: str = ""
+
+
+def _section_length_s(text: str) -> float | None:
+    """Length of an AxIS ``A to B`` file section (``0s to 10m0s``), or None."""
+    parts = re.split(r"\s+to\s+", text.strip())
+    if len(parts) != 2:
+        return None
+    try:
+        a, b = (_duration_s(p) for p in parts)
+    except ValueError:
+        return None
+    return b - a if b >= a else None
+
+
+def _duration_s(text: str) -> float:
+    compact = text.replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d*)?)(h|ms|m|s)", compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(text)
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 #: Pre-fault a mapped window in one call where the OS offers it (Linux).
@@ -145,6 +190,10 @@ class AxionFile(ContinuousBase):
         self.metadata: dict[str, str] = {}
         self.plate_map: tuple[WellTreatment, ...] = ()
         self.annotations: tuple[Annotation, ...] = ()
+        #: The AxIS settings text of a legacy header extension, as (key, value) pairs.
+        self.settings_pairs: list[tuple[str, str]] = []
+        #: Typed values of those settings (see ``axis_settings.header_metadata``).
+        self.header_metadata: dict[str, Any] = {}
         self._parse()
 
     # -- parsing ------------------------------------------------------------------
@@ -202,6 +251,8 @@ class AxionFile(ContinuousBase):
         data_sets: list[tuple[DataSet, list[ChannelMapping]]] = []
         tags: list[tuple[int, dt.datetime | None, str, int, bytes, int]] = []
         notes: list[Note] = []
+        legacy: list[_LegacySet] = []
+        data_entries: dict[int, int] = {}
         entry_no = 0
         while True:
             terminated = False
@@ -216,7 +267,14 @@ class AxionFile(ContinuousBase):
                 where = f"entry {entry_no} (type {etype:#04x}) at offset {pos}"
                 if pos + length > size and etype != E_BV_DATA:
                     raise self._fail(f"{where} declares {length} bytes, past the end of the file")
-                if etype in (E_NOTES, E_CHANNEL_ARRAY, E_COMBINED, E_TAG):
+                if etype in (
+                    E_NOTES,
+                    E_CHANNEL_ARRAY,
+                    E_COMBINED,
+                    E_TAG,
+                    E_BV_HEADER,
+                    E_BV_HEADER_EXT,
+                ):
                     if length > MAX_PARSED_ENTRY:
                         raise self._fail(f"{where}: absurd length {length}")
                     f.seek(pos)
@@ -224,6 +282,14 @@ class AxionFile(ContinuousBase):
                     cur = Cursor(data, f"{self.path.name}: {where}")
                     if etype == E_CHANNEL_ARRAY:
                         plate_type, mappings = self._parse_channel_array(cur)
+                        if legacy and legacy[-1].mappings is None:
+                            legacy[-1].mappings = mappings  # section 5.2: attached to the set
+                    elif etype == E_BV_HEADER:
+                        legacy.append(self._parse_legacy_header(cur))
+                    elif etype == E_BV_HEADER_EXT:
+                        if not legacy:
+                            raise self._fail(f"{where}: header extension before any data set")
+                        self._parse_legacy_extension(cur, legacy[-1])
                     elif etype == E_COMBINED:
                         if mappings is None:
                             raise self._fail(f"{where}: data set header before any ChannelArray")
@@ -236,11 +302,8 @@ class AxionFile(ContinuousBase):
                             tags.append(tag)
                     else:
                         notes.extend(self._parse_notes(cur))
-                elif etype in (E_BV_HEADER, E_BV_HEADER_EXT):
-                    raise UnsupportedRecording(
-                        f"{self.path.name}: legacy block-vector headers (entry type {etype:#04x}) "
-                        "are not supported"
-                    )
+                elif etype == E_BV_DATA:
+                    data_entries[pos] = length
                 elif etype not in KNOWN_ENTRIES:
                     self._flag(FLAG_UNKNOWN_ENTRY)  # section 3: unknown ids are skipped
                 pos += length
@@ -259,7 +322,84 @@ class AxionFile(ContinuousBase):
             self._check_crc(sub[:1016], crc, f"sub-header at offset {pos}")
             slots = struct.unpack_from(f"<{SUB_SLOTS}Q", sub, 8)
             pos += HEADER_SIZE
+        for ls in legacy:
+            ds = self._legacy_data_set(ls, data_entries, mappings)
+            if ds is not None:
+                data_sets.append((ds, ls.mappings or mappings or []))
         self._finish(plate_type, data_sets, tags, notes)
+
+    def _parse_legacy_header(self, cur: Cursor) -> _LegacySet:
+        if len(cur.data) != 64:
+            raise DecodeError(
+                f"{cur.where}: BlockVectorHeader must be 64 bytes, has {len(cur.data)}"
+            )
+        fs, vscale = cur.unpack("<dd")
+        start, experiment = read_datetime(cur.take(14)), read_datetime(cur.take(14))
+        first_block, nch, nsamp, bhs = cur.unpack("<qIII")
+        return _LegacySet(fs, vscale, start, experiment, first_block, nch, nsamp, bhs, cur.where)
+
+    def _parse_legacy_extension(self, cur: Cursor, ls: _LegacySet) -> None:
+        _vmaj, _vmin, data_type = cur.unpack("<HHH")
+        cur.take(28)  # Added, Modified (section 6.2)
+        ls.data_type = int(data_type)
+        ls.name = clean_text(cur.take(50))
+        ls.description = cur.data[cur.pos :].decode("utf-8", errors="replace").rstrip("\x00")
+
+    def _legacy_data_set(
+        self,
+        ls: _LegacySet,
+        data_entries: dict[int, int],
+        mappings: list[ChannelMapping] | None,
+    ) -> DataSet | None:
+        """A legacy (0x03 [+ 0x05]) data set in the modern form (section 6.1-6.2)."""
+        maps = ls.mappings or mappings
+        if maps is None:
+            raise self._fail(f"{ls.where}: legacy data set without a ChannelArray")
+        if ls.first_block not in data_entries:
+            raise self._fail(
+                f"{ls.where}: FirstBlock {ls.first_block} is not the start of a data entry"
+            )
+        settings = parse_settings_text(ls.description) if ls.description else []
+        meta = header_metadata(settings) if settings else {}
+        fs = ls.sampling_rate_hz
+        if not math.isfinite(fs):
+            fs = meta.get("sampling_rate_hz") or math.nan  # the extension's own text
+            self._flag(FLAG_RATE_FROM_SETTINGS)
+        if not (math.isfinite(fs) and 0 < fs <= MAX_RATE_HZ):
+            raise self._fail(f"{ls.where}: absurd sampling rate {ls.sampling_rate_hz} Hz")
+        if not (math.isfinite(ls.voltage_scale_v) and 0 < abs(ls.voltage_scale_v) < 1.0):
+            raise self._fail(f"{ls.where}: absurd voltage scale {ls.voltage_scale_v} V/count")
+        if ls.data_type == DATA_RAW_V1:
+            data_type = DATA_CONTINUOUS
+        elif ls.data_type == DATA_SPIKES:
+            data_type = DATA_SPIKES
+        else:
+            self._flag(FLAG_UNSUPPORTED_SET)
+            return None
+        duration = None
+        section = meta.get("analysed_section")
+        if section and data_type == DATA_SPIKES:
+            duration = _section_length_s(section)
+        self.settings_pairs = settings
+        self.header_metadata = meta
+        return DataSet(
+            data_type=data_type,
+            sample_type=0,
+            sampling_rate_hz=fs,
+            voltage_scale_v=ls.voltage_scale_v,
+            channels_per_block=ls.channels_per_block,
+            sets_per_block=1,
+            samples_per_block=ls.samples_per_block,
+            block_header_size=ls.block_header_size,
+            start_time=ls.start_time,
+            experiment_start=ls.experiment_start,
+            duration_s=duration,
+            name="Voltage" if data_type == DATA_CONTINUOUS else ls.name,
+            region_start=ls.first_block,
+            region_length=data_entries[ls.first_block],
+            channel_ids=tuple(m.channel_id for m in maps),
+            set_names=("Raw",) if data_type == DATA_CONTINUOUS else (ls.name,),
+        )
 
     def _parse_channel_array(self, cur: Cursor) -> tuple[int, list[ChannelMapping]]:
         plate_type, n = cur.unpack("<II")
@@ -386,6 +526,8 @@ class AxionFile(ContinuousBase):
                 elif ttype in (TAG_USER_ANNOTATION, TAG_SYSTEM_ANNOTATION):
                     fs, sample, _dur = cur.unpack("<dqq")
                     cur.take(4)
+                    if math.isnan(fs):  # no rate of its own: the data set's
+                        fs = self._ds.sampling_rate_hz
                     if not (math.isfinite(fs) and fs > 0):
                         raise DecodeError(f"{cur.where}: annotation sampling rate {fs}")
                     notes.append(
@@ -447,6 +589,9 @@ class AxionFile(ContinuousBase):
                 raise self._fail(f"electrode {m.name} does not exist on a {layout.name} plate")
         self.electrodes: tuple[str, ...] = tuple(m.name for m in cols)
         self._channel_names = {m.channel_id: m.name for m in maps}
+        on_array = {m.name.split("_", 1)[0] for m in maps}
+        #: Wells the ChannelArray wires (AxIS records only the wells "on" in its map).
+        self.channel_wells: tuple[str, ...] = tuple(w for w in layout.wells if w in on_array)
         self.sampling_rate_hz = ds.sampling_rate_hz
         self.voltage_scale_uv_per_count = ds.voltage_scale_v * 1e6
         self.recorded_at = ds.start_time
@@ -472,6 +617,7 @@ class AxionFile(ContinuousBase):
                 self._flag(FLAG_PARTIAL_FRAME)
             self.n_samples = available // self._frame_bytes
             self.duration_s = self.n_samples / ds.sampling_rate_hz
+            self.declared_duration_s = self.duration_s
             self.n_spikes = 0
         else:
             self.kind = "spk"
@@ -490,6 +636,9 @@ class AxionFile(ContinuousBase):
                 )
             self.n_spikes = available // self._frame_bytes
             self.waveform_samples = ds.samples_per_block
+            #: The stored duration; None when the file states none (a legacy set
+            #: whose settings name no section).
+            self.declared_duration_s = ds.duration_s
             self.duration_s = ds.duration_s if ds.duration_s is not None else 0.0
             self.n_samples = round(self.duration_s * ds.sampling_rate_hz)
         self.notes = tuple(notes)
@@ -503,6 +652,38 @@ class AxionFile(ContinuousBase):
             }
 
     # -- access -------------------------------------------------------------------
+
+    def plate_metadata(self) -> dict[str, Any]:
+        """Header metadata in the form of a spike list's (``header_metadata``).
+
+        The settings text of a legacy extension wins (it holds the recording's own
+        times; the data-set header of a batch-processed ``.spk`` holds the time of
+        the re-detection); the data-set header fills what it leaves empty. Key-value
+        tags go under ``tags``.
+        """
+        meta: dict[str, Any] = dict(self.header_metadata)
+        note = self.notes[-1] if self.notes else None
+        defaults = {
+            "recorded_at": self.recorded_at,
+            "experiment_started_at": self.experiment_started_at,
+            "sampling_rate_hz": self.sampling_rate_hz,
+            "voltage_scale_uv_per_count": self.voltage_scale_uv_per_count,
+            "plate_type_text": self.layout.name,
+            "recording_name": self.metadata.get("RecordingName")
+            or (note.recording_name if note else None),
+            "investigator": self.metadata.get("Investigator")
+            or (note.investigator if note else None),
+            "description": self.metadata.get("Description") or (note.description if note else None),
+        }
+        for key, value in defaults.items():
+            if meta.get(key) is None:
+                meta[key] = value
+        if self.metadata:
+            meta["tags"] = dict(sorted(self.metadata.items()))
+        if self.header_metadata:
+            # the data set's own times, kept beside the settings' ones
+            meta["data_set_started_at"] = self.recorded_at
+        return meta
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -790,8 +971,7 @@ def open_axion(
     DecodeError
         Corrupt, truncated or absurd content (the message names the file and the field).
     UnsupportedRecording
-        Legacy 0.x / block-vector files, unknown plate types, files without voltage or
-        spike data.
+        Legacy 0.x files, unknown plate types, files without voltage or spike data.
     """
     return AxionFile(path, strict_crc=strict_crc, allow_truncated=allow_truncated)
 

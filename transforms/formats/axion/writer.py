@@ -26,8 +26,11 @@ from transforms.formats.axion._format import (
     DEFAULT_VOLTAGE_SCALE_UV,
     DEFAULT_WAVEFORM_SAMPLES,
     E_BV_DATA,
+    E_BV_HEADER,
+    E_BV_HEADER_EXT,
     E_CHANNEL_ARRAY,
     E_COMBINED,
+    E_NOTES,
     E_TAG,
     HEAD,
     HEADER_SIZE,
@@ -344,6 +347,133 @@ class SpikeRecords:
     threshold_multiplier: float | np.ndarray = 0.0
 
 
+def _records(
+    batch: SpikeRecords,
+    start: np.ndarray,
+    cid: np.ndarray,
+    waves: np.ndarray,
+    voltage_scale_uv_per_count: float,
+) -> np.ndarray:
+    """Spike_v1 records (section 8) of one batch."""
+    rec = np.zeros(
+        len(start),
+        dtype=[
+            ("start_sample", "<i8"),
+            ("channel", "u1"),
+            ("chip", "u1"),
+            ("trigger_offset", "<i4"),
+            ("noise_sd", "<f8"),
+            ("threshold_multiplier", "<f8"),
+            ("waveform", "<i2", (waves.shape[1],)),
+        ],
+    )
+    rec["start_sample"] = start
+    rec["channel"] = cid & 0xFF
+    rec["chip"] = cid >> 8
+    rec["trigger_offset"] = batch.trigger_offset
+    rec["noise_sd"] = np.asarray(batch.noise_sd_uv, dtype=np.float64) * 1e-6
+    rec["threshold_multiplier"] = batch.threshold_multiplier
+    rec["waveform"] = _quantize(waves, voltage_scale_uv_per_count)
+    return rec
+
+
+def _fixed_text(text: str, size: int) -> bytes:
+    raw = text.encode("utf-8")[:size]
+    return raw + b"\x00" * (size - len(raw))
+
+
+def write_axion_spk_legacy(
+    path: str | Path,
+    records: SpikeRecords,
+    *,
+    layout: PlateLayout,
+    sampling_rate_hz: float = 12500.0,
+    voltage_scale_uv_per_count: float = DEFAULT_VOLTAGE_SCALE_UV,
+    electrodes: Sequence[str] | None = None,
+    recorded_at: dt.datetime | None = None,
+    settings_text: str = "",
+    note: tuple[str, str, str] = ("", "", ""),
+    metadata: dict[str, str] | None = None,
+    plate_map: Sequence[WellTreatment] = (),
+) -> Path:
+    """Write a ``.spk`` in the legacy layout AxIS 3.6 still writes for spike files.
+
+    Entries in AxIS's order (research findings on AxIS 3.6.1.14 files):
+    BlockVectorHeader (0x03, 64 bytes, ``FirstBlock`` = the data entry's offset),
+    ChannelArray, one NotesArray record (``NotesStart`` = its offset),
+    BlockVectorHeaderExtension (0x05: DataType 1, an empty name, ``settings_text`` as
+    the description: AxIS's ``key,value`` settings lines, CRLF), BlockVectorData, then
+    the tags. ``sampling_rate_hz`` may be NaN (then the settings text must state it).
+    There is no stored duration: the reader takes it from the settings' section.
+
+    Raises
+    ------
+    InvalidArgument
+        Unsorted spikes, mismatched array lengths, unknown electrodes.
+    """
+    if not math.isnan(sampling_rate_hz):
+        _check_common(layout, sampling_rate_hz, voltage_scale_uv_per_count)
+    names = list(layout.electrodes if electrodes is None else electrodes)
+    maps = _wiring(layout, names)
+    id_of = {n: m.channel_id for n, m in zip(names, maps, strict=True)}
+    when = recorded_at or dt.datetime.now().replace(microsecond=0)
+    start = np.asarray(records.start_sample, dtype=np.int64)
+    waves = np.asarray(records.waveforms_uv)
+    if waves.ndim != 2 or waves.shape[0] != len(start) or len(records.electrode) != len(start):
+        raise InvalidArgument(f"{Path(path).name}: spike arrays disagree in length")
+    if np.any(np.diff(start) < 0):
+        raise InvalidArgument(f"{Path(path).name}: spikes must be written in time order")
+    try:
+        cid = np.array([id_of[e] for e in records.electrode], dtype=np.uint16)
+    except KeyError as exc:
+        raise InvalidArgument(f"{Path(path).name}: spike on electrode {exc.args[0]!r}") from None
+    width = waves.shape[1] if waves.shape[1] else DEFAULT_WAVEFORM_SAMPLES
+    data = _records(
+        records, start, cid, waves.reshape(len(start), width), voltage_scale_uv_per_count
+    )
+    data_bytes = data.tobytes()
+    ca = _channel_array_bytes(layout.plate_type, maps)
+    notes = (
+        _fixed_text(note[0], 50)
+        + _fixed_text(note[1], 50)
+        + _fixed_text(note[2], 500)
+        + struct.pack("<I", 1)
+        + datetime_bytes(when)
+    )
+    ext = (
+        struct.pack("<HHH", 1, 0, DATA_SPIKES)
+        + datetime_bytes(when) * 2
+        + b"\x00" * 50
+        + settings_text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+    )
+    bvh_at = HEADER_SIZE
+    notes_at = bvh_at + 64 + len(ca)
+    data_at = notes_at + len(notes) + len(ext)
+    bvh = (
+        struct.pack("<dd", sampling_rate_hz, voltage_scale_uv_per_count * 1e-6)
+        + datetime_bytes(when) * 2
+        + struct.pack("<qIII", data_at, 1, width, SPIKE_HEADER_SIZE)
+    )
+    tags = _metadata_tags(when, metadata, plate_map, (), 12500.0, layout)
+    entries = [
+        (E_BV_HEADER, bvh),
+        (E_CHANNEL_ARRAY, ca),
+        (E_NOTES, notes),
+        (E_BV_HEADER_EXT, ext),
+        (E_BV_DATA, data_bytes),
+        *((E_TAG, t) for t in tags),
+    ]
+    if len(entries) > PRIMARY_SLOTS:
+        raise InvalidArgument(f"{Path(path).name}: too many tags for one header")
+    slots = [t << 56 | len(b) for t, b in entries]
+    head = HEAD.pack(MAGIC, DATA_SPIKES, 1, 3, notes_at, NOTES_LENGTH, HEADER_SIZE)
+    head += struct.pack(f"<{PRIMARY_SLOTS}Q", *slots, *([0] * (PRIMARY_SLOTS - len(slots))))
+    head += struct.pack("<I", crc32(head)) + b"\x00\x00"
+    out = Path(path)
+    out.write_bytes(head + b"".join(b for _, b in entries))
+    return out
+
+
 def write_axion_spk(
     path: str | Path,
     batches: Iterable[SpikeRecords] | SpikeRecords,
@@ -431,25 +561,7 @@ def write_axion_spk(
                 raise InvalidArgument(
                     f"{out.name}: spike on electrode {exc.args[0]!r} not written"
                 ) from None
-            rec = np.zeros(
-                n,
-                dtype=[
-                    ("start_sample", "<i8"),
-                    ("channel", "u1"),
-                    ("chip", "u1"),
-                    ("trigger_offset", "<i4"),
-                    ("noise_sd", "<f8"),
-                    ("threshold_multiplier", "<f8"),
-                    ("waveform", "<i2", (width,)),
-                ],
-            )
-            rec["start_sample"] = start
-            rec["channel"] = cid & 0xFF
-            rec["chip"] = cid >> 8
-            rec["trigger_offset"] = batch.trigger_offset
-            rec["noise_sd"] = np.asarray(batch.noise_sd_uv, dtype=np.float64) * 1e-6
-            rec["threshold_multiplier"] = batch.threshold_multiplier
-            rec["waveform"] = _quantize(waves, voltage_scale_uv_per_count)
+            rec = _records(batch, start, cid, waves, voltage_scale_uv_per_count)
             f.write(rec.tobytes())
             n_bytes += rec.nbytes
         if width is None:  # no batch at all: an empty set with the default width
