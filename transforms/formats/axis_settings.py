@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 #: Date formats of ``Original File Time`` / ``Experiment Start Time`` (month first).
@@ -159,7 +159,7 @@ def instrument_of(titles: Iterable[str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def header_metadata(pairs: list[tuple[str | None, str | None]]) -> dict[str, Any]:
+def header_metadata(pairs: Sequence[tuple[str | None, str | None]]) -> dict[str, Any]:
     """Typed header metadata from the settings pairs (missing values are None).
 
     Keys: ``recorded_at`` (``Original File Time``), ``experiment_started_at``,

@@ -617,7 +617,7 @@ class AxionFile(ContinuousBase):
                 self._flag(FLAG_PARTIAL_FRAME)
             self.n_samples = available // self._frame_bytes
             self.duration_s = self.n_samples / ds.sampling_rate_hz
-            self.declared_duration_s = self.duration_s
+            self.declared_duration_s: float | None = self.duration_s
             self.n_spikes = 0
         else:
             self.kind = "spk"
