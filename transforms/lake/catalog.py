@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from transforms import spec
 from transforms.errors import LakeError, SpecError
@@ -47,51 +48,97 @@ def _local_path(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
-def _source_expr(table: str, *, lake: str | None) -> tuple[str, int, int]:
-    """``read_parquet([...])`` over the table's snapshot, its version and file count."""
+@dataclass(frozen=True)
+class TableSnapshot:
+    """One table as a catalog pins it: Delta version, data files, schema columns.
+
+    ``version`` is -1 for a table that does not exist yet.
+    """
+
+    version: int
+    uris: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+#: Tries at a consistent cut before publishing gives up (a lake under constant load).
+CUT_ATTEMPTS: Final = 20
+
+
+def _snapshot(table: str, *, lake: str | None) -> TableSnapshot:
     if not lakeio.table_exists(table, lake=lake):
-        empty = "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
+        return TableSnapshot(-1, (), ())
+    version, uris = lakeio.snapshot_files(table, lake=lake)
+    cols = tuple(lakeio.table_columns(table, lake=lake)) if table == spec.INGEST_LOG else ()
+    return TableSnapshot(version, tuple(uris), cols)
+
+
+def consistent_cut(*, lake: str | None = None) -> dict[str, TableSnapshot]:
+    """Snapshots of every table such that the data hold every row the log publishes.
+
+    The log is read first, then the data tables, then the log's version again. An
+    attempt's rows are appended before its ``published`` log row, and rows are only
+    pruned after a newer attempt of the same file has been logged. So if the log
+    did not move while the data were read, the data hold every row of every attempt
+    that log snapshot names as latest; if it moved, the cut is taken again. No
+    clock is involved, only Delta versions.
+
+    Raises
+    ------
+    LakeError
+        If the log moved during each of :data:`CUT_ATTEMPTS` tries.
+    """
+    delay = 0.02
+    for _ in range(CUT_ATTEMPTS):
+        log = _snapshot(spec.INGEST_LOG, lake=lake)
+        cut = {spec.INGEST_LOG: log}
+        for table in spec.DATA_TABLES:
+            cut[table] = _snapshot(table, lake=lake)
+        after = lakeio.table_version(spec.INGEST_LOG, lake=lake)
+        if after == log.version:
+            return cut
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
+    raise LakeError(
+        f"no consistent snapshot of the lake in {CUT_ATTEMPTS} tries: ingest_log kept "
+        "changing while the tables were read; publish again when the lake is quieter"
+    )
+
+
+def _source_expr(table: str, snap: TableSnapshot) -> str:
+    """``read_parquet([...])`` over a table's pinned snapshot."""
+    if snap.version < 0 or not snap.uris:
         if table == spec.INGEST_LOG:
-            empty = (
+            return (
                 "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id, "
                 "NULL::VARCHAR AS status, NULL::VARCHAR AS transform_version, "
                 "NULL::VARCHAR AS source_path, NULL::VARCHAR AS file_name, "
                 "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
-        return empty, -1, 0
-    version, uris = lakeio.snapshot_files(table, lake=lake)
-    if not uris:
-        return (
-            "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)",
-            version,
-            0,
-        )
-    files = ", ".join(sql_literal(_local_path(u)) for u in uris)
+        return "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
+    files = ", ".join(sql_literal(_local_path(u)) for u in snap.uris)
     if table == spec.INGEST_LOG:
         source = f"read_parquet([{files}], union_by_name = true)"
-        if "log_seq" not in lakeio.table_columns(table, lake=lake):  # a log older than it
+        if "log_seq" not in snap.columns:  # a log written before the column existed
             source = f"(SELECT *, NULL::BIGINT AS log_seq FROM {source})"  # noqa: S608
-        return source, version, len(uris)
+        return source
     hive_types = ", ".join(f"{sql_literal(c)}: VARCHAR" for c in spec.PARTITION_COLUMNS)
     return (
         f"read_parquet([{files}], hive_partitioning = true, "
-        f"hive_types = {{{hive_types}}}, union_by_name = true)",
-        version,
-        len(uris),
+        f"hive_types = {{{hive_types}}}, union_by_name = true)"
     )
 
 
-def render_view(name: str, *, lake: str | None = None) -> tuple[str, int, int]:
-    """The ``CREATE VIEW`` statement of ``sql/<name>.sql`` for the current snapshot."""
+def render_view(name: str, cut: dict[str, TableSnapshot]) -> str:
+    """The ``CREATE VIEW`` statement of ``sql/<name>.sql`` over the snapshots of ``cut``."""
     path = sql_dir() / f"{name}.sql"
     if not path.is_file():
         raise LakeError(f"no view definition {path}")
     table = spec.INGEST_LOG if name == "published" else name
-    source, version, n_files = _source_expr(table, lake=lake)
+    source = _source_expr(table, cut[table])
     text = path.read_text(encoding="utf-8")
     if not _PLACEHOLDER.search(text):
         raise LakeError(f"{path}: no {{{{ source }}}} placeholder")
-    return _PLACEHOLDER.sub(lambda _m: source, text), version, n_files
+    return _PLACEHOLDER.sub(lambda _m: source, text)
 
 
 @dataclass(frozen=True)
@@ -109,6 +156,8 @@ def publish(*, lake: str | None = None) -> PublishResult:
     must be installed (it is never downloaded here); readers configure their
     own S3 credentials (``CREATE SECRET``), the catalog holds none.
 
+    Every view reads one consistent cut of the lake (:func:`consistent_cut`), so a
+    replacement committed while publishing never shows a file half or not at all.
     The new catalog is written beside the old one and renamed over it, so a
     reader never opens a half-built catalog.
     """
@@ -126,17 +175,15 @@ def publish(*, lake: str | None = None) -> PublishResult:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    versions: dict[str, int] = {}
-    files: dict[str, int] = {}
+    cut = consistent_cut(lake=lake)
+    versions = {t: s.version for t, s in cut.items()}
+    files = {t: len(s.uris) for t, s in cut.items()}
     con = duckdb.connect(str(tmp))
     try:
         if spec.is_remote(root):
             storage.require_httpfs(con)
         for name in VIEW_ORDER:
-            statement, version, n_files = render_view(name, lake=lake)
-            con.execute(statement)
-            if name != "published":
-                versions[name], files[name] = version, n_files
+            con.execute(render_view(name, cut))
         for path in sorted((sql_dir() / "convenience").glob("*.sql")):
             # Views over the views above; one whose tables hold no data yet (so
             # have no columns) is left out until a later publish.

@@ -308,6 +308,17 @@ def read_table(
     return dt.to_pyarrow_table(columns=columns)
 
 
+def table_version(table: str, *, lake: str | None = None) -> int:
+    """The table's latest Delta version (-1 if it does not exist yet)."""
+    from deltalake import DeltaTable
+
+    if not table_exists(table, lake=lake):
+        return -1
+    return int(
+        DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake)).version()
+    )
+
+
 def table_columns(table: str, *, lake: str | None = None) -> list[str]:
     """Column names of the table's current Delta schema (empty if no table yet)."""
     from deltalake import DeltaTable
