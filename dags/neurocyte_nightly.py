@@ -37,6 +37,9 @@ from neurocyte_tasks.ops import DEFAULT_ARGS
         "mode": Param("zorder", enum=["compact", "zorder"]),
         "retention_hours": Param(168, type="integer", minimum=168),
         "dry_run": Param(False, type="boolean", description="maintenance reports only"),
+        "grace_hours": Param(
+            24, type="number", minimum=1, description="leftovers younger than this are kept"
+        ),
     },
     tags=["neurocyte", "maintenance"],
     doc_md=__doc__,
@@ -90,19 +93,30 @@ def neurocyte_nightly() -> None:
 
     @task(trigger_rule="none_failed")
     def maintain(committed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Compact / z-order, checkpoint and vacuum every table."""
+        """Sweep failed attempts' leftovers; compact / z-order, checkpoint, vacuum."""
         from neurocyte_tasks.ops import aws_env, count_statuses, log
 
         from transforms.lake.maintenance import maintain as run_maintenance
+        from transforms.lake.maintenance import sweep
 
         params = get_current_context()["params"]
         log.info("re-ingest outcomes %s", count_statuses(list(committed or [])))
         with aws_env():
+            swept = sweep(grace_hours=float(params["grace_hours"]), dry_run=bool(params["dry_run"]))
             reports = run_maintenance(
                 mode=params["mode"],
                 retention_hours=int(params["retention_hours"]),
                 dry_run=bool(params["dry_run"]),
             )
+        log.info(
+            "sweep: orphan rows %s of %d attempts, %d staging folders, %d catalog temp files, "
+            "%d old quarantine copies",
+            swept.orphan_rows,
+            len(swept.orphan_attempts),
+            len(swept.staging_dirs),
+            len(swept.catalog_temp_files),
+            len(swept.quarantine_copies),
+        )
         for r in reports:
             log.info(
                 "maintain %s: files %d -> %d, vacuumed %d",

@@ -116,6 +116,28 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from transforms.lake.maintenance import sweep
+
+    report = sweep(lake=args.lake, grace_hours=args.grace_hours, dry_run=not args.apply)
+    verb = "would remove" if report.dry_run else "removed"
+    rows = sum(report.orphan_rows.values())
+    print(
+        f"{verb}: {rows} orphan rows of {len(report.orphan_attempts)} attempts {report.orphan_rows}"
+    )
+    for label, items in (
+        ("staging folders", report.staging_dirs),
+        ("catalog temp files", report.catalog_temp_files),
+        ("old quarantine copies", report.quarantine_copies),
+    ):
+        print(f"{verb}: {len(items)} {label}")
+        for item in items:
+            print(f"  {item}")
+    if report.dry_run:
+        print("(dry run: pass --apply to remove)")
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from transforms.lake.catalog import connect
 
@@ -245,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="rebuild the DuckDB catalog and the QC Data Docs")
     _lake_arg(p)
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "sweep", help="remove what failed attempts left (orphan rows, staging, temp files)"
+    )
+    p.add_argument("--grace-hours", type=float, default=24.0, help="keep anything younger")
+    p.add_argument("--apply", action="store_true", help="remove (default: only report)")
+    _lake_arg(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("sql", help="query the published catalog (read-only)")
     p.add_argument("query", nargs="?")

@@ -44,10 +44,6 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
 @dataclass(frozen=True)
 class TableSnapshot:
     """One table as a catalog pins it: Delta version, data files, schema columns.
@@ -115,7 +111,7 @@ def _source_expr(table: str, snap: TableSnapshot) -> str:
                 "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
         return "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
-    files = ", ".join(sql_literal(_local_path(u)) for u in snap.uris)
+    files = ", ".join(sql_literal(lakeio.local_path(u)) for u in snap.uris)
     if table == spec.INGEST_LOG:
         source = f"read_parquet([{files}], union_by_name = true)"
         if "log_seq" not in snap.columns:  # a log written before the column existed

@@ -429,6 +429,32 @@ def superseded_attempts(file_ids: Iterable[str], *, lake: str | None = None) -> 
     return sorted(r[0] for r in rows)
 
 
+def local_path(uri: str) -> str:
+    """A ``file://`` URI as a plain path; other URIs unchanged."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def delete_attempts(table: str, *, ingest_ids: Iterable[str], lake: str | None = None) -> int:
+    """One commit deleting every row of the given attempts; the number of rows deleted.
+
+    The predicate is built only from validated hex identifiers.
+    """
+    from deltalake import DeltaTable
+
+    ids = sorted({spec.check_id("ingest_id", i) for i in ingest_ids})
+    if not ids or not table_exists(table, lake=lake):
+        return 0
+    predicate = "ingest_id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
+    props = commit_properties(operation=f"sweep {table}", ingest_ids=ids)
+
+    def commit() -> int:
+        dt = DeltaTable(spec.table_uri(table, lake), storage_options=storage_options(lake))
+        metrics = dt.delete(predicate, commit_properties=props)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    return rerun_on_conflict(commit, what=f"sweep {table}")
+
+
 def prune_superseded_many(
     table: str,
     *,

@@ -202,3 +202,146 @@ def maintain(
         )
         for t in (tables or spec.ALL_TABLES)
     ]
+
+
+#: What the sweep leaves alone: anything younger may belong to an attempt in flight.
+DEFAULT_GRACE_HOURS = 24.0
+
+
+@dataclass
+class SweepReport:
+    """What :func:`sweep` removed (or, with ``dry_run``, would remove)."""
+
+    dry_run: bool
+    grace_hours: float
+    #: table -> rows of attempts that never became published (crashed before their
+    #: commit point, or failed after appending), older than the grace period.
+    orphan_rows: dict[str, int] = field(default_factory=dict)
+    orphan_attempts: list[str] = field(default_factory=list)
+    staging_dirs: list[str] = field(default_factory=list)
+    catalog_temp_files: list[str] = field(default_factory=list)
+    quarantine_copies: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _orphan_attempts(table: str, *, lake: str | None, cutoff_s: float) -> dict[str, int]:
+    """ingest_id -> rows in ``table``, of attempts with no ``published`` log row whose
+    data files were all committed before ``cutoff_s`` (epoch seconds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dt = _open(table, lake)
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+    base = dt.table_uri.rstrip("/")
+    rows: list[tuple[str, bool, int]] = []  # (ingest_id, file older than cutoff, rows)
+    for path, mtime_ms in zip(adds["path"], adds["modification_time"], strict=True):
+        uri = lakeio.local_path(f"{base}/{path}")
+        fsys, fs_path = storage.filesystem(uri)
+        ids = pq.read_table(fs_path, columns=["ingest_id"], filesystem=fsys)["ingest_id"]
+        counts = pc.value_counts(ids).to_pylist()
+        old = int(mtime_ms) / 1000.0 < cutoff_s
+        rows += [(c["values"], old, int(c["counts"])) for c in counts]
+    if not any(old for _, old, _ in rows):
+        return {}
+    log = lakeio.read_table(spec.INGEST_LOG, lake=lake, columns=["ingest_id", "status"])
+    published = set()
+    if log is not None:
+        published = {
+            i
+            for i, s in zip(log["ingest_id"].to_pylist(), log["status"].to_pylist(), strict=True)
+            if s == "published"
+        }
+    young = {i for i, old, _ in rows if not old}
+    orphans: dict[str, int] = {}
+    for ingest_id, _old, n in rows:
+        if ingest_id in published or ingest_id in young:
+            continue
+        orphans[ingest_id] = orphans.get(ingest_id, 0) + n
+    return orphans
+
+
+def sweep(
+    *,
+    lake: str | None = None,
+    grace_hours: float = DEFAULT_GRACE_HOURS,
+    dry_run: bool = True,
+    now: float | None = None,
+) -> SweepReport:
+    """Remove what failed attempts leave behind, older than ``grace_hours``.
+
+    * rows of attempts that never became published (a crash between append and
+      commit point, a failure after appending): invisible to every view, deleted;
+    * ``<lake>/_staging/<ingest_id>/`` folders of killed runs;
+    * ``.catalog.duckdb.<pid>.tmp`` files of killed publishes;
+    * quarantine copies of a file other than its latest attempt's.
+
+    Everything younger than the grace period is kept: it may be an attempt in
+    flight on another worker. ``dry_run=True`` (the default) only reports.
+    """
+    import time
+    from pathlib import Path
+
+    if not grace_hours >= 0:
+        raise SpecError(f"grace_hours must be >= 0, got {grace_hours!r}")
+    now = time.time() if now is None else now
+    cutoff = now - grace_hours * 3600.0
+    report = SweepReport(dry_run=dry_run, grace_hours=grace_hours)
+    root = spec.lake_root(lake)
+    for table in spec.DATA_TABLES:
+        if not lakeio.table_exists(table, lake=lake):
+            continue
+        orphans = _orphan_attempts(table, lake=lake, cutoff_s=cutoff)
+        if not orphans:
+            continue
+        report.orphan_rows[table] = sum(orphans.values())
+        report.orphan_attempts = sorted(set(report.orphan_attempts) | set(orphans))
+        if not dry_run:
+            lakeio.delete_attempts(table, ingest_ids=sorted(orphans), lake=lake)
+    staging = storage.join(root, "_staging")
+    by_attempt: dict[str, float] = {}
+    for obj in storage.list_files(staging):
+        attempt = obj.uri[len(staging) :].strip("/").split("/", 1)[0]
+        by_attempt[attempt] = max(by_attempt.get(attempt, 0.0), obj.mtime)
+    for attempt, mtime in sorted(by_attempt.items()):
+        if mtime < cutoff:
+            report.staging_dirs.append(storage.join(staging, attempt))
+    if not spec.is_remote(root):
+        catalog = Path(spec.catalog_path(lake))
+        for tmp in sorted(catalog.parent.glob(f".{catalog.name}.*.tmp")):
+            if tmp.stat().st_mtime < cutoff:
+                report.catalog_temp_files.append(str(tmp))
+    report.quarantine_copies = _stale_quarantine_copies(root, lake=lake, cutoff_s=cutoff)
+    if not dry_run:
+        for uri in (*report.staging_dirs, *report.quarantine_copies):
+            storage.remove_tree(uri)
+        for path in report.catalog_temp_files:
+            Path(path).unlink(missing_ok=True)
+    return report
+
+
+def _stale_quarantine_copies(root: str, *, lake: str | None, cutoff_s: float) -> list[str]:
+    """Quarantine folders of a file other than its latest logged attempt's."""
+    quarantine = storage.join(root, spec.QUARANTINE_DIR)
+    copies: dict[str, dict[str, float]] = {}
+    for obj in storage.list_files(quarantine):
+        parts = obj.uri[len(quarantine) :].strip("/").split("/")
+        if len(parts) < 3:
+            continue
+        file_id, attempt = parts[0], parts[1]
+        seen = copies.setdefault(file_id, {})
+        seen[attempt] = max(seen.get(attempt, 0.0), obj.mtime)
+    latest = {
+        row["file_id"]: row["ingest_id"] for row in lakeio.latest_attempts(lake=lake).to_pylist()
+    }
+    stale = []
+    for file_id, attempts in sorted(copies.items()):
+        keep = latest.get(file_id)
+        if keep not in attempts:  # none is the latest: keep the newest copy
+            keep = max(attempts, key=lambda a: attempts[a])
+        for attempt, mtime in sorted(attempts.items()):
+            if attempt != keep and mtime < cutoff_s:
+                stale.append(storage.join(quarantine, file_id, attempt))
+    return stale

@@ -26,7 +26,7 @@ from transforms.errors import NeurocyteError
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
 from transforms.pipeline import qc
-from transforms.pipeline.outcome import Outcome, now_utc, record
+from transforms.pipeline.outcome import Outcome, now_utc, record, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _merge_file(parts: list[Outcome], *, lake: str | None) -> Outcome:
     if whole.status != "staged":
         storage.remove_tree(whole.staging)
         whole.staging = ""
-        record(whole, lake=lake)
+        record_failure(whole, lake=lake)
         return whole
     for _, p in sorted(by_part.items()):
         for name, count in p.rows.items():
@@ -160,7 +160,7 @@ def commit_batch(
             o.status, o.reason = "duplicate", f"same content as {seen[o.file_id].file_name}"
             storage.remove_tree(o.staging)
             o.staging = ""
-            record(o, lake=lake)
+            record_failure(o, lake=lake)
             continue
         seen[o.file_id] = o
         staged.append(o)
@@ -235,12 +235,7 @@ def commit_batch(
     pending = [o for o in staged if o.status == "staged"]
     for o in pending:
         o.status, o.reason = "failed", reason
-    try:
-        record(pending, lake=lake)
-    except Exception as exc:  # e.g. the disk that failed the commit is still full
-        log.error("batch %s: the failure could not be logged either: %s", batch_id, exc)
-        for o in pending:
-            o.reason += f" (not logged in ingest_log: {type(exc).__name__}: {exc})"
+    record_failure(pending, lake=lake)
     return outs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ import pyarrow as pa
 
 from transforms import spec
 from transforms.lake import delta as lakeio
+
+log = logging.getLogger(__name__)
 
 Status = Literal["published", "quarantined", "failed", "duplicate", "staged"]
 
@@ -75,3 +78,21 @@ def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> 
     now = now_utc()
     rows = [log_row(o, finished_at=now) for o in outcomes]
     lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
+
+
+def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
+    """:func:`record` for outcomes that publish nothing (failed, duplicate, quarantined).
+
+    If even the log cannot be written (the disk that failed the attempt is still
+    full), the outcome's reason says so and the run goes on: nothing is published
+    either way, and the next run retries the file.
+    """
+    outcomes = [outcome] if isinstance(outcome, Outcome) else list(outcome)
+    try:
+        record(outcomes, lake=lake)
+    except Exception as exc:  # the run must go on with the other files
+        log.error("could not log %d outcome(s): %s", len(outcomes), exc)
+        for o in outcomes:
+            o.reason = (o.reason + " " if o.reason else "") + (
+                f"(not logged in ingest_log: {type(exc).__name__}: {exc})"
+            )

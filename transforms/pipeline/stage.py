@@ -26,7 +26,7 @@ from transforms.lake import delta as lakeio
 from transforms.lake import storage
 from transforms.pipeline import allocator
 from transforms.pipeline.landing import Target, resolve_target
-from transforms.pipeline.outcome import Outcome, now_utc, record
+from transforms.pipeline.outcome import Outcome, now_utc, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def stage_file(
             outcome.status = "duplicate"
             outcome.reason = f"content already published (ingest {previous[0]})"
             if part is None:
-                record(outcome, lake=lake)
+                record_failure(outcome, lake=lake)
             return outcome
         outcome.source_format, tables = _decode(
             source,
@@ -175,5 +175,5 @@ def stage_file(
     if not outcome.file_id:
         outcome.file_id = spec.UNREADABLE_FILE_ID  # no content hash to key on
     if part is None:
-        record(outcome, lake=lake)
+        record_failure(outcome, lake=lake)
     return outcome
