@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from transforms import spec
 from transforms.lake import delta as lakeio
+from transforms.lake import leases
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> 
     now = now_utc()
     rows = [log_row(o, finished_at=now) for o in outcomes]
     lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
+    for o in outcomes:  # the attempts are over: their files' leases go back
+        if o.file_id != spec.UNREADABLE_FILE_ID:
+            leases.release_id(o.file_id, holder=o.ingest_id, lake=lake)
 
 
 def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from transforms import formats, spec
-from transforms.errors import InvalidArgument, NeurocyteError, SpecError
+from transforms.errors import DecodeError, InvalidArgument, NeurocyteError, SpecError
 from transforms.lake import delta as lakeio
-from transforms.lake import storage
+from transforms.lake import leases, storage
 from transforms.pipeline import allocator
 from transforms.pipeline.landing import Target, resolve_target
 from transforms.pipeline.outcome import Outcome, now_utc, record_failure
@@ -109,7 +109,8 @@ def stage_file(
         if not path.is_file():
             raise SpecError(f"{path}: no such file")
         kind = formats.kind_of(path)
-        size = path.stat().st_size
+        before = path.stat()
+        size = before.st_size
         outcome.file_id = storage.sha256(path)
         # The file's identity, computed once: rows record its landing URI, not the
         # local copy a worker reads (a temporary download for an S3 landing zone).
@@ -137,6 +138,13 @@ def stage_file(
             )
             if v
         }
+        lease = leases.acquire(outcome.file_id, holder=outcome.ingest_id, lake=lake)
+        if isinstance(lease, str):  # an overlapping run has this file in hand
+            outcome.status = "duplicate"
+            outcome.reason = f"being ingested by another run (attempt {lease})"
+            if part is None:
+                record_failure(outcome, lake=lake)
+            return outcome
         published = lakeio.published_ingests(lake=lake)
         previous = published.get(outcome.file_id)
         if previous and previous[1] == spec.TRANSFORM_VERSION and not force:
@@ -153,6 +161,19 @@ def stage_file(
             plate_map=Path(plate_map) if plate_map else None,
             part=(part, n_parts) if part is not None and n_parts is not None else None,
         )
+        # One read per attempt: the bytes decoded must be the bytes hashed. A file
+        # rewritten meanwhile changes size, mtime or inode; such an attempt fails and
+        # the file is tried again once it has settled (its new content is new).
+        after = path.stat()
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ino,
+        ):
+            raise DecodeError(
+                f"{path.name}: changed while it was being read (size {before.st_size} -> "
+                f"{after.st_size} bytes); it is retried once it has settled"
+            )
         stage = spec.staging_dir(outcome.ingest_id, lake)
         if part is not None:
             stage = storage.join(stage, f"part-{part}")
