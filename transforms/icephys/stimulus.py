@@ -80,6 +80,11 @@ class Stimulus:
         return None if self.end_index is None else self.end_index / rate_hz
 
 
+#: Two command levels closer than this (pA or mV) are the same level; far below
+#: any digitiser's step and far above float32 rounding of the levels.
+_LEVEL_TOL = 1e-3
+
+
 def _changes(command: np.ndarray) -> np.ndarray:
     """Indices k where command[k + 1] != command[k] (NaN-safe)."""
     # a comparison, not np.diff: no float temporary on 10^5-sample commands
@@ -114,10 +119,15 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     changes = _changes(command)
     level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
     if changes.size >= 3:
-        # A test pulse: short first deviation, early, and more changes follow.
+        # A test pulse: short first deviation, early, back to the holding level,
+        # and more changes follow. (Without the return to holding, the first
+        # steps of a ramp would pass for a test pulse and move its onset.)
         first_len_s = (changes[1] - changes[0]) / rate
+        after = command[changes[1] + 1]
+        back = np.isfinite(after) and abs(float(after) - level0) <= _LEVEL_TOL
         if (
-            first_len_s <= params.test_pulse_max_s
+            back
+            and first_len_s <= params.test_pulse_max_s
             and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
         ):
             changes = changes[2:]
