@@ -287,7 +287,7 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     return IcephysRecording(
         source_format="abf1" if abf.abfVersion["major"] == 1 else "abf2",
         format_version=abf.abfVersionString,
-        protocol=_clean(abf.protocol),
+        protocol=_protocol_name(abf),
         recorded_at=recorded_at,
         sweeps=tuple(sweeps),
         channel_names=tuple(_clean(n) for n in abf.adcNames),
@@ -298,4 +298,38 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
             "response_channel": f"{channel}:{_clean(abf.adcNames[channel])}",
             "command_dac": "" if dac is None else f"{dac}:{dac_units[dac]}",
         },
+        command_resolution=None if dac is None else _dac_step(abf, dac, cmd_scale),
     )
+
+
+def _protocol_name(abf: Any) -> str:
+    """The protocol's name, or "" without one.
+
+    pyabf writes the string ``"None"`` into both ``protocol`` and
+    ``protocolPath`` when the header names no ``.pro`` file; that sentinel is
+    not a protocol name and must not reach the lake as text.
+    """
+    name = _clean(abf.protocol)
+    if name == "None" and _clean(getattr(abf, "protocolPath", "None")) in ("", "None"):
+        return ""
+    return name
+
+
+def _dac_step(abf: Any, dac: int, cmd_scale: float) -> float | None:
+    """One DAC step in command units (pA or mV), from the ABF2 DAC scaling.
+
+    The DAC outputs ``fDACRange / lDACResolution`` volts per step, and the
+    amplifier turns a volt into ``fDACScaleFactor`` command units; ``cmd_scale``
+    converts those to pA or mV. ABF1 headers as pyabf reads them carry no
+    per-DAC scale factor, so they give ``None``.
+    """
+    if abf.abfVersion["major"] != 2:
+        return None
+    proto, dacs = abf._protocolSection, abf._dacSection
+    try:
+        volts_per_step = float(proto.fDACRange) / float(proto.lDACResolution)
+        units_per_volt = float(dacs.fDACScaleFactor[dac])
+    except (AttributeError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    step = abs(volts_per_step * units_per_volt * cmd_scale)
+    return step if np.isfinite(step) and step > 0 else None

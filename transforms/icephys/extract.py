@@ -32,7 +32,13 @@ from transforms.icephys.filters import bessel_cutoff_khz, dvdt_mv_per_ms, slope_
 from transforms.icephys.first_spike import AnalysedSweep
 from transforms.icephys.spike_train import TRAIN_KEYS, train_features, train_rows
 from transforms.icephys.spikes import SpikeBlock, SpikeParams, detect_block
-from transforms.icephys.stimulus import Stimulus, StimulusParams, describe_stimulus
+from transforms.icephys.stimulus import (
+    Stimulus,
+    StimulusParams,
+    amplitude_decimals,
+    describe_stimulus,
+    rounded,
+)
 from transforms.icephys.sweep_qc import (
     SweepQCParams,
     qc_profile,
@@ -308,6 +314,9 @@ def _plan(recording: IcephysRecording, params: IcephysParams) -> list[_Plan]:
     sp = params.stimulus_params()
     plans = [_Plan(s, describe_stimulus(s, params=sp)) for s in recording.sweeps]
     _fill_series(plans, gap_free=recording.metadata.get("operation_mode") == "gap_free")
+    decimals = amplitude_decimals(recording.command_resolution)
+    for p in plans:
+        p.stim = rounded(p.stim, decimals=decimals)
     for p in plans:
         s = p.sweep
         if s.clamp_mode != "current_clamp":

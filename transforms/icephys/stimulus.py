@@ -22,7 +22,8 @@ IPFX's first-to-last span for comparison.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -173,3 +174,32 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     else:
         kind = "other"
     return Stimulus(kind, amp, start, end, max(n_epochs, 1), last + 1)
+
+
+#: Decimal places of a stimulus amplitude when the file states no DAC scaling.
+#: 1e-3 pA (or mV) lies far below any patch-clamp amplifier's command step
+#: (>= 0.01 pA, typically 0.1-1 pA in current clamp) and above the error of a
+#: float32-stored level (2e-4 at 2000 pA), so it removes only storage noise
+#: (-50.00000074505806 -> -50.0; NWB's -1799.999997 -> -1800.0).
+DEFAULT_AMPLITUDE_DECIMALS = 3
+
+
+def amplitude_decimals(resolution: float | None) -> int:
+    """Decimal places that express a command of this DAC step.
+
+    The decade at or below one DAC step: the digitiser cannot output a finer
+    difference, and a decimal grid no coarser than the step keeps every level
+    the protocol could have set (0.122 pA step -> 0.1 pA; 0.0061 mV -> 0.001 mV).
+    The level itself is not snapped to DAC steps: protocols state decimal levels
+    (-50 pA), which the DAC only approximates.
+    """
+    if resolution is None or not math.isfinite(resolution) or resolution <= 0:
+        return DEFAULT_AMPLITUDE_DECIMALS
+    return max(-math.floor(math.log10(resolution)), 0)
+
+
+def rounded(stim: Stimulus, *, decimals: int) -> Stimulus:
+    """``stim`` with its amplitude rounded to ``decimals`` places (``-0.0`` as ``0.0``)."""
+    if stim.amplitude is None or not math.isfinite(stim.amplitude):
+        return stim
+    return replace(stim, amplitude=round(stim.amplitude, decimals) + 0.0)
