@@ -130,8 +130,10 @@ def _choose_channel(
     v_chs = [i for i, k in enumerate(kinds) if k == "voltage"]
     i_chs = [i for i, k in enumerate(kinds) if k == "current"]
     if not v_chs and not i_chs:
+        problems = [p for i, u in enumerate(adc_units) if (p := _unit_problem(abf, i, u))]
+        detail = f": {'; '.join(problems)}" if problems else ""
         raise UnsupportedRecording(
-            f"{name}: no channel with voltage or current units (ADC units {adc_units})"
+            f"{name}: no channel with voltage or current units (ADC units {adc_units}){detail}"
         )
     # pyabf can only synthesise the waveforms of DACs that have an ADC partner
     n_dac = min(len(dac_units), abf.channelCount)
@@ -155,6 +157,49 @@ def _choose_channel(
     if v_chs:
         return "current_clamp", v_chs[0], _dac_of(dac_kinds, "current"), []
     return "voltage_clamp", i_chs[0], _dac_of(dac_kinds, "voltage"), []
+
+
+def _ignored_channels(abf: Any, adc_units: list[str], channel: int) -> list[str]:
+    """``other_channels_ignored:<names>`` when other inputs record what ``channel`` does.
+
+    The model holds one response per sweep. Further ADC channels in the same
+    kind of unit (a second headstage of a pair recording, say) are dropped, and
+    the flag says which, so the lost cell is visible in ``reader_qc_flags``;
+    channels of another kind (a current monitor beside Vm) are not responses.
+    """
+    kind = _unit_kind(adc_units[channel])[0]
+    names = [
+        _clean(abf.adcNames[i]).replace(";", "_").replace(",", "_") or f"ADC{i}"
+        for i, unit in enumerate(adc_units)
+        if i != channel and _unit_kind(unit)[0] == kind
+    ]
+    return [f"other_channels_ignored:{','.join(names)}"] if names else []
+
+
+def _unit_problem(abf: Any, channel: int, unit: str) -> str:
+    """What is wrong with an ADC unit the reader refuses, for the error message."""
+    if unit.strip().lower() != "a":
+        return ""
+    label = f"ADC {channel} {_clean(abf.adcNames[channel])!r} is labelled 'A' (amperes)"
+    try:
+        values = np.asarray(abf.data[channel], dtype=np.float64)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return f"{label}; Neurocyte reads currents in pA, nA or µA only"
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return f"{label} and holds no finite values"
+    lo, hi = float(finite.min()), float(finite.max())
+    if max(abs(lo), abs(hi)) > 1e-6:
+        # a patch-clamp current is pA to nA: 1e-12 to 1e-8 A
+        return (
+            f"{label}, but its values span {lo:.3g} to {hi:.3g}: implausible as amperes "
+            "(a patch-clamp current is pA to nA), so the label is wrong; the file is refused "
+            "rather than rescaled by a guess"
+        )
+    return (
+        f"{label} with values {lo:.3g} to {hi:.3g}; Neurocyte reads currents in pA, nA or µA "
+        "only: relabel the channel"
+    )
 
 
 def _dac_of(dac_kinds: list[str], kind: str) -> int | None:
@@ -251,6 +296,7 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     cache: dict[int, list[np.ndarray]] = {}
     mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name, cache)
 
+    qc_flags += _ignored_channels(abf, adc_units, channel)
     response_scale = _unit_kind(adc_units[channel])[1]
     if "units_mislabelled" in qc_flags:
         response_scale = 1.0  # keep the values as recorded: no guessed rescale

@@ -59,6 +59,7 @@ def write_abf1(
     epochs: list[StepEpoch],
     recorded_at: datetime,
     adc_name: str = "Vm",
+    adc_unit: str = "mV",
 ) -> Path:
     """Write a current-clamp episodic ABF1 file.
 
@@ -66,6 +67,9 @@ def write_abf1(
     ----------
     sweeps_mv
         Responses, shape (n_sweeps, n_samples), in mV.
+    adc_unit
+        The unit label written for the ADC channel (``mV``; another label
+        writes the same numbers under it, as a mislabelled rig would).
     epochs
         The step protocol of DAC 0 (pA); at most 10 epochs.
     """
@@ -112,7 +116,7 @@ def write_abf1(
         struct.pack_into("h", header, 378 + 2 * i, i)  # nADCPtoLChannelMap
         struct.pack_into("h", header, 410 + 2 * i, 0 if i == 0 else -1)  # nADCSamplingSeq
         struct.pack_into("10s", header, 442 + 10 * i, adc_name.encode()[:10].ljust(10))
-        struct.pack_into("8s", header, 602 + 8 * i, b"mV".ljust(8))
+        struct.pack_into("8s", header, 602 + 8 * i, adc_unit.encode()[:8].ljust(8))
         struct.pack_into("f", header, 730 + 4 * i, 1.0)  # fADCProgrammableGain
         struct.pack_into("f", header, 922 + 4 * i, scale)  # fInstrumentScaleFactor
         struct.pack_into("f", header, 1050 + 4 * i, 1.0)  # fSignalGain

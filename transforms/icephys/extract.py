@@ -38,6 +38,7 @@ from transforms.icephys.stimulus import (
     amplitude_decimals,
     describe_stimulus,
     rounded,
+    skip_fixed_prepulse,
 )
 from transforms.icephys.sweep_qc import (
     SweepQCParams,
@@ -312,7 +313,10 @@ def _fill_series(plans: list[_Plan], *, gap_free: bool) -> None:
 
 def _plan(recording: IcephysRecording, params: IcephysParams) -> list[_Plan]:
     sp = params.stimulus_params()
-    plans = [_Plan(s, describe_stimulus(s, params=sp)) for s in recording.sweeps]
+    stims = skip_fixed_prepulse(
+        recording.sweeps, [describe_stimulus(s, params=sp) for s in recording.sweeps], params=sp
+    )
+    plans = [_Plan(s, st) for s, st in zip(recording.sweeps, stims, strict=True)]
     _fill_series(plans, gap_free=recording.metadata.get("operation_mode") == "gap_free")
     decimals = amplitude_decimals(recording.command_resolution)
     for p in plans:

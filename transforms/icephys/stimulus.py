@@ -23,6 +23,7 @@ IPFX's first-to-last span for comparison.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -97,6 +98,28 @@ def _changes(command: np.ndarray) -> np.ndarray:
     return nz
 
 
+def _stimulus_changes(
+    command: np.ndarray, rate: float, params: StimulusParams
+) -> tuple[np.ndarray, float]:
+    """Command changes after any leading test pulse, and the holding level."""
+    changes = _changes(command)
+    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
+    if changes.size >= 3:
+        # A test pulse: short first deviation, early, back to the holding level,
+        # and more changes follow. (Without the return to holding, the first
+        # steps of a ramp would pass for a test pulse and move its onset.)
+        first_len_s = (changes[1] - changes[0]) / rate
+        after = command[changes[1] + 1]
+        back = np.isfinite(after) and abs(float(after) - level0) <= _LEVEL_TOL
+        if (
+            back
+            and first_len_s <= params.test_pulse_max_s
+            and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
+        ):
+            changes = changes[2:]
+    return changes, level0
+
+
 def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()) -> Stimulus:
     """Classify the command of ``sweep`` and locate its stimulus window.
 
@@ -117,21 +140,7 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     if command is None or not (np.isfinite(command[0]) or np.isfinite(command).any()):
         kind: StimulusKind = "voltage_clamp" if sweep.clamp_mode == "voltage_clamp" else "hold"
         return Stimulus(kind, None, None, None, 0)
-    changes = _changes(command)
-    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
-    if changes.size >= 3:
-        # A test pulse: short first deviation, early, back to the holding level,
-        # and more changes follow. (Without the return to holding, the first
-        # steps of a ramp would pass for a test pulse and move its onset.)
-        first_len_s = (changes[1] - changes[0]) / rate
-        after = command[changes[1] + 1]
-        back = np.isfinite(after) and abs(float(after) - level0) <= _LEVEL_TOL
-        if (
-            back
-            and first_len_s <= params.test_pulse_max_s
-            and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
-        ):
-            changes = changes[2:]
+    changes, level0 = _stimulus_changes(command, rate, params)
     if sweep.clamp_mode == "voltage_clamp":
         if changes.size < 2:
             return Stimulus("voltage_clamp", level0, None, None, 0)
@@ -203,3 +212,96 @@ def rounded(stim: Stimulus, *, decimals: int) -> Stimulus:
     if stim.amplitude is None or not math.isfinite(stim.amplitude):
         return stim
     return replace(stim, amplitude=round(stim.amplitude, decimals) + 0.0)
+
+
+#: An epoch of a square command: first sample, first sample after it, level.
+Epoch = tuple[int, int, float]
+
+
+def stepped_epochs(sweep: Sweep, *, params: StimulusParams = StimulusParams()) -> list[Epoch]:
+    """The constant epochs of a square command that leave the holding level.
+
+    After any test pulse, in time order; a sweep without a command has none.
+    """
+    command = sweep.command
+    if command is None:
+        return []
+    changes, level0 = _stimulus_changes(command, sweep.sampling_rate_hz, params)
+    starts, ends = changes[:-1] + 1, changes[1:] + 1
+    levels = np.nan_to_num(command[starts])
+    keep = np.abs(levels - level0) > _LEVEL_TOL
+    return [
+        (int(a), int(b), float(v))
+        for a, b, v in zip(starts[keep], ends[keep], levels[keep], strict=True)
+    ]
+
+
+def _on_epoch(sweep: Sweep, stim: Stimulus, epoch: Epoch, params: StimulusParams) -> Stimulus:
+    start, end, level = epoch
+    length_s = (end - start) / sweep.sampling_rate_hz
+    kind: StimulusKind = "other"
+    if length_s <= params.short_square_max_s:
+        kind = "short_square"
+    elif length_s >= params.long_square_min_s:
+        kind = "long_square"
+    return replace(stim, kind=kind, amplitude=level, start_index=start, end_index=end)
+
+
+def skip_fixed_prepulse(
+    sweeps: Sequence[Sweep],
+    stims: Sequence[Stimulus],
+    *,
+    params: StimulusParams = StimulusParams(),
+) -> list[Stimulus]:
+    """Move a series' stimulus window off a fixed pre-pulse onto the test step.
+
+    Some protocols open every sweep with the same pulse (e.g. -100 pA for
+    300 ms, to measure input resistance) and step the test current later
+    (``FICurve_Hyperpolarizing``: pulse, rest, step; Clampex ``IC1``: pulse
+    straight into the step). The first epoch is then the pulse, not the test.
+    The rule needs the series: when at least two current-clamp sweeps have
+    two or more stepped epochs, their *first* epochs are all the same (window
+    and level) and their second epochs differ in level, the first is a fixed
+    pre-pulse and the window moves to the second. Sweeps whose only stepped
+    epoch is that pre-pulse (a 0 pA test step) get the series' test window at
+    their own level there. "Dual" protocols, whose fixed pulse comes after
+    the step, keep their first epoch (it is the one that varies), and with
+    ``window="ipfx"`` nothing moves (IPFX's first-to-last span).
+
+    Returns
+    -------
+    list
+        One stimulus per sweep: ``stims`` with the windows moved where the rule holds.
+    """
+    out = list(stims)
+    if params.window != "first_epoch":
+        return out
+    epochs: dict[int, list[Epoch]] = {}
+    for k, (sweep, stim) in enumerate(zip(sweeps, stims, strict=True)):
+        if sweep.clamp_mode == "current_clamp" and stim.kind in (
+            "long_square",
+            "short_square",
+            "other",
+        ):
+            epochs[k] = stepped_epochs(sweep, params=params)
+    multi = [k for k, e in epochs.items() if len(e) >= 2]
+    if len(multi) < 2:
+        return out
+    firsts = {(e[0][0], e[0][1], round(e[0][2], 3)) for e in (epochs[k] for k in multi)}
+    seconds = {round(epochs[k][1][2], 3) for k in multi}
+    if len(firsts) != 1 or len(seconds) < 2:
+        return out
+    pre = firsts.pop()
+    windows: dict[tuple[int, int], int] = {}
+    for k in multi:
+        test = epochs[k][1]
+        out[k] = _on_epoch(sweeps[k], stims[k], test, params)
+        windows[(test[0], test[1])] = windows.get((test[0], test[1]), 0) + 1
+    (t0, t1), _ = max(windows.items(), key=lambda item: item[1])
+    for k, e in epochs.items():
+        if len(e) == 1 and (e[0][0], e[0][1], round(e[0][2], 3)) == pre:
+            command = sweeps[k].command
+            assert command is not None  # it has a stepped epoch
+            level = float(np.nan_to_num(command[t0]))
+            out[k] = _on_epoch(sweeps[k], stims[k], (t0, t1, level), params)
+    return out
