@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import query
 from transforms.errors import UnsupportedRecording
 from transforms.formats.abf import read_abf
-from transforms.formats.abf1_writer import StepEpoch, command_waveform, write_abf1
+from transforms.formats.abf1_writer import AdcInput, StepEpoch, command_waveform, write_abf1
 from transforms.icephys.extract import IcephysParams, extract_features
 from transforms.pipeline.ingest import ingest_paths
 from transforms.synth.neuron import CellParams, simulate
@@ -138,3 +138,35 @@ def test_ampere_labelled_input_is_refused_with_the_reason(tmp_path: Path) -> Non
     (outcome,) = summary.outcomes
     assert outcome.status == "failed" and "implausible as amperes" in (outcome.reason or "")
     assert query(lake, "SELECT status FROM ingest_log") == [("failed",)]
+
+
+def test_second_headstage_is_flagged_not_silently_dropped(tmp_path: Path) -> None:
+    epochs = [StepEpoch(1000, 0.0), StepEpoch(4000, -50.0, 50.0), StepEpoch(1000, 0.0)]
+    n = 8000
+    command = command_waveform(n, 3, epochs)
+    cells = [CellParams()] * 3
+    v0 = simulate(command, sampling_rate_hz=10_000.0, cells=cells, seed=1)
+    v1 = v0 - 5.0  # a second cell's Vm on IN 1
+    current_monitor = command / 1000.0  # nA: another kind of unit, not a response
+    path = write_abf1(
+        tmp_path / "pair.abf",
+        v0,
+        sampling_rate_hz=10_000.0,
+        epochs=epochs,
+        recorded_at=datetime(2026, 1, 5, 9),
+        adc_name="IN 0",
+        extra_inputs=(
+            AdcInput("IN 1", "mV", v1),
+            AdcInput("I_mon", "nA", current_monitor),
+        ),
+    )
+    rec = read_abf(path)
+    assert rec.channel_names == ("IN 0", "IN 1", "I_mon")
+    assert rec.channel_units == ("mV", "mV", "nA")
+    assert rec.qc_flags == ("other_channels_ignored:IN 1",)
+    np.testing.assert_allclose(rec.sweeps[1].response, v0[1], atol=2e-3)  # 16-bit steps
+    lake = tmp_path / "lake"
+    ingest_paths([path], lake=str(lake), lab="l", condition="c", timepoint="t")
+    assert query(lake, "SELECT reader_qc_flags FROM icephys_recordings") == [
+        ("other_channels_ignored:IN 1",)
+    ]
