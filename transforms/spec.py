@@ -17,7 +17,7 @@ from transforms.errors import CatalogUnavailable, SpecError
 
 #: Bumped whenever a transform changes the rows it produces; stored in every
 #: row and in ``ingest_log`` so the nightly DAG can re-ingest stale files.
-TRANSFORM_VERSION: Final = "0.1.0"
+TRANSFORM_VERSION: Final = "0.2.0"
 
 ENV_LAKE: Final = "NEUROCYTE_LAKE"
 ENV_LANDING: Final = "NEUROCYTE_LANDING"
