@@ -6,10 +6,12 @@
 * An ABF whose only input is labelled ``A`` (amperes) with values of order 1:
   refused, and the message says the label is implausible.
 * A dropped second input of the same kind is flagged in the reader's flags.
+* An ABF1 command read from a stimulus file is an unknown command, not a crash.
 """
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime
 from pathlib import Path
 
@@ -170,3 +172,23 @@ def test_second_headstage_is_flagged_not_silently_dropped(tmp_path: Path) -> Non
     assert query(lake, "SELECT reader_qc_flags FROM icephys_recordings") == [
         ("other_channels_ignored:IN 1",)
     ]
+
+
+def test_abf1_stimulus_file_waveform_is_an_unknown_command(tmp_path: Path) -> None:
+    """ABF1 DAC waveform from a stimulus file (nWaveformSource 2): pyabf raised
+    UnboundLocalError; now the command is unknown and the file still reads."""
+    path = write_abf1(
+        tmp_path / "stimfile.abf",
+        np.full((2, 4000), -65.0),
+        sampling_rate_hz=10_000.0,
+        epochs=[StepEpoch(1000, 0.0), StepEpoch(1000, 50.0)],
+        recorded_at=datetime(2026, 1, 5, 9),
+    )
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("2h", raw, 2300, 2, 0)  # nWaveformSource: DAC 0 from a stimulus file
+    path.write_bytes(bytes(raw))
+    rec = read_abf(path)
+    assert rec.qc_flags == ("command_unavailable",)
+    assert all(s.command is None for s in rec.sweeps)
+    rows = extract_features(rec).sweeps.to_pylist()
+    assert {r["stimulus_kind"] for r in rows} == {"hold"}

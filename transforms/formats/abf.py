@@ -72,7 +72,12 @@ def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np
     enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
     source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
     n = abf.sweepPointCount
-    if _fixed_length(abf) and enabled and source == 1:
+    if abf.abfVersion["major"] == 1 and enabled and source == 2:
+        # An ABF1 waveform read from a stimulus file: pyabf cannot render it (its
+        # findStimulusWaveformFile raises UnboundLocalError for ABF1), and the
+        # file is not shipped with the recording anyway, so the command is unknown.
+        out = [np.full(n, np.nan) for _ in range(abf.sweepCount)]
+    elif _fixed_length(abf) and enabled and source == 1:
         table = pyabf.waveform.EpochTable(abf, dac)
         out = [
             np.asarray(table.epochWaveformsBySweep[k].getWaveform()[:n], dtype=np.float64)
@@ -305,6 +310,9 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     sweeps: list[Sweep] = []
     responses = _responses(abf, channel)
     commands = _commands(abf, dac, cache) if dac is not None and not gap_free else None
+    if commands is not None and not any(np.isfinite(c).any() for c in commands):
+        commands = None  # e.g. a stimulus-file waveform that is not available
+        qc_flags.append("command_unavailable")
     for number in range(abf.sweepCount):
         response = np.asarray(responses[number], dtype=np.float64) * response_scale
         command: np.ndarray | None = None
