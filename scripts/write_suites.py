@@ -39,6 +39,8 @@ def provenance() -> list:
         gxe.ExpectColumnValuesToMatchRegex(column=c, regex=PART)
         for c in ("lab", "condition", "timepoint")
     ]
+    # spec.timepoint_days: DIV14 -> 14, P21 -> 21, else NULL
+    out.append(between("timepoint_days", 0, None))
     return out
 
 
@@ -94,7 +96,11 @@ SUITES = {
         between("upstroke_mv_per_ms", 0, 2000),
     ],
     "icephys_cell_features": [
-        gxe.ExpectColumnValuesToBeUnique(column="file_id"),
+        # one row per file and analysis (long_square, ramp, short_square)
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["file_id", "analysis"]),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="analysis", value_set=["long_square", "ramp", "short_square"]
+        ),
         between("rheobase_pa", -100, 5000),
         between("input_resistance_mohm", 0, 5000),
         between("tau_ms", 0, 500),

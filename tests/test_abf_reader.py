@@ -39,14 +39,17 @@ EXPECTED = {
     "17o05028_ic_steps.abf": Expected("current_clamp", 0, 1.0, 0, 1.0),
     # command on DAC 1 in nA (x1000 to pA), Vm on ADC 1 in mV
     "18425108_abf1.abf": Expected("current_clamp", 1, 1.0, 1, 1000.0),
-    "190619B_0003.abf": Expected("current_clamp", 0, 1.0, 0, 1.0),
+    # two mV inputs (IN 0, IN 2): the second is dropped, and said so
+    "190619B_0003.abf": Expected("current_clamp", 0, 1.0, 0, 1.0, ("other_channels_ignored:IN 2",)),
     "2020_07_29_0062.abf": Expected("current_clamp", 0, 1.0, None, 1.0),  # gap-free
     "File_axon_5.abf": Expected("current_clamp", 0, 1.0, 0, 1.0),
     "File_axon_6.abf": Expected("current_clamp", 0, 1.0, 0, 1.0),
     "File_axon_7.abf": Expected("voltage_clamp", 0, 1.0, 0, 1.0),
     "invalidDate-abf1.abf": Expected("voltage_clamp", 0, 1.0, None, 1.0, ("invalid_date",)),
     "opto_aps_bad_units.abf": Expected("current_clamp", 0, 1.0, 0, 1.0, ("units_mislabelled",)),
-    "pclamp11_4ch.abf": Expected("voltage_clamp", 0, 1.0, 0, 1.0),
+    "pclamp11_4ch.abf": Expected(
+        "voltage_clamp", 0, 1.0, 0, 1.0, ("other_channels_ignored:IN 1,IN 2,IN 3",)
+    ),
 }
 
 

@@ -17,7 +17,7 @@ from transforms.errors import CatalogUnavailable, SpecError
 
 #: Bumped whenever a transform changes the rows it produces; stored in every
 #: row and in ``ingest_log`` so the nightly DAG can re-ingest stale files.
-TRANSFORM_VERSION: Final = "0.1.0"
+TRANSFORM_VERSION: Final = "0.2.0"
 
 ENV_LAKE: Final = "NEUROCYTE_LAKE"
 ENV_LANDING: Final = "NEUROCYTE_LANDING"
@@ -58,8 +58,17 @@ def recording_kind(name: str) -> str | None:
 
 
 SIDECAR_SUFFIX: Final = ".meta.json"
+#: Subject details stored with a recording (NWB ``/general/subject``'s names):
+#: read from NWB files and sidecars, kept as columns of the recordings table and
+#: written back into NWB exports. ``age`` is an ISO 8601 duration (``P60D``),
+#: ``date_of_birth`` an ISO 8601 date or date-time, ``sex`` M/F/U/O.
+SUBJECT_FIELDS: Final = ("species", "sex", "age", "genotype", "strain", "date_of_birth")
 #: Sidecar keys a lab may set; anything else is an error, not silently dropped.
-SIDECAR_KEYS: Final = frozenset({"cell_id", "subject", "notes", "lab", "condition", "timepoint"})
+#: ``subject_id`` is NWB's name for ``subject`` (a sidecar may use either, not both).
+SIDECAR_KEYS: Final = frozenset(
+    {"cell_id", "subject", "subject_id", "notes", "lab", "condition", "timepoint"}
+    | set(SUBJECT_FIELDS)
+)
 
 # Tables. Data tables are partitioned by PARTITION_COLUMNS; ingest_log is not.
 ICEPHYS_RECORDINGS: Final = "icephys_recordings"
@@ -158,6 +167,27 @@ def validate_partition_value(name: str, value: object, *, source: str = "") -> s
     return value
 
 
+#: The numeric column stored beside ``timepoint`` in every data table.
+TIMEPOINT_DAYS_COLUMN: Final = "timepoint_days"
+#: Days in vitro (``DIV14``) or postnatal days (``P21``, also ISO 8601's ``P21D``).
+_TIMEPOINT_DAYS = re.compile(r"^(?:DIV|P)[_-]?(\d{1,5})(?:D)?$", re.IGNORECASE)
+
+
+def timepoint_days(value: str | None) -> int | None:
+    """Days of a timepoint partition value, so timepoints sort in time order.
+
+    ``DIV14`` -> 14 (days in vitro), ``P21`` or ``P21D`` -> 21 (postnatal day),
+    anything else (``t0``, ``baseline``, ``E18``) -> ``None``. Embryonic days
+    are left out on purpose: E18 and P0 are two days apart in a mouse but 18
+    and 0 on any shared scale, and a day count that mixes the two would sort
+    wrongly; DIV and P are both days since a zero the lab chose (plating, birth).
+    """
+    if value is None:
+        return None
+    match = _TIMEPOINT_DAYS.match(value)
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class Partition:
     """A validated lab/condition/timepoint triple."""
@@ -178,6 +208,11 @@ class Partition:
 
     def as_dict(self) -> dict[str, str]:
         return {"lab": self.lab, "condition": self.condition, "timepoint": self.timepoint}
+
+    @property
+    def timepoint_days(self) -> int | None:
+        """:func:`timepoint_days` of this partition's timepoint."""
+        return timepoint_days(self.timepoint)
 
 
 def is_remote(uri: str) -> bool:

@@ -72,7 +72,12 @@ def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np
     enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
     source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
     n = abf.sweepPointCount
-    if _fixed_length(abf) and enabled and source == 1:
+    if abf.abfVersion["major"] == 1 and enabled and source == 2:
+        # An ABF1 waveform read from a stimulus file: pyabf cannot render it (its
+        # findStimulusWaveformFile raises UnboundLocalError for ABF1), and the
+        # file is not shipped with the recording anyway, so the command is unknown.
+        out = [np.full(n, np.nan) for _ in range(abf.sweepCount)]
+    elif _fixed_length(abf) and enabled and source == 1:
         table = pyabf.waveform.EpochTable(abf, dac)
         out = [
             np.asarray(table.epochWaveformsBySweep[k].getWaveform()[:n], dtype=np.float64)
@@ -130,8 +135,10 @@ def _choose_channel(
     v_chs = [i for i, k in enumerate(kinds) if k == "voltage"]
     i_chs = [i for i, k in enumerate(kinds) if k == "current"]
     if not v_chs and not i_chs:
+        problems = [p for i, u in enumerate(adc_units) if (p := _unit_problem(abf, i, u))]
+        detail = f": {'; '.join(problems)}" if problems else ""
         raise UnsupportedRecording(
-            f"{name}: no channel with voltage or current units (ADC units {adc_units})"
+            f"{name}: no channel with voltage or current units (ADC units {adc_units}){detail}"
         )
     # pyabf can only synthesise the waveforms of DACs that have an ADC partner
     n_dac = min(len(dac_units), abf.channelCount)
@@ -155,6 +162,49 @@ def _choose_channel(
     if v_chs:
         return "current_clamp", v_chs[0], _dac_of(dac_kinds, "current"), []
     return "voltage_clamp", i_chs[0], _dac_of(dac_kinds, "voltage"), []
+
+
+def _ignored_channels(abf: Any, adc_units: list[str], channel: int) -> list[str]:
+    """``other_channels_ignored:<names>`` when other inputs record what ``channel`` does.
+
+    The model holds one response per sweep. Further ADC channels in the same
+    kind of unit (a second headstage of a pair recording, say) are dropped, and
+    the flag says which, so the lost cell is visible in ``reader_qc_flags``;
+    channels of another kind (a current monitor beside Vm) are not responses.
+    """
+    kind = _unit_kind(adc_units[channel])[0]
+    names = [
+        _clean(abf.adcNames[i]).replace(";", "_").replace(",", "_") or f"ADC{i}"
+        for i, unit in enumerate(adc_units)
+        if i != channel and _unit_kind(unit)[0] == kind
+    ]
+    return [f"other_channels_ignored:{','.join(names)}"] if names else []
+
+
+def _unit_problem(abf: Any, channel: int, unit: str) -> str:
+    """What is wrong with an ADC unit the reader refuses, for the error message."""
+    if unit.strip().lower() != "a":
+        return ""
+    label = f"ADC {channel} {_clean(abf.adcNames[channel])!r} is labelled 'A' (amperes)"
+    try:
+        values = np.asarray(abf.data[channel], dtype=np.float64)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return f"{label}; Neurocyte reads currents in pA, nA or µA only"
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return f"{label} and holds no finite values"
+    lo, hi = float(finite.min()), float(finite.max())
+    if max(abs(lo), abs(hi)) > 1e-6:
+        # a patch-clamp current is pA to nA: 1e-12 to 1e-8 A
+        return (
+            f"{label}, but its values span {lo:.3g} to {hi:.3g}: implausible as amperes "
+            "(a patch-clamp current is pA to nA), so the label is wrong; the file is refused "
+            "rather than rescaled by a guess"
+        )
+    return (
+        f"{label} with values {lo:.3g} to {hi:.3g}; Neurocyte reads currents in pA, nA or µA "
+        "only: relabel the channel"
+    )
 
 
 def _dac_of(dac_kinds: list[str], kind: str) -> int | None:
@@ -251,6 +301,7 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     cache: dict[int, list[np.ndarray]] = {}
     mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name, cache)
 
+    qc_flags += _ignored_channels(abf, adc_units, channel)
     response_scale = _unit_kind(adc_units[channel])[1]
     if "units_mislabelled" in qc_flags:
         response_scale = 1.0  # keep the values as recorded: no guessed rescale
@@ -259,6 +310,9 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     sweeps: list[Sweep] = []
     responses = _responses(abf, channel)
     commands = _commands(abf, dac, cache) if dac is not None and not gap_free else None
+    if commands is not None and not any(np.isfinite(c).any() for c in commands):
+        commands = None  # e.g. a stimulus-file waveform that is not available
+        qc_flags.append("command_unavailable")
     for number in range(abf.sweepCount):
         response = np.asarray(responses[number], dtype=np.float64) * response_scale
         command: np.ndarray | None = None
@@ -287,7 +341,7 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     return IcephysRecording(
         source_format="abf1" if abf.abfVersion["major"] == 1 else "abf2",
         format_version=abf.abfVersionString,
-        protocol=_clean(abf.protocol),
+        protocol=_protocol_name(abf),
         recorded_at=recorded_at,
         sweeps=tuple(sweeps),
         channel_names=tuple(_clean(n) for n in abf.adcNames),
@@ -298,4 +352,38 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
             "response_channel": f"{channel}:{_clean(abf.adcNames[channel])}",
             "command_dac": "" if dac is None else f"{dac}:{dac_units[dac]}",
         },
+        command_resolution=None if dac is None else _dac_step(abf, dac, cmd_scale),
     )
+
+
+def _protocol_name(abf: Any) -> str:
+    """The protocol's name, or "" without one.
+
+    pyabf writes the string ``"None"`` into both ``protocol`` and
+    ``protocolPath`` when the header names no ``.pro`` file; that sentinel is
+    not a protocol name and must not reach the lake as text.
+    """
+    name = _clean(abf.protocol)
+    if name == "None" and _clean(getattr(abf, "protocolPath", "None")) in ("", "None"):
+        return ""
+    return name
+
+
+def _dac_step(abf: Any, dac: int, cmd_scale: float) -> float | None:
+    """One DAC step in command units (pA or mV), from the ABF2 DAC scaling.
+
+    The DAC outputs ``fDACRange / lDACResolution`` volts per step, and the
+    amplifier turns a volt into ``fDACScaleFactor`` command units; ``cmd_scale``
+    converts those to pA or mV. ABF1 headers as pyabf reads them carry no
+    per-DAC scale factor, so they give ``None``.
+    """
+    if abf.abfVersion["major"] != 2:
+        return None
+    proto, dacs = abf._protocolSection, abf._dacSection
+    try:
+        volts_per_step = float(proto.fDACRange) / float(proto.lDACResolution)
+        units_per_volt = float(dacs.fDACScaleFactor[dac])
+    except (AttributeError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    step = abs(volts_per_step * units_per_volt * cmd_scale)
+    return step if np.isfinite(step) and step > 0 else None

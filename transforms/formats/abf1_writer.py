@@ -3,8 +3,9 @@
 pyabf's own writer stores only the response, so a reader could never recover
 the stimulus. This writer adds what a pClamp episodic protocol stores: ADC
 and DAC units, a step epoch table (first level + increment per sweep) and the
-acquisition date, at the ABF1 header offsets pyabf reads. One ADC channel,
-16-bit integer samples.
+acquisition date, at the ABF1 header offsets pyabf reads. One ADC channel
+(more with ``extra_inputs``, multiplexed as pClamp stores them), 16-bit
+integer samples.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ class StepEpoch:
     delta_pa: float = 0.0
 
 
+@dataclass(frozen=True)
+class AdcInput:
+    """A further ADC channel: its name, unit label and samples (sweeps x samples)."""
+
+    name: str
+    unit: str
+    data: np.ndarray
+
+
+def _instrument_scale(values: np.ndarray) -> float:
+    """The largest instrument scale (V per unit) that still fits ``values`` in 16 bits."""
+    peak = float(np.max(np.abs(values))) or 1.0
+    scale = 10.0  # V per unit at the ADC input: 10 V per mV is ~0.3 µV resolution
+    while _ADC_RESOLUTION / _ADC_RANGE_V * scale * peak > 32000:
+        scale /= 10.0
+    return scale
+
+
 def command_waveform(n_samples: int, n_sweeps: int, epochs: list[StepEpoch]) -> np.ndarray:
     """The command (pA) an ABF1 reader reconstructs from the epoch table.
 
@@ -59,6 +78,8 @@ def write_abf1(
     epochs: list[StepEpoch],
     recorded_at: datetime,
     adc_name: str = "Vm",
+    adc_unit: str = "mV",
+    extra_inputs: tuple[AdcInput, ...] = (),
 ) -> Path:
     """Write a current-clamp episodic ABF1 file.
 
@@ -66,6 +87,11 @@ def write_abf1(
     ----------
     sweeps_mv
         Responses, shape (n_sweeps, n_samples), in mV.
+    adc_unit
+        The unit label written for the ADC channel (``mV``; another label
+        writes the same numbers under it, as a mislabelled rig would).
+    extra_inputs
+        Further ADC channels (at most 15), each shaped like ``sweeps_mv``.
     epochs
         The step protocol of DAC 0 (pA); at most 10 epochs.
     """
@@ -75,14 +101,15 @@ def write_abf1(
     if not 1 <= len(epochs) <= 10:
         raise InvalidArgument("1 to 10 epochs")
     n_sweeps, n_samples = sweeps_mv.shape
-    n_points = n_sweeps * n_samples
-
-    # The largest instrument scale that still fits the data in 16 bits.
-    peak = float(np.max(np.abs(sweeps_mv))) or 1.0
-    scale = 10.0  # V per unit at the ADC input: 10 V per mV is ~0.3 µV resolution
-    while _ADC_RESOLUTION / _ADC_RANGE_V * scale * peak > 32000:
-        scale /= 10.0
-    counts_per_mv = _ADC_RESOLUTION / _ADC_RANGE_V * scale
+    inputs = [AdcInput(adc_name, adc_unit, sweeps_mv), *extra_inputs]
+    if len(inputs) > 16:
+        raise InvalidArgument("at most 16 ADC channels")
+    for extra in extra_inputs:
+        if np.shape(extra.data) != sweeps_mv.shape:
+            raise InvalidArgument(f"input {extra.name!r} must have shape {sweeps_mv.shape}")
+    n_ch = len(inputs)
+    n_points = n_sweeps * n_samples * n_ch
+    scales = [_instrument_scale(np.asarray(x.data, dtype=np.float64)) for x in inputs]
 
     header = bytearray(_HEADER_BLOCKS * _BLOCK)
     struct.pack_into("4s", header, 0, b"ABF ")
@@ -97,9 +124,10 @@ def write_abf1(
     struct.pack_into("h", header, 36, 1)  # nFileType: ABF
     struct.pack_into("i", header, 40, _HEADER_BLOCKS)  # lDataSectionPtr (blocks)
     struct.pack_into("h", header, 100, 0)  # nDataFormat: int16
-    struct.pack_into("h", header, 120, 1)  # nADCNumChannels
-    struct.pack_into("f", header, 122, 1e6 / sampling_rate_hz)  # fADCSampleInterval (µs)
-    struct.pack_into("i", header, 138, n_samples)  # lNumSamplesPerEpisode
+    struct.pack_into("h", header, 120, n_ch)  # nADCNumChannels
+    # fADCSampleInterval (µs) between successive samples of the multiplexed stream
+    struct.pack_into("f", header, 122, 1e6 / sampling_rate_hz / n_ch)
+    struct.pack_into("i", header, 138, n_samples * n_ch)  # lNumSamplesPerEpisode
     struct.pack_into("i", header, 146, n_sweeps)  # lEpisodesPerRun
     struct.pack_into("f", header, 244, _ADC_RANGE_V)
     struct.pack_into("f", header, 248, _ADC_RANGE_V)  # fDACRange
@@ -109,12 +137,14 @@ def write_abf1(
     struct.pack_into("16s", header, 294, b"neurocyte demo")
     struct.pack_into("h", header, 366, recorded_at.microsecond // 1000)
     for i in range(16):
+        adc = inputs[i] if i < n_ch else inputs[0]
         struct.pack_into("h", header, 378 + 2 * i, i)  # nADCPtoLChannelMap
-        struct.pack_into("h", header, 410 + 2 * i, 0 if i == 0 else -1)  # nADCSamplingSeq
-        struct.pack_into("10s", header, 442 + 10 * i, adc_name.encode()[:10].ljust(10))
-        struct.pack_into("8s", header, 602 + 8 * i, b"mV".ljust(8))
+        struct.pack_into("h", header, 410 + 2 * i, i if i < n_ch else -1)  # nADCSamplingSeq
+        struct.pack_into("10s", header, 442 + 10 * i, adc.name.encode()[:10].ljust(10))
+        struct.pack_into("8s", header, 602 + 8 * i, adc.unit.encode()[:8].ljust(8))
         struct.pack_into("f", header, 730 + 4 * i, 1.0)  # fADCProgrammableGain
-        struct.pack_into("f", header, 922 + 4 * i, scale)  # fInstrumentScaleFactor
+        # fInstrumentScaleFactor
+        struct.pack_into("f", header, 922 + 4 * i, scales[i] if i < n_ch else scales[0])
         struct.pack_into("f", header, 1050 + 4 * i, 1.0)  # fSignalGain
     for i in range(4):
         struct.pack_into("10s", header, 1306 + 10 * i, b"Cmd".ljust(10))
@@ -128,7 +158,15 @@ def write_abf1(
         struct.pack_into("f", header, 2348 + 4 * i, ep.level_pa)
         struct.pack_into("f", header, 2428 + 4 * i, ep.delta_pa)
         struct.pack_into("i", header, 2508 + 4 * i, ep.duration_samples)
-    counts = np.clip(np.rint(sweeps_mv * counts_per_mv), -32768, 32767).astype("<i2")
+    # (sweeps, samples, channels): each sample's channels side by side, as pClamp multiplexes
+    stacked = np.stack(
+        [
+            np.asarray(x.data, dtype=np.float64) * (_ADC_RESOLUTION / _ADC_RANGE_V * sc)
+            for x, sc in zip(inputs, scales, strict=True)
+        ],
+        axis=-1,
+    )
+    counts = np.clip(np.rint(stacked), -32768, 32767).astype("<i2")
     path = Path(path)
     with open(path, "wb") as fh:
         fh.write(header)

@@ -258,6 +258,9 @@ def _metadata(nwb: Any, pairs: Iterable[_Pair]) -> tuple[dict[str, str], str]:
         put("subject", subject.subject_id)
         for attr in ("species", "sex", "age", "genotype", "strain"):
             put(attr, getattr(subject, attr, None))
+        born = getattr(subject, "date_of_birth", None)
+        if isinstance(born, datetime):
+            meta["date_of_birth"] = born.isoformat()
     electrodes: dict[str, Any] = {}
     protocols: list[str] = []
     for pair in pairs:

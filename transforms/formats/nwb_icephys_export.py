@@ -16,8 +16,9 @@ so ``data * conversion`` is SI as NWB requires and float32 keeps 7 significant
 digits, far beyond the 16-bit digitisers that produced them.
 
 Metadata keys understood (all strings, all optional): ``subject``, ``species``,
-``sex`` (M/F/O/U, default U), ``age`` (ISO 8601 duration, default ``P0D/``:
-"age unknown"), ``strain``, ``genotype``, ``cell_id``, ``electrode_description``,
+``sex`` (M/F/O/U or male/female/other/unknown, default U), ``age`` (ISO 8601
+duration, default ``P0D/``: "age unknown", unless ``date_of_birth`` is given),
+``date_of_birth`` (ISO 8601), ``strain``, ``genotype``, ``cell_id``, ``electrode_description``,
 ``lab``, ``institution``, ``experimenter`` (``;``-separated), ``session_description``,
 ``session_id``, ``subject_description``, ``session_start_time`` (ISO 8601, used
 only when the recording has no date), ``condition``, ``timepoint``, ``notes``.
@@ -68,8 +69,12 @@ _KNOWN_KEYS: Final = frozenset(
         "timepoint",
         "notes",
         "subject_description",
+        "date_of_birth",
     }
 )
+#: Spellings of sex that NWB's M/F/U/O code stands for (DANDI accepts only the code).
+_SEX_CODES: Final = {"m": "M", "male": "M", "f": "F", "female": "F", "u": "U", "unknown": "U"}
+_SEX_CODES_OTHER: Final = {"o": "O", "other": "O"}
 #: Column-name suffix -> unit, longest first so ``_mv_per_ms`` wins over ``_ms``.
 _UNIT_SUFFIXES: Final = (
     ("_mv_per_ms", "mV/ms"),
@@ -111,6 +116,26 @@ def _session_start(recording: IcephysRecording, metadata: dict[str, str]) -> dat
         return FALLBACK_SESSION_START
     # ABF stores wall-clock time without a zone; NWB requires one, UTC is the stated default.
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _sex_code(value: str | None) -> str:
+    """NWB's sex code (M/F/U/O) for a spelling labs use; ``U`` when not given."""
+    if not value:
+        return "U"
+    key = value.strip().lower()
+    return _SEX_CODES.get(key) or _SEX_CODES_OTHER.get(key) or value
+
+
+def _date_of_birth(metadata: dict[str, str]) -> datetime | None:
+    text = metadata.get("date_of_birth")
+    if not text:
+        return None
+    try:
+        born = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"metadata date_of_birth {text!r} is not ISO 8601") from exc
+    # NWB requires a zone; a bare date is taken as UTC, as session times are
+    return born if born.tzinfo is not None else born.replace(tzinfo=UTC)
 
 
 def _unit_of(column: str) -> str:
@@ -370,13 +395,16 @@ def export_nwb(
         keywords=keywords,
         notes=_notes(recording, metadata),
     )
-    if metadata.get("subject"):
+    if any(metadata.get(k) for k in ("subject", "species", "sex", "age", "date_of_birth")):
+        born = _date_of_birth(metadata)
         nwbfile.subject = Subject(
-            subject_id=metadata["subject"],
+            subject_id=metadata.get("subject") or None,
             description=metadata.get("subject_description") or None,
             species=metadata.get("species") or None,
-            sex=metadata.get("sex") or "U",
-            age=metadata.get("age") or UNKNOWN_AGE,
+            sex=_sex_code(metadata.get("sex")),
+            # NWB wants an age or a date of birth; "P0D/" (0 days or older) only without both
+            age=metadata.get("age") or (None if born else UNKNOWN_AGE),
+            date_of_birth=born,
             strain=metadata.get("strain") or None,
             genotype=metadata.get("genotype") or None,
         )

@@ -26,11 +26,20 @@ import pyarrow as pa
 
 from transforms.errors import UnsupportedRecording
 from transforms.icephys import cell as cellmod
+from transforms.icephys import ramp, short_square
 from transforms.icephys import subthreshold as sub
 from transforms.icephys.filters import bessel_cutoff_khz, dvdt_mv_per_ms, slope_gain
+from transforms.icephys.first_spike import AnalysedSweep
 from transforms.icephys.spike_train import TRAIN_KEYS, train_features, train_rows
 from transforms.icephys.spikes import SpikeBlock, SpikeParams, detect_block
-from transforms.icephys.stimulus import Stimulus, StimulusParams, describe_stimulus
+from transforms.icephys.stimulus import (
+    Stimulus,
+    StimulusParams,
+    amplitude_decimals,
+    describe_stimulus,
+    rounded,
+    skip_fixed_prepulse,
+)
 from transforms.icephys.sweep_qc import (
     SweepQCParams,
     qc_profile,
@@ -213,8 +222,11 @@ _RHEO_FEATURES = (
     "upstroke_downstroke_ratio",
     "width_ms",
 )
+#: Values of the cell table's ``analysis`` column: the IPFX analysis that made the row.
+ANALYSES = ("long_square", "ramp", "short_square")
 CELL_SCHEMA = pa.schema(
     [
+        pa.field("analysis", pa.string(), nullable=False),
         pa.field("n_sweeps_used", pa.int32(), nullable=False),
         pa.field("rheobase_pa", _F),
         pa.field("rheobase_sweep_number", pa.int32()),
@@ -232,6 +244,11 @@ CELL_SCHEMA = pa.schema(
         pa.field("hero_mean_isi_s", _F),
         pa.field("hero_avg_rate_hz", _F),
         *[pa.field(f"rheo_{name}", _F) for name in _RHEO_FEATURES],
+        *[pa.field(name, _F) for name in ramp.COLUMNS],
+        *[
+            pa.field(name, pa.int32() if name.endswith("_sweeps") else _F)
+            for name in short_square.COLUMNS
+        ],
     ]
 )
 
@@ -296,8 +313,14 @@ def _fill_series(plans: list[_Plan], *, gap_free: bool) -> None:
 
 def _plan(recording: IcephysRecording, params: IcephysParams) -> list[_Plan]:
     sp = params.stimulus_params()
-    plans = [_Plan(s, describe_stimulus(s, params=sp)) for s in recording.sweeps]
+    stims = skip_fixed_prepulse(
+        recording.sweeps, [describe_stimulus(s, params=sp) for s in recording.sweeps], params=sp
+    )
+    plans = [_Plan(s, st) for s, st in zip(recording.sweeps, stims, strict=True)]
     _fill_series(plans, gap_free=recording.metadata.get("operation_mode") == "gap_free")
+    decimals = amplitude_decimals(recording.command_resolution)
+    for p in plans:
+        p.stim = rounded(p.stim, decimals=decimals)
     for p in plans:
         s = p.sweep
         if s.clamp_mode != "current_clamp":
@@ -551,6 +574,11 @@ def extract_features(
     cell_tbl = (
         _cell_table(ls_sweeps, ls_spikes, params) if has_series else CELL_SCHEMA.empty_table()
     )
+    protocol_rows = _protocol_cells(plans, spikes, qc_pass, params)
+    if protocol_rows:
+        cell_tbl = pa.concat_tables(
+            [cell_tbl, pa.Table.from_pylist(protocol_rows, schema=CELL_SCHEMA)]
+        )
     return IcephysFeatures(sweeps=sweeps_tbl, spikes=spikes_tbl, cell=cell_tbl, params=params)
 
 
@@ -781,7 +809,7 @@ def _cell_table(
     spikes: dict[int, dict[str, np.ndarray]],
     params: IcephysParams,
 ) -> pa.Table:
-    row: dict[str, Any] = {"n_sweeps_used": len(sweeps)}
+    row: dict[str, Any] = {"analysis": "long_square", "n_sweeps_used": len(sweeps)}
     if sweeps:
         row["v_rest_mv"] = float(np.nanmean([s.v_baseline_mv for s in sweeps]))
         rk = cellmod.rheobase_index(sweeps)
@@ -861,3 +889,52 @@ def _subthreshold_cell(
         np.array([s.i_at_min_pa for s in calc]),
         baseline_v=base,
     )
+
+
+def _drives(sweep: Sweep, stim: Stimulus) -> bool:
+    """Whether the sweep's own command changes inside its stimulus window.
+
+    A flat sweep that :func:`_fill_series` aligned on a ramp or pulse series is
+    a member of the series for the sweep table, not a ramp or a pulse.
+    """
+    c = sweep.command
+    if c is None or stim.start_index is None or stim.end_index is None:
+        return False
+    seg = np.nan_to_num(c[max(stim.start_index - 1, 0) : stim.end_index + 1])
+    return seg.size > 1 and bool(seg.min() != seg.max())
+
+
+def _protocol_cells(
+    plans: list[_Plan],
+    spikes: dict[int, dict[str, np.ndarray]],
+    qc_pass: np.ndarray,
+    params: IcephysParams,
+) -> list[dict[str, Any]]:
+    """Cell rows of the ramp and short-square analyses (IPFX's), one per analysis present."""
+    members: dict[str, list[AnalysedSweep]] = {"ramp": [], "short_square": []}
+    for k, p in enumerate(plans):
+        s, st = p.sweep, p.stim
+        if s.clamp_mode != "current_clamp" or st.kind not in members or p.det_end is None:
+            continue
+        if not _drives(s, st) or not (qc_pass[k] or not params.qc_gates_cell):
+            continue
+        members[st.kind].append(
+            AnalysedSweep(
+                sweep_number=s.number,
+                rate_hz=s.sampling_rate_hz,
+                command=s.command,
+                stim_amp_pa=st.amplitude,
+                spikes=spikes.get(k, {}),
+            )
+        )
+    rows: list[dict[str, Any]] = []
+    for kind, analysed in members.items():
+        if not analysed:
+            continue
+        values: dict[str, Any] = (
+            ramp.ramp_cell_features(analysed)
+            if kind == "ramp"
+            else short_square.short_square_cell_features(analysed)
+        )
+        rows.append({"analysis": kind, "n_sweeps_used": len(analysed), **values})
+    return rows

@@ -22,7 +22,9 @@ IPFX's first-to-last span for comparison.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -80,6 +82,11 @@ class Stimulus:
         return None if self.end_index is None else self.end_index / rate_hz
 
 
+#: Two command levels closer than this (pA or mV) are the same level; far below
+#: any digitiser's step and far above float32 rounding of the levels.
+_LEVEL_TOL = 1e-3
+
+
 def _changes(command: np.ndarray) -> np.ndarray:
     """Indices k where command[k + 1] != command[k] (NaN-safe)."""
     # a comparison, not np.diff: no float temporary on 10^5-sample commands
@@ -89,6 +96,28 @@ def _changes(command: np.ndarray) -> np.ndarray:
         clean = np.nan_to_num(command, nan=0.0)
         nz = np.flatnonzero(clean[1:] != clean[:-1])
     return nz
+
+
+def _stimulus_changes(
+    command: np.ndarray, rate: float, params: StimulusParams
+) -> tuple[np.ndarray, float]:
+    """Command changes after any leading test pulse, and the holding level."""
+    changes = _changes(command)
+    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
+    if changes.size >= 3:
+        # A test pulse: short first deviation, early, back to the holding level,
+        # and more changes follow. (Without the return to holding, the first
+        # steps of a ramp would pass for a test pulse and move its onset.)
+        first_len_s = (changes[1] - changes[0]) / rate
+        after = command[changes[1] + 1]
+        back = np.isfinite(after) and abs(float(after) - level0) <= _LEVEL_TOL
+        if (
+            back
+            and first_len_s <= params.test_pulse_max_s
+            and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
+        ):
+            changes = changes[2:]
+    return changes, level0
 
 
 def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()) -> Stimulus:
@@ -111,16 +140,7 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     if command is None or not (np.isfinite(command[0]) or np.isfinite(command).any()):
         kind: StimulusKind = "voltage_clamp" if sweep.clamp_mode == "voltage_clamp" else "hold"
         return Stimulus(kind, None, None, None, 0)
-    changes = _changes(command)
-    level0 = float(command[0]) if np.isfinite(command[0]) else 0.0
-    if changes.size >= 3:
-        # A test pulse: short first deviation, early, and more changes follow.
-        first_len_s = (changes[1] - changes[0]) / rate
-        if (
-            first_len_s <= params.test_pulse_max_s
-            and (changes[0] + 1) / rate <= params.test_pulse_max_start_s
-        ):
-            changes = changes[2:]
+    changes, level0 = _stimulus_changes(command, rate, params)
     if sweep.clamp_mode == "voltage_clamp":
         if changes.size < 2:
             return Stimulus("voltage_clamp", level0, None, None, 0)
@@ -163,3 +183,125 @@ def describe_stimulus(sweep: Sweep, *, params: StimulusParams = StimulusParams()
     else:
         kind = "other"
     return Stimulus(kind, amp, start, end, max(n_epochs, 1), last + 1)
+
+
+#: Decimal places of a stimulus amplitude when the file states no DAC scaling.
+#: 1e-3 pA (or mV) lies far below any patch-clamp amplifier's command step
+#: (>= 0.01 pA, typically 0.1-1 pA in current clamp) and above the error of a
+#: float32-stored level (2e-4 at 2000 pA), so it removes only storage noise
+#: (-50.00000074505806 -> -50.0; NWB's -1799.999997 -> -1800.0).
+DEFAULT_AMPLITUDE_DECIMALS = 3
+
+
+def amplitude_decimals(resolution: float | None) -> int:
+    """Decimal places that express a command of this DAC step.
+
+    The decade at or below one DAC step: the digitiser cannot output a finer
+    difference, and a decimal grid no coarser than the step keeps every level
+    the protocol could have set (0.122 pA step -> 0.1 pA; 0.0061 mV -> 0.001 mV).
+    The level itself is not snapped to DAC steps: protocols state decimal levels
+    (-50 pA), which the DAC only approximates.
+    """
+    if resolution is None or not math.isfinite(resolution) or resolution <= 0:
+        return DEFAULT_AMPLITUDE_DECIMALS
+    return max(-math.floor(math.log10(resolution)), 0)
+
+
+def rounded(stim: Stimulus, *, decimals: int) -> Stimulus:
+    """``stim`` with its amplitude rounded to ``decimals`` places (``-0.0`` as ``0.0``)."""
+    if stim.amplitude is None or not math.isfinite(stim.amplitude):
+        return stim
+    return replace(stim, amplitude=round(stim.amplitude, decimals) + 0.0)
+
+
+#: An epoch of a square command: first sample, first sample after it, level.
+Epoch = tuple[int, int, float]
+
+
+def stepped_epochs(sweep: Sweep, *, params: StimulusParams = StimulusParams()) -> list[Epoch]:
+    """The constant epochs of a square command that leave the holding level.
+
+    After any test pulse, in time order; a sweep without a command has none.
+    """
+    command = sweep.command
+    if command is None:
+        return []
+    changes, level0 = _stimulus_changes(command, sweep.sampling_rate_hz, params)
+    starts, ends = changes[:-1] + 1, changes[1:] + 1
+    levels = np.nan_to_num(command[starts])
+    keep = np.abs(levels - level0) > _LEVEL_TOL
+    return [
+        (int(a), int(b), float(v))
+        for a, b, v in zip(starts[keep], ends[keep], levels[keep], strict=True)
+    ]
+
+
+def _on_epoch(sweep: Sweep, stim: Stimulus, epoch: Epoch, params: StimulusParams) -> Stimulus:
+    start, end, level = epoch
+    length_s = (end - start) / sweep.sampling_rate_hz
+    kind: StimulusKind = "other"
+    if length_s <= params.short_square_max_s:
+        kind = "short_square"
+    elif length_s >= params.long_square_min_s:
+        kind = "long_square"
+    return replace(stim, kind=kind, amplitude=level, start_index=start, end_index=end)
+
+
+def skip_fixed_prepulse(
+    sweeps: Sequence[Sweep],
+    stims: Sequence[Stimulus],
+    *,
+    params: StimulusParams = StimulusParams(),
+) -> list[Stimulus]:
+    """Move a series' stimulus window off a fixed pre-pulse onto the test step.
+
+    Some protocols open every sweep with the same pulse (e.g. -100 pA for
+    300 ms, to measure input resistance) and step the test current later
+    (``FICurve_Hyperpolarizing``: pulse, rest, step; Clampex ``IC1``: pulse
+    straight into the step). The first epoch is then the pulse, not the test.
+    The rule needs the series: when at least two current-clamp sweeps have
+    two or more stepped epochs, their *first* epochs are all the same (window
+    and level) and their second epochs differ in level, the first is a fixed
+    pre-pulse and the window moves to the second. Sweeps whose only stepped
+    epoch is that pre-pulse (a 0 pA test step) get the series' test window at
+    their own level there. "Dual" protocols, whose fixed pulse comes after
+    the step, keep their first epoch (it is the one that varies), and with
+    ``window="ipfx"`` nothing moves (IPFX's first-to-last span).
+
+    Returns
+    -------
+    list
+        One stimulus per sweep: ``stims`` with the windows moved where the rule holds.
+    """
+    out = list(stims)
+    if params.window != "first_epoch":
+        return out
+    epochs: dict[int, list[Epoch]] = {}
+    for k, (sweep, stim) in enumerate(zip(sweeps, stims, strict=True)):
+        if sweep.clamp_mode == "current_clamp" and stim.kind in (
+            "long_square",
+            "short_square",
+            "other",
+        ):
+            epochs[k] = stepped_epochs(sweep, params=params)
+    multi = [k for k, e in epochs.items() if len(e) >= 2]
+    if len(multi) < 2:
+        return out
+    firsts = {(e[0][0], e[0][1], round(e[0][2], 3)) for e in (epochs[k] for k in multi)}
+    seconds = {round(epochs[k][1][2], 3) for k in multi}
+    if len(firsts) != 1 or len(seconds) < 2:
+        return out
+    pre = firsts.pop()
+    windows: dict[tuple[int, int], int] = {}
+    for k in multi:
+        test = epochs[k][1]
+        out[k] = _on_epoch(sweeps[k], stims[k], test, params)
+        windows[(test[0], test[1])] = windows.get((test[0], test[1]), 0) + 1
+    (t0, t1), _ = max(windows.items(), key=lambda item: item[1])
+    for k, e in epochs.items():
+        if len(e) == 1 and (e[0][0], e[0][1], round(e[0][2], 3)) == pre:
+            command = sweeps[k].command
+            assert command is not None  # it has a stepped epoch
+            level = float(np.nan_to_num(command[t0]))
+            out[k] = _on_epoch(sweeps[k], stims[k], (t0, t1, level), params)
+    return out

@@ -30,7 +30,11 @@ def with_provenance(
     partition: spec.Partition,
     params: dict[str, Any],
 ) -> pa.Table:
-    """Prefix provenance columns and append the partition columns to ``rows``."""
+    """Prefix provenance columns and append the partition columns to ``rows``.
+
+    ``timepoint_days`` (:func:`transforms.spec.timepoint_days`) follows the
+    partition columns, so every data table can be ordered by time.
+    """
     n = rows.num_rows
     front = {
         "file_id": pa.array([file_id] * n, pa.string()),
@@ -47,4 +51,7 @@ def with_provenance(
         out = out.append_column(
             pa.field(col, pa.string(), nullable=False), pa.array([value] * n, pa.string())
         )
-    return out
+    return out.append_column(
+        pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()),
+        pa.array([partition.timepoint_days] * n, pa.int32()),
+    )

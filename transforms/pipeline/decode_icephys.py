@@ -30,6 +30,7 @@ RECORDING_SCHEMA = pa.schema(
         pa.field("cell_id", pa.string()),
         pa.field("subject", pa.string()),
         pa.field("notes", pa.string()),
+        *[pa.field(name, pa.string()) for name in spec.SUBJECT_FIELDS],
     ]
 )
 
@@ -55,6 +56,8 @@ def recording_row(source: spec.SourceFile, rec: IcephysRecording, target: Target
         "cell_id": target.cell_id or rec.metadata.get("cell_id") or Path(source.name).stem,
         "subject": target.subject or rec.metadata.get("subject"),
         "notes": target.notes,
+        # subject details: the sidecar's, else the file's (NWB /general/subject)
+        **{k: getattr(target, k) or rec.metadata.get(k) for k in spec.SUBJECT_FIELDS},
     }
     return pa.Table.from_pylist([row], schema=RECORDING_SCHEMA)
 

@@ -295,7 +295,10 @@ def _per_well(
         out = out.append_column(
             pa.field(col, pa.string(), nullable=False), pc.take(values, pa.array(codes))
         )
-    return out
+    days = pa.array([parts[w].timepoint_days for w in names], pa.int32())
+    return out.append_column(
+        pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()), pc.take(days, pa.array(codes))
+    )
 
 
 def decode_mea(

@@ -31,6 +31,12 @@ class Target:
     subject: str | None = None
     notes: str | None = None
     source: str = ""
+    species: str | None = None
+    sex: str | None = None
+    age: str | None = None
+    genotype: str | None = None
+    strain: str | None = None
+    date_of_birth: str | None = None
 
     @property
     def partition(self) -> spec.Partition:
@@ -70,6 +76,14 @@ def read_sidecar(path: Path) -> dict[str, str]:
         if len(text) > 4096 or "\x00" in text:
             raise SpecError(f"{sidecar.name}: {key} is too long or holds a NUL byte")
         out[key] = text
+    if "subject_id" in out:
+        alias = out.pop("subject_id")
+        if out.get("subject", alias) != alias:
+            raise SpecError(
+                f"{sidecar.name}: subject {out['subject']!r} and subject_id {alias!r} differ; "
+                "give one of them"
+            )
+        out["subject"] = alias
     return out
 
 
@@ -132,6 +146,7 @@ def resolve_target(
         subject=values.get("subject"),
         notes=values.get("notes"),
         source=path.name,
+        **{k: values.get(k) for k in spec.SUBJECT_FIELDS},
     )
 
 

@@ -83,6 +83,10 @@ class IcephysRecording:
     qc_flags
         Reader-level warnings (e.g. ``units_mislabelled``) that later QC
         reports without failing the file.
+    command_resolution
+        One step of the command's digital-to-analogue converter, in the
+        command unit (pA or mV), where the file states its DAC scaling; else
+        ``None``. Stimulus amplitudes are rounded with it.
     """
 
     source_format: str
@@ -94,6 +98,7 @@ class IcephysRecording:
     channel_units: tuple[str, ...] = ()
     qc_flags: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    command_resolution: float | None = None
 
     @property
     def clamp_mode(self) -> ClampMode:

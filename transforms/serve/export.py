@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from transforms import spec
 from transforms.errors import LakeError, SpecError
 from transforms.lake.storage import sha256 as sha256_file
 
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
     import duckdb
 
 _PROVENANCE = ("file_id", "ingest_id", "transform_version", "params_json")
+#: Recording columns handed to the NWB export as metadata (its keys).
+_METADATA = (
+    "cell_id",
+    "subject",
+    "notes",
+    "lab",
+    "condition",
+    "timepoint",
+    *spec.SUBJECT_FIELDS,
+)
 
 
 def resolve_file_id(
@@ -41,7 +52,11 @@ def _features(con: duckdb.DuckDBPyConnection, view: str, file_id: str, order: st
         f"SELECT * FROM {view} WHERE file_id = $1 ORDER BY {order}",  # noqa: S608
         params=[file_id],
     ).to_arrow_table()
-    drop = [c for c in (*_PROVENANCE, "lab", "condition", "timepoint") if c in table.column_names]
+    drop = [
+        c
+        for c in (*_PROVENANCE, *spec.PARTITION_COLUMNS, spec.TIMEPOINT_DAYS_COLUMN)
+        if c in table.column_names
+    ]
     return table.drop_columns(drop)
 
 
@@ -60,15 +75,14 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
     con = connect(lake=lake, read_only=True)
     try:
         full = resolve_file_id(con, file_id)
-        rows = con.execute(
-            "SELECT source_path, cell_id, subject, notes, lab, condition, timepoint "
-            "FROM icephys_recordings WHERE file_id = ?",
-            [full],
-        ).fetchall()
-        row = rows[0] if rows else None
-        if row is None:
+        # SELECT *: a lake written before a metadata column existed still exports
+        found = con.execute("SELECT * FROM icephys_recordings WHERE file_id = ?", [full])
+        names = [d[0] for d in found.description]
+        rows = found.fetchall()
+        if not rows:
             raise SpecError(f"no published patch-clamp recording with file_id {full}")
-        source = readable_source(str(row[0]), file_id=full)
+        row = dict(zip(names, rows[0], strict=True))
+        source = readable_source(str(row["source_path"]), file_id=full)
         if not source.is_file():
             raise LakeError(f"source file of {full} is gone: {source}")
         if sha256_file(source) != full:
@@ -78,8 +92,7 @@ def export_recording_nwb(file_id: str, out: str | Path, *, lake: str | None = No
         cell = _features(con, "icephys_cell_features", full, "file_id")
     finally:
         con.close()
-    keys = ("cell_id", "subject", "notes", "lab", "condition", "timepoint")
-    metadata = {k: str(v) for k, v in zip(keys, row[1:], strict=True) if v}
+    metadata = {k: str(row[k]) for k in _METADATA if row.get(k)}
     return export_nwb(
         read_icephys(source),
         Path(out),

@@ -376,7 +376,10 @@ def cells(con: DuckDBPyConnection) -> dict[str, Any]:
     join = ""
     if feature_cols:
         select += ", " + ", ".join(f"f.{c}" for c in feature_cols)
-        join = "LEFT JOIN icephys_cell_features f USING (file_id)"
+        join = "LEFT JOIN icephys_cell_features f ON f.file_id = r.file_id"
+        if "analysis" in columns(con, "icephys_cell_features"):
+            # one row per cell: these are long-square features (ramp rows have none)
+            join += " AND f.analysis = 'long_square'"
     rows = _records(
         con,
         f"SELECT {select} FROM icephys_recordings r {join} "  # noqa: S608  (whitelisted)
