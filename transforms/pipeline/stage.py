@@ -72,6 +72,7 @@ def stage_file(
     part: int | None = None,
     n_parts: int | None = None,
     ingest_id: str | None = None,
+    lease: bool = True,
 ) -> Outcome:
     """Decode and extract features; stage the rows as Parquet for the gate.
 
@@ -85,6 +86,11 @@ def stage_file(
     well group ``k`` of ``n`` of a plate, in ``<staging>/part-<k>/``; its
     outcome is never recorded here, :func:`commit_batch` records the file once
     its parts are merged.
+
+    ``lease=False`` skips the file's lease (:mod:`transforms.lake.leases`), which
+    otherwise makes an overlapping attempt at the same content a ``duplicate``; the
+    commit protocol keeps the lake consistent either way (an ``s3://`` lake has no
+    leases).
     """
     path = Path(path)
     started = now_utc()
@@ -138,10 +144,12 @@ def stage_file(
             )
             if v
         }
-        lease = leases.acquire(outcome.file_id, holder=outcome.ingest_id, lake=lake)
-        if isinstance(lease, str):  # an overlapping run has this file in hand
+        held = (
+            leases.acquire(outcome.file_id, holder=outcome.ingest_id, lake=lake) if lease else None
+        )
+        if isinstance(held, str):  # an overlapping run has this file in hand
             outcome.status = "duplicate"
-            outcome.reason = f"being ingested by another run (attempt {lease})"
+            outcome.reason = f"being ingested by another run (attempt {held})"
             if part is None:
                 record_failure(outcome, lake=lake)
             return outcome
