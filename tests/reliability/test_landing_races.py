@@ -69,3 +69,27 @@ def test_overlapping_runs_ingest_each_file_once(tmp_path: Path) -> None:
     assert len(attempts) == 6
     assert set(attempts.values()) == {1}, attempts  # each file processed by one run only
     assert not list((lake / "_leases").glob("*.json"))  # every lease given back
+
+
+def test_a_killed_holders_lease_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A run killed mid-attempt leaves its lease; the next run must not wait an hour."""
+    import subprocess
+    import sys
+
+    from transforms.lake import leases
+
+    lake = str(tmp_path / "lake")
+    file_id = "a" * 64
+    code = (
+        "import sys; from transforms.lake import leases; "
+        f"held = leases.acquire({file_id!r}, holder='dead', lake={lake!r}); "
+        "sys.exit(0 if isinstance(held, leases.Lease) else 1)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # exits holding the lease
+    assert (tmp_path / "lake" / "_leases" / f"{file_id}.json").exists()
+    held = leases.acquire(file_id, holder="next", lake=lake)
+    assert isinstance(held, leases.Lease), held
+    # a live holder (this process) keeps it against a third attempt
+    assert leases.acquire(file_id, holder="third", lake=lake) == "next"
+    leases.release(held)
+    assert not list((tmp_path / "lake" / "_leases").iterdir())

@@ -78,10 +78,14 @@ def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> 
         return
     now = now_utc()
     rows = [log_row(o, finished_at=now) for o in outcomes]
-    lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
-    for o in outcomes:  # the attempts are over: their files' leases go back
-        if o.file_id != spec.UNREADABLE_FILE_ID:
-            leases.release_id(o.file_id, holder=o.ingest_id, lake=lake)
+    try:
+        lakeio.append_log(pa.Table.from_pylist(rows, schema=lakeio.INGEST_LOG_SCHEMA), lake=lake)
+    finally:
+        # The attempts are over, logged or not (a full disk): their files' leases go
+        # back, so the next run retries them at once.
+        for o in outcomes:
+            if o.file_id and o.file_id != spec.UNREADABLE_FILE_ID:
+                leases.release_id(o.file_id, holder=o.ingest_id, lake=lake)
 
 
 def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
