@@ -85,7 +85,8 @@ def metadata_inputs(
         "sidecar": _sha256_or_none(text + spec.SIDECAR_SUFFIX),
     }
     found = parameter_file_for(text, landing=landing, lab=lab, params_file=params_file)
-    inputs["params"] = _sha256_or_none(found[0]) if found else None
+    # a named parameter set that does not exist is not "none": the file fails for it
+    inputs["params"] = (_sha256_or_none(found[0]) or "missing") if found else None
     if spec.recording_kind(name) in _PLATE_KINDS:
         inputs["plate_map"] = _plate_map_input(text, plate_map=plate_map, remote=remote)
     return inputs
