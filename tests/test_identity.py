@@ -47,6 +47,8 @@ def test_editing_a_sidecar_republishes_exactly_that_file(tmp_path: Path) -> None
     assert _ingest(landing, lake) == dict.fromkeys((c.name for c in cells), "duplicate")
 
     _sidecar(cells[1], notes="pipette 4 (corrected)")
+    # the DAG's planner picks exactly that file (tests/test_identity_dag.py runs the DAG)
+    assert [c.file_name for c in new_files(landing=str(landing), lake=str(lake))] == ["cell1.abf"]
     assert _ingest(landing, lake) == {
         "cell0.abf": "duplicate",
         "cell1.abf": "published",
@@ -220,5 +222,6 @@ def test_digest_inputs_are_raw_bytes_not_names(tmp_path: Path) -> None:
     params = landing / "labA" / spec.PARAMS_FILE_NAME
     params.write_text("[icephys]\nqc_profile = 'ipfx'\n")  # the lab's parameter set
     assert metadata_digest(a, **kw) != without
+    ipfx = metadata_digest(a, **kw)
     params.write_text("[icephys]\nqc_profile = 'neurocyte'\n")
-    assert metadata_digest(a, **kw) not in (without,)
+    assert metadata_digest(a, **kw) not in (without, ipfx)
