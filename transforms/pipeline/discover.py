@@ -17,7 +17,7 @@ from typing import Any
 from transforms import spec
 from transforms.errors import InvalidArgument
 from transforms.lake import storage
-from transforms.pipeline.identity import AttemptIndex, metadata_digest
+from transforms.pipeline.identity import AttemptIndex, SmallFiles, metadata_digest
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,12 @@ def new_files(
     """
     now = time.time() if now is None else now
     index = AttemptIndex.load(lake=lake)
+    listing = storage.list_files(spec.landing_root(landing))
+    files = SmallFiles(o.uri for o in listing)  # sidecars, parameter sets: no request each
+    recordings = [o for o in listing if spec.is_recording_name(o.name)]
+    recordings = storage.settled(recordings, settle_s=settle_s, now=now)
     by_content: dict[str, list[tuple[storage.ObjectInfo, str]]] = {}
-    for obj in landing_files(landing=landing, settle_s=settle_s, now=now):
+    for obj in sorted(recordings, key=lambda o: (o.mtime, o.uri)):
         file_id = index.known_file_id(obj.uri, modified_at=obj.mtime) or storage.sha256(obj.uri)
         by_content.setdefault(file_id, []).append((obj, obj.uri))
     out: list[Candidate] = []
@@ -80,7 +84,9 @@ def new_files(
             (c for c in copies if last is not None and c[1] == last.source_path), copies[0]
         )[0]
         if not include_attempted:
-            digest = metadata_digest(chosen.uri, landing=landing, params_file=params_file)
+            digest = metadata_digest(
+                chosen.uri, landing=landing, params_file=params_file, files=files
+            )
             if index.verdict(file_id, digest) is not None:
                 continue
         out.append(Candidate(chosen.uri, chosen.name, file_id, chosen.size))

@@ -50,8 +50,31 @@ NOT_RETRIED: Final = "not_retried"
 _PLATE_KINDS: Final = ("spike_list", "axion_raw", "axion_spk", "nwb")
 
 
-def _sha256_or_none(uri: str) -> str | None:
-    return storage.sha256(uri) if storage.exists(uri) else None
+class SmallFiles:
+    """Existence and SHA-256 of the small files metadata lives in, each looked up once.
+
+    A planner scanning a landing zone passes the URIs of its listing (``listed``), so no
+    file costs a request of its own on S3 (a sidecar, a lab's parameter set); hashes are
+    cached for the scan (a lab's parameter set is read once, not once per recording).
+    """
+
+    def __init__(self, listed: Iterable[str] | None = None) -> None:
+        self.listed = None if listed is None else set(listed)
+        self._sha: dict[str, str | None] = {}
+
+    def exists(self, uri: str) -> bool:
+        return uri in self.listed if self.listed is not None else storage.exists(uri)
+
+    def sha256(self, uri: str, *, landed: bool = True) -> str | None:
+        """SHA-256 of the file's raw bytes, None if it does not exist.
+
+        ``landed=False``: a file that need not lie in the landing zone (a parameter set
+        or plate map named explicitly), looked up in the storage itself.
+        """
+        if uri not in self._sha:
+            there = self.exists(uri) if landed else storage.exists(uri)
+            self._sha[uri] = storage.sha256(uri) if there else None
+        return self._sha[uri]
 
 
 def metadata_inputs(
@@ -63,14 +86,16 @@ def metadata_inputs(
     timepoint: str | None = None,
     plate_map: str | Path | None = None,
     params_file: str | None = None,
+    files: SmallFiles | None = None,
 ) -> dict[str, Any]:
     """What :func:`metadata_digest` hashes, for a local path or an ``s3://`` landing URI.
 
     Raw bytes are hashed (a sidecar or parameter set that does not parse has a digest
     too); names and locations are not, so a landing file and a worker's local copy of it
     (same folders below their landing roots) have the same inputs. Never raises for bad
-    metadata; I/O errors propagate.
+    metadata; I/O errors propagate. ``files`` answers lookups (default: the storage).
     """
+    files = files or SmallFiles()
     text = str(path)
     remote = storage.is_s3(text)
     parts = landing_parts(text, landing)
@@ -82,11 +107,15 @@ def metadata_inputs(
     name = text.rstrip("/").rsplit("/", 1)[-1]
     inputs: dict[str, Any] = {
         "partition": partition,
-        "sidecar": _sha256_or_none(text + spec.SIDECAR_SUFFIX),
+        "sidecar": files.sha256(text + spec.SIDECAR_SUFFIX),
     }
-    found = parameter_file_for(text, landing=landing, lab=lab, params_file=params_file)
+    found = parameter_file_for(
+        text, landing=landing, lab=lab, params_file=params_file, exists=files.exists
+    )
     # a named parameter set that does not exist is not "none": the file fails for it
-    inputs["params"] = (_sha256_or_none(found[0]) or "missing") if found else None
+    inputs["params"] = (
+        (files.sha256(found[0], landed=not params_file) or "missing") if found else None
+    )
     if spec.recording_kind(name) in _PLATE_KINDS:
         inputs["plate_map"] = _plate_map_input(text, plate_map=plate_map, remote=remote)
     return inputs
@@ -97,7 +126,10 @@ def _plate_map_input(
 ) -> dict[str, str] | None:
     if plate_map:
         uri = str(plate_map)
-        return {"name": Path(uri).name, "sha256": _sha256_or_none(uri) or ""}
+        return {
+            "name": Path(uri).name,
+            "sha256": storage.sha256(uri) if storage.exists(uri) else "",
+        }
     if remote:
         return None  # plate maps are found beside local files only
     from transforms.pipeline.decode_mea import find_plate_map

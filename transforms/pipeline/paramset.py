@@ -39,7 +39,7 @@ import hashlib
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -233,11 +233,13 @@ def parameter_file_for(
     landing: str | None = None,
     lab: str | None = None,
     params_file: str | None = None,
+    exists: Callable[[str], bool] = storage.exists,
 ) -> tuple[str, str] | None:
     """``(uri, label)`` of the parameter set that applies to a landing file, or None.
 
-    ``params_file`` when given; else ``<landing>/<lab>/neurocyte.toml`` when it exists,
-    the lab being ``lab`` (an explicit value) or the landing folder the file lies under.
+    ``params_file`` when given; else ``<landing>/<lab>/neurocyte.toml`` when it exists
+    (``exists``: a planner may answer from its listing), the lab being ``lab`` (an
+    explicit value) or the landing folder the file lies under.
     """
     if params_file:
         return str(params_file), str(params_file)
@@ -251,7 +253,7 @@ def parameter_file_for(
     except NeurocyteError:
         return None  # no such folder can exist; the partition check fails the file
     uri = storage.join(spec.landing_root(landing), lab, spec.PARAMS_FILE_NAME)
-    return (uri, f"{lab}/{spec.PARAMS_FILE_NAME}") if storage.exists(uri) else None
+    return (uri, f"{lab}/{spec.PARAMS_FILE_NAME}") if exists(uri) else None
 
 
 def load_parameter_set(
