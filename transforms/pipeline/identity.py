@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,7 +45,6 @@ from transforms.pipeline.paramset import landing_parts, parameter_file_for
 
 #: Statuses of attempts that processed the file (``duplicate``/``not_retried`` did not).
 DECISIVE: Final = ("published", "quarantined", "failed")
-NOT_RETRIED: Final = "not_retried"
 #: Kinds (by name) that may be plate recordings, which take a plate map.
 _PLATE_KINDS: Final = ("spike_list", "axion_raw", "axion_spk", "nwb")
 
@@ -164,7 +163,7 @@ class Attempt:
 class Verdict:
     """A file not to ingest: ``duplicate`` or ``not_retried``, and why."""
 
-    status: str
+    status: Literal["duplicate", "not_retried"]
     reason: str
 
 
@@ -182,7 +181,7 @@ def decide(last: Attempt | None, digest: str | None, *, force: bool = False) -> 
     if len(why) > 300:
         why = why[:300] + "..."
     return Verdict(
-        NOT_RETRIED,
+        "not_retried",
         f"unchanged since attempt {last.ingest_id} was {last.status}"
         + (f" ({why})" if why else "")
         + "; it is retried when the file, its sidecar, plate map or parameter set changes, "

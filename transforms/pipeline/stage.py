@@ -191,7 +191,7 @@ def stage_file(
             outcome.file_id, outcome.metadata_digest, force=force
         )
         if verdict is not None:  # duplicate, or not_retried: nothing changed since
-            outcome.status, outcome.reason = verdict.status, verdict.reason  # type: ignore[assignment]
+            outcome.status, outcome.reason = verdict.status, verdict.reason
             if part is None:
                 record_failure(outcome, lake=lake)
             return outcome
