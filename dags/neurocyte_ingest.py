@@ -8,8 +8,10 @@ Sensing: a local landing zone is polled by a python sensor in ``reschedule``
 mode (no worker slot held between pokes); an ``s3://`` landing zone is
 watched by the amazon provider's deferrable ``S3KeysUnchangedSensor`` (the
 wait runs in the triggerer) until its key set has been quiet for
-``settle_s``. The new set is then found by content hash against
-``ingest_log`` (a renamed copy is a duplicate) and mapped over **batches** of
+``settle_s``. The new set is then found by content hash and metadata digest against
+``ingest_log`` (``transforms.pipeline.identity``: a renamed copy is a duplicate, a
+corrected sidecar, plate map or parameter set re-publishes, a failed file is retried
+once its content or metadata changes) and mapped over **batches** of
 ``batch_size`` files, so 1000 files are 1000 / batch_size task instances per
 step, not 1000.
 
@@ -63,7 +65,18 @@ def _landing_part(part: str) -> str:
     default_args={**DEFAULT_ARGS, "on_failure_callback": NeurocyteAlertNotifier()},
     user_defined_macros={"landing_part": _landing_part},
     params={
-        "force": Param(False, type="boolean", description="re-ingest content already attempted"),
+        "force": Param(
+            False,
+            type="boolean",
+            description="re-ingest files whose content and metadata are unchanged since their "
+            "last attempt",
+        ),
+        "params_file": Param(
+            "",
+            type="string",
+            description="parameter set (TOML path or s3:// URI) for this run's files instead "
+            "of each lab's <landing>/<lab>/neurocyte.toml",
+        ),
         "settle_s": Param(30, type="number", description="seconds a file must be unchanged"),
         "max_wait_s": Param(
             600, type="number", description="how long to wait for new files (0: check once)"
@@ -101,7 +114,9 @@ def neurocyte_ingest() -> None:
 
         params = get_current_context()["params"]
         found = new_files(
-            settle_s=float(params["settle_s"]), include_attempted=bool(params["force"])
+            settle_s=float(params["settle_s"]),
+            include_attempted=bool(params["force"]),
+            params_file=params["params_file"] or None,
         )
         if not found and float(params["max_wait_s"]) <= 0:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -129,7 +144,7 @@ def neurocyte_ingest() -> None:
 
     @task(trigger_rule="none_failed_min_one_success")
     def plan_batches() -> list[list[dict[str, Any]]]:
-        """The new files (by content hash vs ingest_log) in batches; large plates in parts.
+        """The new files (content hash and metadata vs ingest_log) in batches; plates in parts.
 
         A plate over ``split_plate_mb`` is one single-item batch per well group.
         """
@@ -149,6 +164,7 @@ def neurocyte_ingest() -> None:
                     for c in new_files(
                         settle_s=float(params["settle_s"]),
                         include_attempted=bool(params["force"]),
+                        params_file=params["params_file"] or None,
                     )
                 ]
         if not found:
@@ -172,7 +188,10 @@ def neurocyte_ingest() -> None:
 
         context = get_current_context()
         context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
-        return ingest_batch_extract(batch, force=bool(context["params"]["force"]))
+        params = context["params"]
+        return ingest_batch_extract(
+            batch, force=bool(params["force"]), params_file=params["params_file"] or None
+        )
 
     @task
     def group_parts(staged: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:

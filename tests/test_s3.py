@@ -222,3 +222,35 @@ def test_s3_landed_file_is_recorded_by_its_uri_and_served(
     assert snippet.verification == "sha256"
     out = export_recording_nwb(outcome.file_id, tmp_path / "cell.nwb")
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_s3_sidecar_edit_and_lab_parameter_set_reach_the_lake(s3: S3Server, zone, tmp_path) -> None:
+    """On an S3 landing zone the planner digests sidecars and the lab's neurocyte.toml from
+    its listing, and the worker's local copy (storage.localized) gives the same digest."""
+    import json
+
+    landing, lake = zone
+    uri = _land(s3, landing, "File_axon_5.abf")
+    toml = tmp_path / "neurocyte.toml"
+    toml.write_text("[icephys]\nsubthresh_min_amp_pa = -80\n")
+    s3.upload(toml, f"{landing}/labA/{spec.PARAMS_FILE_NAME}")
+    (outcome,) = _ingest(new_files())
+    assert outcome.status == "published", outcome.reason
+    params = json.loads(lakeio.read_table(spec.ICEPHYS_SWEEPS, lake=lake)["params_json"][0].as_py())
+    assert params["subthresh_min_amp_pa"] == -80.0
+    assert params["parameter_set"]["file"] == "labA/neurocyte.toml"
+    assert new_files() == []  # the worker's digest is the planner's: nothing new
+
+    sidecar = tmp_path / "sidecar.json"
+    sidecar.write_text(json.dumps({"notes": "corrected"}))
+    s3.upload(sidecar, uri + spec.SIDECAR_SUFFIX)
+    (cand,) = new_files()
+    assert cand.path == uri
+    (again,) = _ingest([cand])
+    assert again.status == "published"
+    recordings = lakeio.read_table(spec.ICEPHYS_RECORDINGS, lake=lake)
+    assert recordings is not None
+    assert recordings.select(["ingest_id", "notes"]).to_pylist() == [
+        {"ingest_id": again.ingest_id, "notes": "corrected"}  # the old attempt's row pruned
+    ]
+    assert new_files() == []

@@ -24,7 +24,13 @@ def _lake_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _print_outcome(outcome) -> None:
-    mark = {"published": "ok ", "duplicate": "dup", "quarantined": "QC!", "failed": "ERR"}
+    mark = {
+        "published": "ok ",
+        "duplicate": "dup",
+        "not_retried": "---",
+        "quarantined": "QC!",
+        "failed": "ERR",
+    }
     line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {outcome.file_name}"
     if outcome.reason:
         line += f"  -- {outcome.reason}"
@@ -90,6 +96,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             condition=args.condition,
             timepoint=args.timepoint,
             plate_map=args.plate_map,
+            params_file=args.params,
             force=args.force,
             publish=not args.no_publish,
             on_outcome=progress,
@@ -101,7 +108,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if summary.catalog:
         print(f"catalog: {summary.catalog}")
         print(f"QC docs: {summary.docs}")
-    return 1 if any(o.status == "failed" for o in summary.outcomes) and args.strict else 0
+    failed = any(o.status in ("failed", "not_retried") for o in summary.outcomes)
+    return 1 if failed and args.strict else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -258,9 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--plate-map",
         help="plate map CSV for MEA recordings (AxIS experiment log or well,condition[,timepoint])",
     )
-    p.add_argument("--force", action="store_true", help="re-ingest already published content")
+    p.add_argument(
+        "--params",
+        help=f"parameter set (TOML) for every file, instead of each lab's "
+        f"<landing>/<lab>/{spec.PARAMS_FILE_NAME}",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="re-ingest files whose content and metadata are unchanged since their last attempt",
+    )
     p.add_argument("--no-publish", action="store_true", help="skip rebuilding the catalog")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any file failed (or was not retried after failing)",
+    )
     _lake_arg(p)
     p.set_defaults(func=cmd_ingest)
 

@@ -9,6 +9,8 @@ What propagates where:
   it names a partition.
 * A bad argument to a library function (a window, a parameter, a selection) raises
   :class:`InvalidArgument`, which is also a :class:`ValueError`.
+* A lab's parameter set (``neurocyte.toml``) with an unknown key, a value of the wrong
+  type or out of range raises :class:`ConfigError`, naming the file and the key.
 * The QC gate raises :class:`QCError` for a missing or malformed suite; a failed
   expectation is not an exception but a quarantine verdict.
 * Lake I/O raises :class:`LakeError` (a Delta table cannot be read or written, the
@@ -42,6 +44,10 @@ class DecodeError(NeurocyteError):
 
 class UnsupportedRecording(NeurocyteError):
     """The file decodes but holds nothing this pipeline can analyse."""
+
+
+class ConfigError(NeurocyteError):
+    """A configuration file (a lab's parameter set) is malformed: the file and key named."""
 
 
 class QCError(NeurocyteError):

@@ -58,6 +58,9 @@ def recording_kind(name: str) -> str | None:
 
 
 SIDECAR_SUFFIX: Final = ".meta.json"
+#: A lab's parameter set, in its landing folder: ``<landing>/<lab>/neurocyte.toml``
+#: (see :mod:`transforms.pipeline.paramset`).
+PARAMS_FILE_NAME: Final = "neurocyte.toml"
 #: Subject details stored with a recording (NWB ``/general/subject``'s names):
 #: read from NWB files and sidecars, kept as columns of the recordings table and
 #: written back into NWB exports. ``age`` is an ISO 8601 duration (``P60D``),
@@ -101,7 +104,9 @@ MEA_TABLES: Final = (
 DATA_TABLES: Final = (*ICEPHYS_TABLES, *MEA_TABLES)
 ALL_TABLES: Final = (*DATA_TABLES, INGEST_LOG)
 
-INGEST_STATUSES: Final = ("published", "quarantined", "failed", "duplicate")
+#: ``not_retried``: a file whose latest attempt failed or was quarantined, seen again with
+#: the same content, metadata and transform version (see :mod:`transforms.pipeline.identity`).
+INGEST_STATUSES: Final = ("published", "quarantined", "failed", "duplicate", "not_retried")
 
 #: A content hash (``file_id``: SHA-256, 64 hex digits) or an attempt / batch id
 #: (``uuid4().hex``, 32 hex digits): lowercase hex, nothing else.

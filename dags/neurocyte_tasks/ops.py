@@ -102,7 +102,7 @@ def batch_label(items: list[dict[str, Any]]) -> str:
 
 
 def ingest_batch_extract(
-    batch: list[dict[str, Any]], *, force: bool = False
+    batch: list[dict[str, Any]], *, force: bool = False, params_file: str | None = None
 ) -> list[dict[str, Any]]:
     """Stage every item of a batch (decode + features); one outcome per item.
 
@@ -110,7 +110,8 @@ def ingest_batch_extract(
     ``n_parts`` and the plate's shared ``ingest_id``). ``stage_file`` turns any
     bad input into a ``failed`` outcome, so a bad file never stops the batch;
     errors reaching the lake itself propagate and the task is retried with
-    backoff.
+    backoff. ``params_file`` is the run's parameter set (default: each lab's
+    ``neurocyte.toml``).
     """
     from transforms.lake import storage
     from transforms.pipeline import stage_file
@@ -122,13 +123,16 @@ def ingest_batch_extract(
             remote = storage.is_s3(cand["path"])
             if remote and not storage.exists(cand["path"]):
                 # gone since it was planned: recorded as failed, the batch goes on
-                outcome = stage_file(cand["path"], source_uri=cand["path"], **part)
+                outcome = stage_file(
+                    cand["path"], source_uri=cand["path"], params_file=params_file, **part
+                )
             else:
                 with storage.localized(cand["path"]) as (local, local_landing):
                     outcome = stage_file(
                         local,
                         landing=local_landing,
                         force=force,
+                        params_file=params_file,
                         source_uri=cand["path"] if remote else None,
                         **part,
                     )

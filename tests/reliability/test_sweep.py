@@ -29,7 +29,11 @@ def test_sweep_removes_orphans_staging_temps_and_old_quarantine_copies(
     # 1. a published file, and a quarantined one quarantined twice (two copies)
     first = ingest_paths([landing], lake=str(lake), landing=str(landing))
     assert sorted(o.status for o in first.outcomes) == ["published", "quarantined"]
-    ingest_paths([landing / "labA/WT/P14" / QC_FAIL], lake=str(lake), landing=str(landing))
+    # (forced: unchanged, it would be not_retried)
+    (again,) = ingest_paths(
+        [landing / "labA/WT/P14" / QC_FAIL], lake=str(lake), landing=str(landing), force=True
+    ).outcomes
+    assert again.status == "quarantined"
     # 2. an attempt that appended its rows and then could not log (disk full): orphans
     real_write = deltalake.write_deltalake
 

@@ -54,6 +54,10 @@ INGEST_LOG_SCHEMA = pa.schema(
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
         # The order of attempts, by the log itself (see next_log_seq): never a clock.
         pa.field("log_seq", pa.int64()),
+        # SHA-256 of the metadata that applied to the attempt (sidecar, plate map,
+        # partition, parameter set; transforms.pipeline.identity). NULL: unknown (logged
+        # before the column existed, or a failure caused outside the file).
+        pa.field("metadata_digest", pa.string()),
     ]
 )
 

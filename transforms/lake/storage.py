@@ -299,13 +299,13 @@ def readable_source(uri: str, *, file_id: str) -> Path:
 
 @contextmanager
 def localized(uri: str, *, landing: str | None = None) -> Iterator[tuple[Path, str]]:
-    """A local copy of a landing file (and its sidecar) for the decoders.
+    """A local copy of a landing file (its sidecar, its lab's parameter set) for the decoders.
 
     Yields ``(local_path, local_landing_root)``: the file sits at the same
     ``<lab>/<condition>/<timepoint>/<name>`` below the returned root as below
     the landing zone, so partition values resolve from its path exactly as for
-    a local landing zone. A local ``uri`` is yielded as is. The copy is removed
-    on exit.
+    a local landing zone, and ``<lab>/neurocyte.toml`` is copied beside it. A
+    local ``uri`` is yielded as is. The copy is removed on exit.
     """
     if not is_s3(uri):
         yield Path(uri), spec.landing_root(landing)
@@ -322,6 +322,10 @@ def localized(uri: str, *, landing: str | None = None) -> Iterator[tuple[Path, s
         sidecar = uri + spec.SIDECAR_SUFFIX
         if exists(sidecar):
             download(sidecar, local.with_name(local.name + spec.SIDECAR_SUFFIX))
+        if len(parts) >= 2:
+            params = join(root, parts[0], spec.PARAMS_FILE_NAME)
+            if exists(params):
+                download(params, Path(tmp) / parts[0] / spec.PARAMS_FILE_NAME)
         yield local, tmp
 
 

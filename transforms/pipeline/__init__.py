@@ -2,6 +2,9 @@
 
 * :mod:`~transforms.pipeline.landing` / :mod:`~transforms.pipeline.discover` — what has
   landed, its partition and metadata, what is new (by content hash);
+* :mod:`~transforms.pipeline.identity` — an attempt's identity (content hash, metadata
+  digest) and the one rule deciding whether a file is ingested again;
+  :mod:`~transforms.pipeline.paramset` — parameter sets per lab and protocol;
 * :mod:`~transforms.pipeline.plan` — work items: whole files, or well groups of a large plate;
 * :mod:`~transforms.pipeline.stage` — identify, decode and extract one file, rows staged as Parquet
   (:mod:`~transforms.pipeline.decode_icephys`, :mod:`~transforms.pipeline.decode_mea`);

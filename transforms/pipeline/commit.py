@@ -66,6 +66,9 @@ def _merge_file(parts: list[Outcome], *, lake: str | None) -> Outcome:
         staging=spec.staging_dir(first.ingest_id, lake),
         n_parts=n,
     )
+    digests = {p.metadata_digest for p in by_part.values()}
+    # parts that saw different metadata (edited meanwhile) leave it unknown: tried again
+    whole.metadata_digest = digests.pop() if len(digests) == 1 else ""
     problems: list[str] = []
     missing = [k for k in range(n) if k not in by_part]
     if missing:
@@ -74,13 +77,25 @@ def _merge_file(parts: list[Outcome], *, lake: str | None) -> Outcome:
     if len(set(ids)) > 1:
         problems.append("its parts read different content (the file changed meanwhile)")
     others = [p for _, p in sorted(by_part.items()) if p.status != "staged"]
-    if not missing and len(others) == n and all(p.status == "duplicate" for p in others):
-        whole.status, whole.reason = "duplicate", others[0].reason
+    verdicts = {p.status for p in others}
+    if (
+        not missing
+        and len(others) == n
+        and len(verdicts) == 1
+        and verdicts
+        <= {
+            "duplicate",
+            "not_retried",
+        }
+    ):
+        whole.status, whole.reason = others[0].status, others[0].reason
     else:
         for p in others:
             problems.append(f"well group {int(p.part or 0) + 1} of {n} {p.status}: {p.reason}")
         if problems:
             whole.status = "failed"
+            if missing or len(set(ids)) > 1:  # a lost worker, a file changing: not the file's
+                whole.metadata_digest = ""
             whole.reason = f"{first.file_name}: split plate not committed: " + "; ".join(problems)
     if whole.status != "staged":
         storage.remove_tree(whole.staging)
@@ -234,7 +249,9 @@ def commit_batch(
         reason = f"internal error: {type(exc).__name__}: {exc}"
     pending = [o for o in staged if o.status == "staged"]
     for o in pending:
-        o.status, o.reason = "failed", reason
+        # the gate or the lake failed, not the file: logged without a metadata digest,
+        # so the next run tries it again whatever changed
+        o.status, o.reason, o.metadata_digest = "failed", reason, ""
     record_failure(pending, lake=lake)
     return outs
 

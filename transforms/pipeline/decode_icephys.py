@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -10,6 +11,9 @@ from transforms import formats, spec
 from transforms.lake.provenance import with_provenance
 from transforms.pipeline.landing import Target
 from transforms.recording.icephys import IcephysRecording
+
+if TYPE_CHECKING:
+    from transforms.pipeline.paramset import ParameterSet
 
 RECORDING_SCHEMA = pa.schema(
     [
@@ -63,15 +67,28 @@ def recording_row(source: spec.SourceFile, rec: IcephysRecording, target: Target
 
 
 def decode_icephys(
-    source: spec.SourceFile, *, kind: str, target: Target, ingest_id: str
+    source: spec.SourceFile,
+    *,
+    kind: str,
+    target: Target,
+    ingest_id: str,
+    parameter_set: ParameterSet | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
-    """Decode, extract features and shape the rows of every icephys table."""
-    from transforms.icephys.extract import extract_features
+    """Decode, extract features and shape the rows of every icephys table.
+
+    ``parameter_set`` (the lab's ``neurocyte.toml``) overrides the extraction defaults for
+    the recording's protocol; ``params_json`` records the values applied and the set.
+    """
+    from transforms.icephys.extract import IcephysParams, extract_features
 
     file_id = source.file_id
     rec = formats.read_icephys(source.local_path, kind=kind)
-    features = extract_features(rec)
-    params = {"reader": rec.source_format, **features.params.as_dict()}
+    protocol = rec.protocol or None
+    chosen = parameter_set.icephys_params(protocol) if parameter_set else IcephysParams()
+    features = extract_features(rec, params=chosen)
+    params: dict[str, Any] = {"reader": rec.source_format, **features.params.as_dict()}
+    if parameter_set is not None:
+        params["parameter_set"] = parameter_set.provenance(protocol=protocol, modality="icephys")
 
     def prov(rows: pa.Table) -> pa.Table:
         return with_provenance(

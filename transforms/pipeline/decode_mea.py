@@ -13,7 +13,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,10 @@ from transforms.formats.platemap import PlateMap
 from transforms.lake.provenance import params_json
 from transforms.pipeline.landing import Target
 from transforms.recording.plate import PlateLayout, PlateSpikes
+
+if TYPE_CHECKING:
+    from transforms.mea.detect import DetectionParams
+    from transforms.pipeline.paramset import ParameterSet
 
 PLATE_MAP_PATTERNS = ("*explog*.csv", "*plate_map*.csv", "*platemap*.csv", "*plate-map*.csv")
 
@@ -150,7 +154,13 @@ def find_plate_map(path: Path) -> Path | None:
     return found[0] if found else None
 
 
-def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) -> PlateSpikes:
+def read_plate(
+    path: Path,
+    kind: str,
+    *,
+    part: tuple[int, int] | None = None,
+    detection_params: DetectionParams | None = None,
+) -> PlateSpikes:
     """Decode a plate recording into spikes (detecting them for continuous data).
 
     Spike files go through the registry's :func:`~transforms.formats.read_plate`;
@@ -158,6 +168,7 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
     their spikes detected here. ``part=(k, n)`` decodes only well group ``k`` of ``n``
     (see :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
     ``.spk`` is not split: group 0 is the whole plate, the others are empty.
+    ``detection_params`` replaces the default :class:`~transforms.mea.detect.DetectionParams`.
     """
     access = formats.format_of(kind).access
     if access == "spikes":
@@ -170,7 +181,7 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
     from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
 
     f: Any = formats.open_continuous(path, kind=kind)
-    params = DetectionParams()
+    params = detection_params if detection_params is not None else DetectionParams()
     wells = None
     if part is None:
         spikes = detect_spikes(f, params=params)
@@ -309,19 +320,22 @@ def decode_mea(
     kind: str,
     plate_map_path: Path | None = None,
     part: tuple[int, int] | None = None,
+    parameter_set: ParameterSet | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
 
     With ``part=(k, n)`` only well group ``k`` of ``n`` is decoded and its rows
     returned (metrics are per electrode / well, so a group computes alone);
     :func:`merge_part_tables` joins the groups' rows of one table into the rows
-    of the whole plate.
+    of the whole plate. ``parameter_set`` (the lab's ``neurocyte.toml``) overrides the
+    detection and metric defaults; ``params_json`` records the values applied and the set.
     """
     from transforms.formats.platemap import read_plate_map
-    from transforms.mea.metrics import compute_metrics
+    from transforms.mea.metrics import MetricParams, compute_metrics
 
     path, file_id = source.local_path, source.file_id
-    plate = read_plate(path, kind, part=part)
+    detection = parameter_set.detection_params() if parameter_set else None
+    plate = read_plate(path, kind, part=part, detection_params=detection)
     map_path = plate_map_path or find_plate_map(path)
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:
@@ -340,10 +354,17 @@ def decode_mea(
         )
     rows_for = wells_with_rows(plate, plate_map if map_path else None)
     parts = well_partitions(plate.layout, target, plate_map, source=path.name, wells=rows_for)
-    metrics = compute_metrics(plate.spikes, layout=plate.layout, duration_s=plate.duration_s)
+    metrics = compute_metrics(
+        plate.spikes,
+        layout=plate.layout,
+        duration_s=plate.duration_s,
+        params=parameter_set.metric_params() if parameter_set else MetricParams(),
+    )
     params: dict[str, Any] = {"reader": kind, "metrics": metrics.params.as_dict()}
     if plate.detection:
         params["detection"] = plate.detection["params"]
+    if parameter_set is not None:
+        params["parameter_set"] = parameter_set.provenance(modality="mea")
 
     spikes = plate.spikes
     counts = (

@@ -1,22 +1,23 @@
-"""Find landing-zone files that still need ingesting (by content hash).
+"""Find landing-zone files that still need ingesting (by content hash and metadata).
 
 Works on a local landing zone and on ``s3://`` (see :mod:`transforms.storage`).
-A file is *new* when no attempt at the current :data:`spec.TRANSFORM_VERSION`
-exists for its content hash; a renamed copy is the same recording. Files that
-changed during the last ``settle_s`` seconds are left for a later scan.
+A file is *new* unless :func:`transforms.pipeline.identity.decide` (the rule the
+CLI and the extract task apply too) refuses it: its latest attempt at the current
+:data:`spec.TRANSFORM_VERSION` had the same content and metadata digest. A renamed
+copy is the same recording. Files that changed during the last ``settle_s`` seconds
+are left for a later scan.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from transforms import spec
 from transforms.errors import InvalidArgument
-from transforms.lake import delta as lakeio
 from transforms.lake import storage
+from transforms.pipeline.identity import AttemptIndex, SmallFiles, metadata_digest
 
 
 @dataclass(frozen=True)
@@ -42,64 +43,53 @@ def landing_files(
     return sorted(found, key=lambda o: (o.mtime, o.uri))
 
 
-def _attempts(lake: str | None) -> tuple[set[str], dict[str, float]]:
-    """Content hashes attempted at this version, and when each path was last attempted."""
-    log = lakeio.read_table(
-        spec.INGEST_LOG,
-        lake=lake,
-        columns=["file_id", "status", "transform_version", "source_path", "started_at"],
-    )
-    hashes: set[str] = set()
-    paths: dict[str, float] = {}
-    if log is None:
-        return hashes, paths
-    for fid, status, version, source, started in zip(
-        log["file_id"].to_pylist(),
-        log["status"].to_pylist(),
-        log["transform_version"].to_pylist(),
-        log["source_path"].to_pylist(),
-        log["started_at"].to_pylist(),
-        strict=True,
-    ):
-        if version != spec.TRANSFORM_VERSION or status == "duplicate":
-            continue
-        hashes.add(fid)
-        ts = started.timestamp() if isinstance(started, datetime) else 0.0
-        paths[source] = max(paths.get(source, 0.0), ts)
-    return hashes, paths
-
-
 def new_files(
     *,
     landing: str | None = None,
     lake: str | None = None,
     settle_s: float = 0.0,
     include_attempted: bool = False,
+    params_file: str | None = None,
     now: float | None = None,
 ) -> list[Candidate]:
-    """Settled landing files whose content has no attempt at this transform version.
+    """Settled landing files that :func:`~transforms.pipeline.identity.decide` would ingest.
 
-    A file whose bytes were already attempted (published, quarantined or
-    failed) at the current :data:`spec.TRANSFORM_VERSION` is not new, whatever
-    its name: a renamed copy is the same recording. ``include_attempted``
-    returns those too (for a forced re-ingest). Two identical files in one
-    scan are returned once.
+    A file is left out when its latest attempt at the current
+    :data:`spec.TRANSFORM_VERSION` had the same content and metadata (sidecar, plate
+    map, partition, parameter set: its ``metadata_digest``): ``published`` ones are
+    duplicates, ``failed`` and ``quarantined`` ones are not retried until something
+    changes. Whatever its name: a renamed copy is the same recording.
+    ``include_attempted`` returns those too (for a forced re-ingest). Files of the
+    same content are returned once: the one at the path of the content's latest
+    attempt, else the oldest (so two copies never take turns at being published).
 
-    A file whose path was attempted *after* it was last modified is known
-    without reading it again; every other file is hashed (streamed).
+    A file whose path was attempted *after* it was last modified is known without
+    reading it again; every other file is hashed (streamed). Its metadata digest is
+    computed every time (small files: a sidecar, a plate map, a parameter set).
     """
     now = time.time() if now is None else now
-    attempted, by_path = (set(), {}) if include_attempted else _attempts(lake)
+    index = AttemptIndex.load(lake=lake)
+    listing = storage.list_files(spec.landing_root(landing))
+    files = SmallFiles(o.uri for o in listing)  # sidecars, parameter sets: no request each
+    recordings = [o for o in listing if spec.is_recording_name(o.name)]
+    recordings = storage.settled(recordings, settle_s=settle_s, now=now)
+    by_content: dict[str, list[tuple[storage.ObjectInfo, str]]] = {}
+    for obj in sorted(recordings, key=lambda o: (o.mtime, o.uri)):
+        file_id = index.known_file_id(obj.uri, modified_at=obj.mtime) or storage.sha256(obj.uri)
+        by_content.setdefault(file_id, []).append((obj, obj.uri))
     out: list[Candidate] = []
-    seen: set[str] = set()
-    for obj in landing_files(landing=landing, settle_s=settle_s, now=now):
-        if obj.uri in by_path and by_path[obj.uri] >= obj.mtime:
-            continue  # this very file, unchanged since its attempt
-        file_id = storage.sha256(obj.uri)
-        if file_id in attempted or file_id in seen:
-            continue
-        seen.add(file_id)
-        out.append(Candidate(obj.uri, obj.name, file_id, obj.size))
+    for file_id, copies in by_content.items():
+        last = index.latest.get(file_id)
+        chosen = next(
+            (c for c in copies if last is not None and c[1] == last.source_path), copies[0]
+        )[0]
+        if not include_attempted:
+            digest = metadata_digest(
+                chosen.uri, landing=landing, params_file=params_file, files=files
+            )
+            if index.verdict(file_id, digest) is not None:
+                continue
+        out.append(Candidate(chosen.uri, chosen.name, file_id, chosen.size))
     return out
 
 

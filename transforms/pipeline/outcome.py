@@ -17,7 +17,7 @@ from transforms.lake import leases
 
 log = logging.getLogger(__name__)
 
-Status = Literal["published", "quarantined", "failed", "duplicate", "staged"]
+Status = Literal["published", "quarantined", "failed", "duplicate", "not_retried", "staged"]
 
 
 @dataclass
@@ -40,6 +40,9 @@ class Outcome:
     #: Well group ``part`` of ``n_parts`` of a split plate (None: the whole file).
     part: int | None = None
     n_parts: int | None = None
+    #: The metadata that applied (:func:`transforms.pipeline.identity.metadata_digest`);
+    #: empty when unknown (logged as NULL, so the file is tried again).
+    metadata_digest: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +71,7 @@ def log_row(outcome: Outcome, *, finished_at: datetime) -> dict[str, Any]:
         "qc_report": json.dumps(outcome.qc_pages, sort_keys=True) if outcome.qc_pages else None,
         "started_at": datetime.fromisoformat(outcome.started_at),
         "finished_at": finished_at,
+        "metadata_digest": outcome.metadata_digest or None,
     }
 
 
@@ -89,7 +93,8 @@ def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> 
 
 
 def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
-    """:func:`record` for outcomes that publish nothing (failed, duplicate, quarantined).
+    """:func:`record` for outcomes that publish nothing (failed, duplicate, not_retried,
+    quarantined).
 
     If even the log cannot be written (the disk that failed the attempt is still
     full), the outcome's reason says so and the run goes on: nothing is published

@@ -64,6 +64,7 @@ def ingest_paths(
     condition: str | None = None,
     timepoint: str | None = None,
     plate_map: str | Path | None = None,
+    params_file: str | None = None,
     force: bool = False,
     publish: bool = True,
     batch_size: int = 50,
@@ -77,6 +78,8 @@ def ingest_paths(
     one Delta commit per table (see :func:`commit_batch`). With
     ``split_plate_mb``, a larger continuous plate is staged well group by well
     group (:func:`plate_parts`), as the DAG's workers do, and merged at commit.
+    ``params_file`` is a parameter set for every file instead of each lab's
+    ``neurocyte.toml`` (:mod:`transforms.pipeline.paramset`).
     """
     outcomes: list[Outcome] = []
     files = expand_paths(paths)
@@ -87,6 +90,7 @@ def ingest_paths(
         "condition": condition,
         "timepoint": timepoint,
         "plate_map": plate_map,
+        "params_file": params_file,
         "force": force,
     }
     for start in range(0, len(files), batch_size):

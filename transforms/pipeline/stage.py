@@ -12,6 +12,7 @@ of ``n`` of a continuous plate, in ``<staging>/part-<k>/``; the parts share one
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import traceback
@@ -21,14 +22,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from transforms import formats, spec
-from transforms.errors import DecodeError, InvalidArgument, NeurocyteError, SpecError
-from transforms.lake import delta as lakeio
+from transforms.errors import DecodeError, InvalidArgument, LakeError, NeurocyteError, SpecError
 from transforms.lake import leases, storage
-from transforms.pipeline import allocator
+from transforms.pipeline import allocator, identity, paramset
 from transforms.pipeline.landing import Target, resolve_target
 from transforms.pipeline.outcome import Outcome, now_utc, record_failure
 
 log = logging.getLogger(__name__)
+
+#: I/O errors that say nothing about the file (a full disk, a lost mount): its attempt
+#: is logged without a metadata digest, so the next run tries it again.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.ESTALE}
+)
 
 
 def _decode(
@@ -39,13 +45,16 @@ def _decode(
     ingest_id: str,
     plate_map: Path | None,
     part: tuple[int, int] | None = None,
+    parameter_set: paramset.ParameterSet | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
     if formats.format_of(kind).modality == "icephys":
         from transforms.pipeline.decode_icephys import decode_icephys
 
         if part is not None and part[0] > 0:  # not split: part 0 carries the whole file
             return "", {}
-        return decode_icephys(source, kind=kind, target=target, ingest_id=ingest_id)
+        return decode_icephys(
+            source, kind=kind, target=target, ingest_id=ingest_id, parameter_set=parameter_set
+        )
     from transforms.pipeline.decode_mea import decode_mea
 
     return decode_mea(
@@ -55,6 +64,7 @@ def _decode(
         kind=kind,
         plate_map_path=plate_map,
         part=part,
+        parameter_set=parameter_set,
     )
 
 
@@ -67,6 +77,7 @@ def stage_file(
     condition: str | None = None,
     timepoint: str | None = None,
     plate_map: str | Path | None = None,
+    params_file: str | None = None,
     force: bool = False,
     source_uri: str | None = None,
     part: int | None = None,
@@ -76,9 +87,14 @@ def stage_file(
 ) -> Outcome:
     """Decode and extract features; stage the rows as Parquet for the gate.
 
-    Terminal outcomes (``failed``, ``duplicate``) are recorded in
+    Terminal outcomes (``failed``, ``duplicate``, ``not_retried``) are recorded in
     ``ingest_log`` here; a ``staged`` outcome is recorded by
-    :func:`commit_staged`. Never raises for bad input. ``source_uri`` is the
+    :func:`commit_staged`. Never raises for bad input.
+
+    Whether the file is ingested at all is :func:`transforms.pipeline.identity.decide`'s
+    rule on its content hash and metadata digest (``force`` ingests regardless).
+    ``params_file`` names the parameter set for the file instead of its lab's
+    ``<landing>/<lab>/neurocyte.toml`` (:mod:`transforms.pipeline.paramset`). ``source_uri`` is the
     file's landing-zone address to record when ``path`` is a local copy of it
     (an object fetched from S3).
 
@@ -118,6 +134,18 @@ def stage_file(
         before = path.stat()
         size = before.st_size
         outcome.file_id = storage.sha256(path)
+        # The metadata that applies, digested before any of it is read for the decode: a
+        # sidecar edited meanwhile then differs from the digest logged, and the next run
+        # applies it (the other order could log the new digest beside the old values).
+        outcome.metadata_digest = identity.metadata_digest(
+            path,
+            landing=landing,
+            lab=lab,
+            condition=condition,
+            timepoint=timepoint,
+            plate_map=plate_map,
+            params_file=params_file,
+        )
         # The file's identity, computed once: rows record its landing URI, not the
         # local copy a worker reads (a temporary download for an S3 landing zone).
         source = spec.SourceFile(
@@ -127,23 +155,29 @@ def stage_file(
             file_id=outcome.file_id,
             local_path=path,
         )
-        target = resolve_target(
-            path,
-            landing=landing,
-            lab=lab,
-            condition=condition,
-            timepoint=timepoint,
-            require_all=formats.format_of(kind).modality == "icephys",
-        )
-        outcome.partition = {
-            k: v
-            for k, v in (
-                ("lab", target.lab),
-                ("condition", target.condition),
-                ("timepoint", target.timepoint),
+        target: Target | None = None
+        bad_target: NeurocyteError | None = None
+        try:
+            target = resolve_target(
+                path,
+                landing=landing,
+                lab=lab,
+                condition=condition,
+                timepoint=timepoint,
+                require_all=formats.format_of(kind).modality == "icephys",
             )
-            if v
-        }
+        except NeurocyteError as exc:  # raised below unless the file is not ingested
+            bad_target = exc
+        if target is not None:
+            outcome.partition = {
+                k: v
+                for k, v in (
+                    ("lab", target.lab),
+                    ("condition", target.condition),
+                    ("timepoint", target.timepoint),
+                )
+                if v
+            }
         held = (
             leases.acquire(outcome.file_id, holder=outcome.ingest_id, lake=lake) if lease else None
         )
@@ -153,14 +187,19 @@ def stage_file(
             if part is None:
                 record_failure(outcome, lake=lake)
             return outcome
-        published = lakeio.published_ingests(lake=lake)
-        previous = published.get(outcome.file_id)
-        if previous and previous[1] == spec.TRANSFORM_VERSION and not force:
-            outcome.status = "duplicate"
-            outcome.reason = f"content already published (ingest {previous[0]})"
+        verdict = identity.AttemptIndex.load(lake=lake, file_id=outcome.file_id).verdict(
+            outcome.file_id, outcome.metadata_digest, force=force
+        )
+        if verdict is not None:  # duplicate, or not_retried: nothing changed since
+            outcome.status, outcome.reason = verdict.status, verdict.reason
             if part is None:
                 record_failure(outcome, lake=lake)
             return outcome
+        if bad_target is not None or target is None:
+            raise bad_target or SpecError(f"{path.name}: no partition")
+        parameter_set = paramset.load_parameter_set(
+            path, landing=landing, lab=lab, params_file=params_file
+        )
         outcome.source_format, tables = _decode(
             source,
             kind,
@@ -168,6 +207,7 @@ def stage_file(
             ingest_id=outcome.ingest_id,
             plate_map=Path(plate_map) if plate_map else None,
             part=(part, n_parts) if part is not None and n_parts is not None else None,
+            parameter_set=parameter_set,
         )
         # One read per attempt: the bytes decoded must be the bytes hashed. A file
         # rewritten meanwhile changes size, mtime or inode; such an attempt fails and
@@ -178,6 +218,7 @@ def stage_file(
             before.st_mtime_ns,
             before.st_ino,
         ):
+            outcome.metadata_digest = ""  # not the file's fault: tried again, whatever changed
             raise DecodeError(
                 f"{path.name}: changed while it was being read (size {before.st_size} -> "
                 f"{after.st_size} bytes); it is retried once it has settled"
@@ -196,11 +237,15 @@ def stage_file(
         return outcome
     except NeurocyteError as exc:
         outcome.reason = str(exc)
+        if isinstance(exc, LakeError):  # the lake failed, not the file: tried again
+            outcome.metadata_digest = ""
     except Exception as exc:  # a reader or feature bug must not stop the other files
         log.error(
             "unexpected error on %s (file_id=%s)\n%s", path, outcome.file_id, traceback.format_exc()
         )
         outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            outcome.metadata_digest = ""  # a full disk, a lost mount: tried again
     if not outcome.file_id:
         outcome.file_id = spec.UNREADABLE_FILE_ID  # no content hash to key on
     if part is None:

@@ -220,7 +220,7 @@ def timepoint_key(value: str | None) -> tuple[int, float, str]:
 _LATEST_ATTEMPTS: Final = """
     SELECT *
     FROM ingest_log
-    WHERE status <> 'duplicate'
+    WHERE status NOT IN ('duplicate', 'not_retried')
     QUALIFY row_number() OVER (
         PARTITION BY file_id, source_path
         ORDER BY coalesce(log_seq, -1) DESC, finished_at DESC, ingest_id DESC
@@ -231,8 +231,9 @@ _LATEST_ATTEMPTS: Final = """
 def overview(con: DuckDBPyConnection) -> dict[str, Any]:
     """Files per lab / condition / timepoint and QC status, and recordings per partition.
 
-    The status of a file is that of its latest attempt other than ``duplicate``
-    (a re-submitted, already published file stays ``published``).
+    The status of a file is that of its latest attempt other than ``duplicate`` or
+    ``not_retried`` (a re-submitted, already published file stays ``published``; an
+    unchanged failed one stays ``failed``).
 
     Returns
     -------
