@@ -184,6 +184,17 @@ class DetectionParams:
             low = signal.tf2sos(taps, [1.0])
         return np.vstack([high, low])
 
+    def output_delay_samples(self, sampling_rate_hz: float) -> int:
+        """Samples the filtered trace lags the input by, corrected in spike times: the
+        zero-phase filter's release delay, a Kaiser FIR's constant group delay
+        ((taps - 1) / 2), else 0 (the causal Butterworth filters are left as they are)."""
+        if self.zero_phase:
+            filt = self.make_filter(sampling_rate_hz)
+            return filt.delay_samples if isinstance(filt, ZeroPhaseIIR) else 0
+        if self.filter_design == "iir_kaiser":
+            return (self.fir_taps - 1) // 2
+        return 0
+
     def make_filter(self, sampling_rate_hz: float) -> BlockIIR | ZeroPhaseIIR:
         """The streaming filter: causal (:class:`BlockIIR`) or zero-phase."""
         sos = self.sos(sampling_rate_hz)
@@ -535,8 +546,8 @@ def detect_spikes(
     gain = src.voltage_scale_uv_per_count
     if len(cols) == 0 or src.n_samples == 0:
         return _with_metadata(spikes_table([], []), params, names, np.zeros(0), gain)
-    delay = filt.delay_samples if isinstance(filt, ZeroPhaseIIR) else 0
-    if delay:  # the output lags by `delay`: read that much past the end (edge-padded)
+    delay = params.output_delay_samples(fs)
+    if delay:  # the trace lags by `delay`: read that much past the end (edge-padded)
         src = _PaddedSource(src, delay)
     with blas_threads(1):  # parallelism comes from the channel groups' threads
         return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
@@ -597,7 +608,7 @@ def _detect(
     col = np.concatenate([r[0] for r in results])
     peak = np.concatenate([r[1] for r in results])
     amp = np.concatenate([r[2] for r in results]).astype(np.float64) * gain
-    if delay:  # zero-phase output lags by `delay`; drop what lies outside the recording
+    if delay:  # the filtered trace lags by `delay`; drop what lies outside the recording
         peak = peak - delay
         inside = (peak >= 0) & (peak < n - delay)
         col, peak, amp = col[inside], peak[inside], amp[inside]
@@ -687,7 +698,8 @@ def axis_params(meta: Mapping[str, Any], *, source: str = "recording") -> Detect
       high-pass corner), causal;
     * AxIS 3 (``Digital High Pass Filter`` ``200 Hz IIR``, ``Digital Low Pass Filter``
       ``3 kHz Kaiser Window``): a Butterworth high-pass of order 2 (AxIS states no
-      order) and a 31-tap Kaiser-window FIR low-pass (beta 5; AxIS states neither), causal;
+      order) and a 31-tap Kaiser-window FIR low-pass (beta 5; AxIS states neither), causal,
+      spike times corrected for the FIR's constant group delay (15 samples);
     * the threshold is the ``Spike Detector Settings`` ``Threshold`` in noise sigmas,
       and the dead time its ``Post-Spike Duration`` where stated.
 

@@ -150,7 +150,13 @@ def find_plate_map(path: Path) -> Path | None:
     return found[0] if found else None
 
 
-def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) -> PlateSpikes:
+def read_plate(
+    path: Path,
+    kind: str,
+    *,
+    part: tuple[int, int] | None = None,
+    detection_profile: str = "default",
+) -> PlateSpikes:
     """Decode a plate recording into spikes (detecting them for continuous data).
 
     Spike files go through the registry's :func:`~transforms.formats.read_plate`;
@@ -158,6 +164,10 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
     their spikes detected here. ``part=(k, n)`` decodes only well group ``k`` of ``n``
     (see :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
     ``.spk`` is not split: group 0 is the whole plate, the others are empty.
+    ``detection_profile`` chooses the detector of continuous data
+    (:func:`~transforms.mea.detect.profile_params`: ``default``, ``axis`` from the
+    recording's declared settings, ``sensitive``); it is recorded in
+    ``detection_params_json``.
     """
     access = formats.format_of(kind).access
     if access == "spikes":
@@ -167,10 +177,11 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
         return dataclasses.replace(whole, spikes=whole.spikes.slice(0, 0), wells=())
     if access != "continuous":
         raise SpecError(f"{path.name}: not an MEA recording ({kind})")
-    from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
+    from transforms.mea.detect import NOISE_METADATA_KEY, detect_spikes, profile_params
 
     f: Any = formats.open_continuous(path, kind=kind)
-    params = DetectionParams()
+    meta_of = f.plate_metadata() if hasattr(f, "plate_metadata") else {}
+    params = profile_params(detection_profile, metadata=meta_of, source=path.name)
     wells = None
     if part is None:
         spikes = detect_spikes(f, params=params)
@@ -179,7 +190,7 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
         spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
         wells = group.wells
     meta = spikes.schema.metadata or {}
-    detection = {"params": params.as_dict()}
+    detection = {"profile": detection_profile, "params": params.as_dict()}
     if NOISE_METADATA_KEY in meta:
         detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
     return PlateSpikes(
@@ -195,7 +206,7 @@ def read_plate(path: Path, kind: str, *, part: tuple[int, int] | None = None) ->
         formats.embedded_plate_map(f),
         wells,
         named_wells=tuple(dict.fromkeys(e.split("_", 1)[0] for e in f.electrodes)),
-        metadata=f.plate_metadata() if hasattr(f, "plate_metadata") else {},
+        metadata=meta_of,
     )
 
 
@@ -309,6 +320,7 @@ def decode_mea(
     kind: str,
     plate_map_path: Path | None = None,
     part: tuple[int, int] | None = None,
+    detection_profile: str = "default",
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
 
@@ -321,7 +333,7 @@ def decode_mea(
     from transforms.mea.metrics import compute_metrics
 
     path, file_id = source.local_path, source.file_id
-    plate = read_plate(path, kind, part=part)
+    plate = read_plate(path, kind, part=part, detection_profile=detection_profile)
     map_path = plate_map_path or find_plate_map(path)
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:
