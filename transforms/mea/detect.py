@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -683,10 +684,15 @@ def _section(meta: Mapping[str, Any], prefix: str) -> dict[str, str]:
     return {}
 
 
-def _hz(text: str | None) -> float | None:
-    from transforms.formats.axis_settings import parse_frequency_hz
+_FREQUENCY: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*(hz|khz)\b", re.IGNORECASE)
 
-    return parse_frequency_hz(text)
+
+def _hz(text: str | None) -> float | None:
+    """``200 Hz`` / ``3 kHz Kaiser Window`` / ``3000 Hz`` in Hz (None without a frequency)."""
+    m = _FREQUENCY.match(text or "")
+    if not m:
+        return None
+    return float(m.group(1)) * (1e3 if m.group(2).lower() == "khz" else 1.0)
 
 
 def axis_params(meta: Mapping[str, Any], *, source: str = "recording") -> DetectionParams:
