@@ -426,7 +426,31 @@ class _MappableSource(Protocol):
 
 
 def _maps(src: object) -> bool:
-    return isinstance(src, _MappableSource)
+    """True if :func:`_window` can hand out windows of every column without a read copy."""
+    if isinstance(src, _PaddedSource):
+        return _maps(src.inner)
+    return isinstance(src, (_MappableSource, ArraySource))
+
+
+def _window(src: object, start: int, stop: int) -> _Window:
+    """Rows ``[start, stop)`` of every column: a file mapping, an array view, or (past
+    the end of a padded source) the last rows with the padding appended."""
+    if isinstance(src, _PaddedSource):
+        n = src.inner.n_samples
+        if stop <= n:
+            return _window(src.inner, start, stop)
+        lo = min(start, n - 1)
+        part = _window(src.inner, lo, n)
+        try:
+            real = np.array(part.array)
+        finally:
+            part.close()
+        keep = real[start - lo :] if start < n else real[:0]
+        pad = np.repeat(real[-1:], stop - max(start, n), axis=0)
+        return _Buffer(np.concatenate([keep, pad], axis=0))
+    if isinstance(src, ArraySource):
+        return _Buffer(src.data[start:stop])
+    return src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
 
 
 class _Buffer:
@@ -440,7 +464,7 @@ class _Buffer:
 class _ChunkReader:
     """Consecutive chunks of a source, each processed while the next one is read.
 
-    A mappable source's chunks are views of the file (every column; no read copy);
+    A mappable source's chunks are views of the file or array (every column; no read copy);
     any other source is read into two alternating buffers of the selected columns,
     so no chunk-sized array is allocated per step.
     """
@@ -460,7 +484,7 @@ class _ChunkReader:
 
     def _open(self, start: int, stop: int) -> _Window:
         if self._mapped:
-            return self._src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
+            return _window(self._src, start, stop)
         self._buffers.reverse()
         return _Buffer(self._src.read_counts(start, stop, columns=self._cols, out=self._buffers[0]))
 
@@ -633,6 +657,7 @@ class _PaddedSource(ContinuousBase):
     """A source read ``extra`` samples past its end, repeating its last sample."""
 
     def __init__(self, src: ContinuousSource, extra: int) -> None:
+        self.inner = src
         self._src = src
         self.sampling_rate_hz = src.sampling_rate_hz
         self.voltage_scale_uv_per_count = src.voltage_scale_uv_per_count
@@ -671,6 +696,7 @@ SENSITIVE: Final = DetectionParams(
     band_high_hz=3000.0,
     filter_order=2,
     threshold_k=5.0,
+    noise_window_s=2.0,
     profile="sensitive",
     zero_phase=True,
 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -257,6 +258,7 @@ class ZeroPhaseIIR:
         #: Samples the output lags the input by (a whole number of blocks).
         self.delay_samples = -(-int(delay_samples) // b) * b
         self.n_state = self.causal.n_state + self.delay_samples
+        self._local = threading.local()
 
     def initial_state(self, first: np.ndarray) -> np.ndarray:
         """The causal filter's steady state for ``first``, and no held-back output."""
@@ -285,10 +287,26 @@ class ZeroPhaseIIR:
             raise InvalidArgument(
                 f"ZeroPhaseIIR.apply: state {state.shape}, expected {(self.n_state, n_ch)}"
             )
-        buf = np.empty((d + n_rows, n_ch), dtype=np.float32)
+        buf, back = self._buffers(d + n_rows, n_ch)
         buf[:d] = state[ns:]
         fwd = self.causal.apply(x, np.ascontiguousarray(state[:ns]), out=buf[d:], work=work)
-        back = np.empty_like(buf)
         self.causal.apply(buf[::-1], np.zeros((ns, n_ch), np.float32), out=back, work=work)
         out[:] = back[::-1][:n_rows]
-        return np.ascontiguousarray(np.vstack([fwd, buf[n_rows:]]))
+        new_state = np.empty((self.n_state, n_ch), np.float32)
+        new_state[:ns] = fwd
+        new_state[ns:] = buf[n_rows:]
+        return new_state
+
+    def _buffers(self, n_rows: int, n_ch: int) -> tuple[np.ndarray, np.ndarray]:
+        # Per thread (channel groups filter in parallel), reused while the shape holds:
+        # two chunk-sized arrays allocated per call cost more than the backward pass.
+        local = self._local.__dict__
+        key = (n_rows, n_ch)
+        if local.get("key") != key:
+            local["key"] = key
+            local["bufs"] = (
+                np.empty((n_rows, n_ch), np.float32),
+                np.empty((n_rows, n_ch), np.float32),
+            )
+        bufs: tuple[np.ndarray, np.ndarray] = local["bufs"]
+        return bufs
