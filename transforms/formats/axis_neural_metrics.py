@@ -32,6 +32,7 @@ import gzip
 import io
 import math
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,7 @@ def _decode_text(raw: bytes, name: str) -> str:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DecodeError(f"{name}: corrupt gzip data ({exc})") from exc
     if b"\x00" in raw:
         raise DecodeError(f"{name}: binary content, not a Neural Metric Tool CSV")
