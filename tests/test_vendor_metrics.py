@@ -236,3 +236,19 @@ def test_recording_kind_of_nmt_names() -> None:
     assert spec.recording_kind("plate1_neuralMetrics.csv") == "neural_metrics"
     assert spec.recording_kind("Plate1_NeuralMetrics.csv.gz") == "neural_metrics"
     assert spec.recording_kind("plate1_expLog.csv") is None
+
+
+def test_bad_export_fails_alone_with_its_line(tmp_path: Path) -> None:
+    folder = tmp_path / "landing" / "labX" / "ctl" / "DIV22"
+    folder.mkdir(parents=True)
+    (folder / "plate1_spike_list.csv").write_bytes(spike_list_bytes(_spikes()))
+    (folder / "bad_neuralMetrics.csv").write_text(
+        "Neural Metric Tool,Version 3.1.7\n\nWell Averages,A1,A2\nNumber of Spikes,12,x7\n"
+    )
+    lake = tmp_path / "lake"
+    landing = tmp_path / "landing"
+    summary = ingest_paths([landing], lake=str(lake), landing=str(landing))
+    assert summary.counts() == {"published": 1, "failed": 1}
+    rows = query(lake, "SELECT file_name, status, reason FROM ingest_log WHERE status = 'failed'")
+    assert rows[0][0] == "bad_neuralMetrics.csv"
+    assert "bad_neuralMetrics.csv, line 4: 'x7' is not a number" in rows[0][2]
