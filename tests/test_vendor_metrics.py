@@ -252,3 +252,14 @@ def test_bad_export_fails_alone_with_its_line(tmp_path: Path) -> None:
     rows = query(lake, "SELECT file_name, status, reason FROM ingest_log WHERE status = 'failed'")
     assert rows[0][0] == "bad_neuralMetrics.csv"
     assert "bad_neuralMetrics.csv, line 4: 'x7' is not a number" in rows[0][2]
+
+
+def test_single_well_export_and_a_setting_that_names_a_well(tmp_path: Path) -> None:
+    wells, _ = _metrics()
+    settings = (*AXIS3_SETTINGS, ("   Reference Well", "B1"))
+    path = tmp_path / "one_neuralMetrics.csv"
+    path.write_bytes(neural_metrics_bytes({"B1": wells["B1"]}, recording_settings=settings))
+    nm = read_vendor_metrics(path)
+    assert nm.wells == ("B1",) and nm.blocks == ("Well Averages",)
+    assert nm.settings["Reference Well"] == "B1"
+    assert {r.label: r.value for r in nm.rows} == pytest.approx(wells["B1"], rel=5e-6)

@@ -179,9 +179,17 @@ def _number(cell: str, *, decimal_comma: bool, name: str, line: int) -> float | 
     return value if math.isfinite(value) else None
 
 
+#: Labels of block headers (a header with another label needs two or more columns, so
+#: a setting whose value happens to be a well name is not taken for one).
+_HEADER_LABELS: Final = frozenset(
+    {"well averages", "measurement", "electrode averages", "electrode measurements", "well"}
+)
+
+
 def _header_kind(cells: Sequence[str]) -> Level | None:
     names = [c.strip() for c in cells[1:] if c.strip()]
-    if not names:
+    label = " ".join((cells[0] if cells else "").split()).lower()
+    if not names or (len(names) < 2 and label not in _HEADER_LABELS):
         return None
     if all(_WELL.match(c) for c in names):
         return "well"
