@@ -263,3 +263,48 @@ def test_single_well_export_and_a_setting_that_names_a_well(tmp_path: Path) -> N
     assert nm.wells == ("B1",) and nm.blocks == ("Well Averages",)
     assert nm.settings["Reference Well"] == "B1"
     assert {r.label: r.value for r in nm.rows} == pytest.approx(wells["B1"], rel=5e-6)
+
+
+def test_parity_with_a_binary_spk_plate(tmp_path: Path) -> None:
+    """A generated 24-well .spk (ground-truth spikes) and an NMT export of the same
+    recording: matched by the plate map's serial, the start time and the name."""
+    import shutil
+
+    from transforms.synth.plate import generate_plate
+
+    plate = generate_plate(tmp_path / "gen", n_wells=24, duration_s=1.0, seed=7, snr=8.0)
+    assert plate.spk_path is not None
+    folder = tmp_path / "landing" / "labX" / "ctl" / "DIV14"
+    folder.mkdir(parents=True)
+    shutil.copy(plate.spk_path, folder / "synth.spk")
+    shutil.copy(plate.plate_map_path, folder / "synth_expLog.csv")
+    electrodes = plate.layout.electrodes
+    spikes = [e for e in electrodes for _ in plate.spike_times_s[e]]
+    duration = round(1.0 * 12500) / 12500
+    wells, _ = activity_metrics(spikes, electrodes=electrodes, duration_s=duration)
+    settings = (
+        ("Recording Name", "synth"),
+        ("Maestro Settings", ""),
+        ("   Original File Time", plate.recorded_at.strftime("%m/%d/%Y %H:%M:%S")),
+        ("   Plate Serial Number", "SYN00007"),
+    )
+    (folder / "synth_neuralMetrics.csv").write_bytes(
+        neural_metrics_bytes(wells, recording_settings=settings, delimiter="\t")
+    )
+    lake = tmp_path / "lake"
+    landing = tmp_path / "landing"
+    summary = ingest_paths([landing], lake=str(lake), landing=str(landing))
+    assert summary.counts() == {"published": 2}, [o.reason for o in summary.outcomes]
+    rows = query(
+        lake,
+        "SELECT count(*), count(DISTINCT well), max(abs(rel_diff)), "
+        "count(*) FILTER (WHERE rel_diff IS NULL) FROM mea_metric_parity",
+    )
+    n, n_wells, worst, n_null = rows[0]
+    silent = sum(1 for k in plate.well_kind.values() if k == "silent")
+    assert (n, n_wells) == (24 * 4, 24)
+    assert n_null == silent  # a silent well's weighted rate: empty in the export, 0 here
+    assert worst <= 5e-6
+    # the vendor rows carry the plate map's partition, like the spike rows
+    (conds,) = query(lake, "SELECT count(DISTINCT condition) FROM mea_vendor_metrics")[0]
+    assert conds == 2

@@ -1,7 +1,8 @@
 -- mea_metric_parity: each Axion Neural Metric Tool value (mea_vendor_metrics, well level)
 -- beside Neurocyte's value of the same metric (mea_well_metrics) for a plate whose spikes
 -- the lake also holds. A vendor export matches a recording by plate serial and start time
--- (NMT's Original File Time = the recording's recorded_at), and by recording name where
+-- (NMT's Original File Time = the recording's recorded_at, to the second: exports print
+-- whole seconds, a .raw header may hold milliseconds), and by recording name where
 -- both state one. rel_diff = (neurocyte - vendor) / |vendor| (0 when both are equal,
 -- NULL when the vendor value is 0 and Neurocyte's is not, or either is NULL).
 -- Only metrics with one definition on both sides are listed (see the README).
@@ -44,7 +45,8 @@ paired AS (
     FROM mea_vendor_metrics AS v
     JOIN metric_map AS m USING (metric)
     JOIN recordings AS r
-      ON r.plate_sn = v.plate_sn AND r.recorded_at = v.recorded_at AND r.well = v.well
+      ON r.plate_sn = v.plate_sn AND r.well = v.well
+     AND date_trunc('second', r.recorded_at) = date_trunc('second', v.recorded_at)
      AND (r.recording_name IS NULL OR v.recording_name IS NULL
           OR r.recording_name = v.recording_name)
     JOIN mea_well_metrics AS w ON w.file_id = r.file_id AND w.well = r.well
