@@ -1,7 +1,7 @@
 """The file formats, one module each, behind one registry.
 
 Every consumer (ingest, raw access, export, the page) reaches a file's content
-through these four functions, so adding a format means one module and one
+through these functions, so adding a format means one module and one
 :data:`FORMATS` entry:
 
 * :func:`kind_of` — which format a file is, by name and (NWB) by content;
