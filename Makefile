@@ -74,7 +74,8 @@ format: sync
 	$(RUN) ruff check --fix .
 
 bench: sync system-deps
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
+	@$(UV) sync --frozen --quiet --compile-bytecode --group bench  # spikeinterface: a reference
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) --group bench python $$b || exit 1; done
 
 airflow: sync
 	NEUROCYTE_LAKE=$${NEUROCYTE_LAKE:-$(CURDIR)/lake} NEUROCYTE_LANDING=$${NEUROCYTE_LANDING:-$(CURDIR)/landing} \

@@ -246,3 +246,24 @@ def test_mea_detection_and_metric_parameters_apply_to_a_raw_plate(tmp_path: Path
     assert summary.counts() == {"published": 1}
     (high,) = query(lake, "SELECT count(*) FROM mea_spikes")[0]
     assert 0 < high < low  # a higher threshold finds a subset of the crossings
+
+
+def test_a_lab_parameter_set_chooses_the_detection_profile(tmp_path: Path) -> None:
+    """``[mea.detection] profile = "sensitive"`` takes that profile's detector; the
+    other keys of the section replace fields of it."""
+    from transforms.mea.detect import SENSITIVE
+    from transforms.synth.plate import generate_plate
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    folder = landing / "labM" / "ctl" / "DIV14"
+    plate = generate_plate(folder, n_wells=12, duration_s=2.0, snr=6.0, seed=12, write_spk=False)
+    lab_set = landing / "labM" / spec.PARAMS_FILE_NAME
+    lab_set.write_text("[mea.detection]\nprofile = 'sensitive'\nthreshold_k = 5.5\n")
+    summary = ingest_paths([plate.raw_path], lake=str(lake), landing=str(landing))
+    assert summary.counts() == {"published": 1}, summary.outcomes[0].reason
+    detection = json.loads(
+        query(lake, "SELECT DISTINCT detection_params_json FROM mea_recordings")[0][0]
+    )
+    assert detection["profile"] == "sensitive"
+    assert detection["params"]["band_low_hz"] == SENSITIVE.band_low_hz
+    assert detection["params"]["threshold_k"] == 5.5

@@ -37,6 +37,8 @@ _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 #: spike-list exports are CSV (plain or gzipped) whose name contains
 #: ``spike_list`` (AxIS's default export name); other CSVs are plate maps.
 _SPIKE_LIST_NAME = re.compile(r"spike_?list.*\.csv(\.gz)?$", re.IGNORECASE)
+#: Axion Neural Metric Tool exports: ``<recording>_neuralMetrics.csv`` (plain or gzipped).
+_NEURAL_METRICS_NAME = re.compile(r"neural_?metrics.*\.csv(\.gz)?$", re.IGNORECASE)
 
 
 def is_recording_name(name: str) -> bool:
@@ -46,13 +48,15 @@ def is_recording_name(name: str) -> bool:
 
 def recording_kind(name: str) -> str | None:
     """What a landing file holds, from its name: ``abf``, ``nwb``, ``axion_raw``,
-    ``axion_spk``, ``spike_list``, or ``None`` (not a recording: plate maps,
-    sidecars, notes)."""
+    ``axion_spk``, ``spike_list``, ``neural_metrics`` (an Axion Neural Metric Tool
+    export), or ``None`` (not a recording: plate maps, sidecars, notes)."""
     lower = name.lower()
     if lower.endswith(SIDECAR_SUFFIX) or lower.startswith("."):  # sidecars, hidden, partial
         return None
     if _SPIKE_LIST_NAME.search(lower):
         return "spike_list"
+    if _NEURAL_METRICS_NAME.search(lower):
+        return "neural_metrics"
     suffix = lower.rsplit(".", 1)[-1] if "." in lower else ""
     return {"abf": "abf", "nwb": "nwb", "raw": "axion_raw", "spk": "axion_spk"}.get(suffix)
 
@@ -86,6 +90,8 @@ MEA_ELECTRODE_METRICS: Final = "mea_electrode_metrics"
 MEA_WELL_METRICS: Final = "mea_well_metrics"
 MEA_BURSTS: Final = "mea_bursts"
 MEA_NETWORK_BURSTS: Final = "mea_network_bursts"
+#: Axion Neural Metric Tool values, one row per well (or electrode) and metric.
+MEA_VENDOR_METRICS: Final = "mea_vendor_metrics"
 
 ICEPHYS_TABLES: Final = (
     ICEPHYS_RECORDINGS,
@@ -100,6 +106,7 @@ MEA_TABLES: Final = (
     MEA_WELL_METRICS,
     MEA_BURSTS,
     MEA_NETWORK_BURSTS,
+    MEA_VENDOR_METRICS,
 )
 DATA_TABLES: Final = (*ICEPHYS_TABLES, *MEA_TABLES)
 ALL_TABLES: Final = (*DATA_TABLES, INGEST_LOG)

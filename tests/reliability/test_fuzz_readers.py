@@ -117,6 +117,23 @@ def _read_spike_list(p: Path):
     return read_spike_list(p)
 
 
+def _read_neural_metrics(p: Path):
+    from transforms.formats.axis_neural_metrics import read_neural_metrics
+
+    return read_neural_metrics(p)
+
+
+def _small_neural_metrics() -> bytes:
+    from tests.axis_text import AXIS3_SETTINGS
+    from transforms.synth.nmt import activity_metrics, neural_metrics_bytes
+
+    names = [f"{w}_{c}{r}" for w in ("A1", "B2") for c in (1, 2) for r in (1, 2)]
+    wells, electrodes = activity_metrics(names[:5] * 20, electrodes=names, duration_s=10.0)
+    return neural_metrics_bytes(
+        wells, electrode_values=electrodes, recording_settings=AXIS3_SETTINGS, blocks="both"
+    )
+
+
 def _read_plate_map(p: Path):
     from transforms.formats.platemap import read_plate_map
 
@@ -152,6 +169,12 @@ def _small_spike_list() -> bytes:
         ("x_spike_list.csv", lambda t, p: _small_spike_list(), _read_spike_list),
         ("x_spike_list.csv.gz", lambda t, p: gzip.compress(_small_spike_list()), _read_spike_list),
         ("plate_expLog.csv", lambda t, p: EXP_LOG.read_bytes(), _read_plate_map),
+        ("x_neuralMetrics.csv", lambda t, p: _small_neural_metrics(), _read_neural_metrics),
+        (
+            "x_neuralMetrics.csv.gz",
+            lambda t, p: gzip.compress(_small_neural_metrics()),
+            _read_neural_metrics,
+        ),
     ],
 )
 def test_reader_raises_only_neurocyte_errors(tmp_path: Path, plate, name, source, decode) -> None:

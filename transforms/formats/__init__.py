@@ -1,7 +1,7 @@
 """The file formats, one module each, behind one registry.
 
 Every consumer (ingest, raw access, export, the page) reaches a file's content
-through these four functions, so adding a format means one module and one
+through these functions, so adding a format means one module and one
 :data:`FORMATS` entry:
 
 * :func:`kind_of` — which format a file is, by name and (NWB) by content;
@@ -9,7 +9,8 @@ through these four functions, so adding a format means one module and one
   :class:`~transforms.recording.icephys.IcephysRecording`;
 * :func:`open_continuous` — a continuous MEA recording as a
   :class:`~transforms.recording.continuous.ContinuousSource` (windows read lazily);
-* :func:`read_plate` — an MEA spike file as :class:`~transforms.recording.plate.PlateSpikes`.
+* :func:`read_plate` — an MEA spike file as :class:`~transforms.recording.plate.PlateSpikes`;
+* :func:`read_vendor_metrics` — an Axion Neural Metric Tool export's metric values.
 
 Readers are imported lazily: pynwb, h5py and pyabf cost seconds to import and a
 worker needs only the ones its files use.
@@ -25,12 +26,13 @@ from transforms import spec
 from transforms.errors import SpecError, UnsupportedRecording
 
 if TYPE_CHECKING:
+    from transforms.formats.axis_neural_metrics import NeuralMetrics
     from transforms.recording.continuous import ContinuousSource
     from transforms.recording.icephys import IcephysRecording
     from transforms.recording.plate import PlateSpikes
 
 Modality = Literal["icephys", "mea"]
-Access = Literal["icephys", "continuous", "spikes"]
+Access = Literal["icephys", "continuous", "spikes", "vendor_metrics"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class Format:
     modality
         Which tables its rows go to.
     access
-        How its content is read: a patch-clamp recording, a continuous source, or spikes.
+        How its content is read: a patch-clamp recording, a continuous source, spikes,
+        or metric values computed by the vendor's software.
     splittable
         Large files may be staged as several well groups (continuous plates).
     """
@@ -65,6 +68,7 @@ FORMATS: Final[dict[str, Format]] = {
         Format("axion_raw", "mea", "continuous", splittable=True),
         Format("axion_spk", "mea", "spikes"),
         Format("spike_list", "mea", "spikes"),
+        Format("neural_metrics", "mea", "vendor_metrics"),
     )
 }
 
@@ -190,6 +194,23 @@ def read_plate(path: str | Path, *, kind: str | None = None) -> PlateSpikes:
 
         return spk_plate_spikes(open_axion(path), kind)
     raise UnsupportedRecording(f"{path.name}: not an MEA spike file ({kind})")
+
+
+def read_vendor_metrics(path: str | Path, *, kind: str | None = None) -> NeuralMetrics:
+    """Read a vendor metrics export (Axion Neural Metric Tool ``*_neuralMetrics.csv``).
+
+    Raises
+    ------
+    DecodeError, UnsupportedRecording
+        Unparsable values (naming the line), or a file that holds no metric block.
+    """
+    path = Path(path)
+    kind = kind or kind_of(path)
+    if kind == "neural_metrics":
+        from transforms.formats.axis_neural_metrics import read_neural_metrics
+
+        return read_neural_metrics(path)
+    raise UnsupportedRecording(f"{path.name}: not a vendor metrics export ({kind})")
 
 
 def spk_plate_spikes(spk: object, kind: str = "axion_spk") -> PlateSpikes:

@@ -28,24 +28,28 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 from scipy import signal
 
 from transforms.errors import InvalidArgument
-from transforms.mea.iir import LANE_CHANNELS, BlockIIR, blas_threads
-from transforms.recording.continuous import ArraySource, ContinuousSource
+from transforms.mea.iir import LANE_CHANNELS, BlockIIR, ZeroPhaseIIR, blas_threads
+from transforms.recording.continuous import ArraySource, ContinuousBase, ContinuousSource, fill
 from transforms.recording.spikes import coded_spikes_table, spikes_table
 
 #: Schema-metadata key under which :func:`detect_spikes` stores its parameters (JSON).
 PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
 #: Schema-metadata key holding the per-electrode noise sigma in µV (JSON object).
 NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
+
+#: A streaming filter of the detector: causal or zero-phase (same interface).
+StreamFilter = BlockIIR | ZeroPhaseIIR
 
 _MAD_TO_SIGMA: Final = 0.6745
 _R = TypeVar("_R")
@@ -82,6 +86,21 @@ class DetectionParams:
         crossing.
     polarity
         ``negative`` (troughs, default), ``positive`` or ``both``.
+    profile
+        The detection profile these parameters come from (:func:`profile_params`):
+        ``default``, ``axis`` or ``sensitive``; ``custom`` for hand-made parameters.
+    filter_design
+        ``butter_bandpass``: one Butterworth band-pass of ``filter_order``
+        (today's default); ``butter_cascade``: a Butterworth high-pass of
+        ``filter_order`` poles at ``band_low_hz`` and a low-pass of ``lowpass_order``
+        poles at ``band_high_hz`` (AxIS 2's stated poles); ``iir_kaiser``: a
+        Butterworth high-pass of ``filter_order`` at ``band_low_hz`` and a
+        Kaiser-window FIR low-pass (``fir_taps`` taps, ``kaiser_beta``) at
+        ``band_high_hz`` (AxIS 3's ``200 Hz IIR`` / ``3 kHz Kaiser Window``).
+    zero_phase, zero_phase_delay_ms
+        Run the filter forward and backward (zero phase: troughs stay where and as
+        deep as they are), streamed with a release delay of ``zero_phase_delay_ms``
+        (:class:`~transforms.mea.iir.ZeroPhaseIIR`); spike times are corrected for it.
     """
 
     band_low_hz: float = 200.0
@@ -94,6 +113,13 @@ class DetectionParams:
     ripple_ratio: float = 0.3
     peak_window_ms: float = 0.5
     polarity: Literal["negative", "positive", "both"] = "negative"
+    profile: str = "default"
+    filter_design: Literal["butter_bandpass", "butter_cascade", "iir_kaiser"] = "butter_bandpass"
+    lowpass_order: int = 2
+    fir_taps: int = 31
+    kaiser_beta: float = 5.0
+    zero_phase: bool = False
+    zero_phase_delay_ms: float = 40.0
 
     def __post_init__(self) -> None:
         if not 0 < self.band_low_hz < self.band_high_hz:
@@ -112,6 +138,19 @@ class DetectionParams:
             raise InvalidArgument("ripple_window_ms must be >= 0 and 0 <= ripple_ratio < 1")
         if self.polarity not in ("negative", "positive", "both"):
             raise InvalidArgument(f"polarity must be negative, positive or both: {self.polarity!r}")
+        if self.filter_design not in ("butter_bandpass", "butter_cascade", "iir_kaiser"):
+            raise InvalidArgument(f"unknown filter_design {self.filter_design!r}")
+        if not 1 <= self.lowpass_order <= 8:
+            raise InvalidArgument(f"lowpass_order must be 1-8, got {self.lowpass_order}")
+        if not (3 <= self.fir_taps <= 255 and self.fir_taps % 2 == 1 and self.kaiser_beta >= 0):
+            raise InvalidArgument(
+                f"fir_taps must be odd, 3-255, and kaiser_beta >= 0 ({self.fir_taps}, "
+                f"{self.kaiser_beta})"
+            )
+        if not (math.isfinite(self.zero_phase_delay_ms) and self.zero_phase_delay_ms > 0):
+            raise InvalidArgument(
+                f"zero_phase_delay_ms must be positive, got {self.zero_phase_delay_ms}"
+            )
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -123,15 +162,47 @@ class DetectionParams:
                 f"band_high_hz {self.band_high_hz} must be below Nyquist "
                 f"({sampling_rate_hz / 2} Hz)"
             )
-        return np.asarray(
-            signal.butter(
-                self.filter_order,
-                [self.band_low_hz, self.band_high_hz],
-                btype="bandpass",
-                fs=sampling_rate_hz,
-                output="sos",
+        fs = sampling_rate_hz
+        if self.filter_design == "butter_bandpass":
+            return np.asarray(
+                signal.butter(
+                    self.filter_order,
+                    [self.band_low_hz, self.band_high_hz],
+                    btype="bandpass",
+                    fs=fs,
+                    output="sos",
+                )
             )
-        )
+        high = signal.butter(self.filter_order, self.band_low_hz, "highpass", fs=fs, output="sos")
+        if self.filter_design == "butter_cascade":
+            low = signal.butter(
+                self.lowpass_order, self.band_high_hz, "lowpass", fs=fs, output="sos"
+            )
+        else:
+            taps = signal.firwin(
+                self.fir_taps, self.band_high_hz, window=("kaiser", self.kaiser_beta), fs=fs
+            )
+            low = signal.tf2sos(taps, [1.0])
+        return np.vstack([high, low])
+
+    def output_delay_samples(self, sampling_rate_hz: float) -> int:
+        """Samples the filtered trace lags the input by, corrected in spike times: the
+        zero-phase filter's release delay, a Kaiser FIR's constant group delay
+        ((taps - 1) / 2), else 0 (the causal Butterworth filters are left as they are)."""
+        if self.zero_phase:
+            filt = self.make_filter(sampling_rate_hz)
+            return filt.delay_samples if isinstance(filt, ZeroPhaseIIR) else 0
+        if self.filter_design == "iir_kaiser":
+            return (self.fir_taps - 1) // 2
+        return 0
+
+    def make_filter(self, sampling_rate_hz: float) -> BlockIIR | ZeroPhaseIIR:
+        """The streaming filter: causal (:class:`BlockIIR`) or zero-phase."""
+        sos = self.sos(sampling_rate_hz)
+        if not self.zero_phase:
+            return BlockIIR(sos)
+        delay = max(1, round(self.zero_phase_delay_ms * 1e-3 * sampling_rate_hz))
+        return ZeroPhaseIIR(sos, delay_samples=delay)
 
 
 class _ChannelGroup:
@@ -141,7 +212,7 @@ class _ChannelGroup:
         self,
         local_cols: np.ndarray,
         block_cols: np.ndarray,
-        filt: BlockIIR,
+        filt: StreamFilter,
         state: np.ndarray,
         threshold: np.ndarray,
         sign: float,
@@ -281,7 +352,7 @@ def estimate_noise(
     *,
     columns: np.ndarray,
     params: DetectionParams,
-    filt: BlockIIR,
+    filt: StreamFilter,
     n_threads: int = 1,
 ) -> np.ndarray:
     """Per-column noise sigma (MAD / 0.6745) of the filtered trace, in stored units.
@@ -355,7 +426,31 @@ class _MappableSource(Protocol):
 
 
 def _maps(src: object) -> bool:
-    return isinstance(src, _MappableSource)
+    """True if :func:`_window` can hand out windows of every column without a read copy."""
+    if isinstance(src, _PaddedSource):
+        return _maps(src.inner)
+    return isinstance(src, (_MappableSource, ArraySource))
+
+
+def _window(src: object, start: int, stop: int) -> _Window:
+    """Rows ``[start, stop)`` of every column: a file mapping, an array view, or (past
+    the end of a padded source) the last rows with the padding appended."""
+    if isinstance(src, _PaddedSource):
+        n = src.inner.n_samples
+        if stop <= n:
+            return _window(src.inner, start, stop)
+        lo = min(start, n - 1)
+        part = _window(src.inner, lo, n)
+        try:
+            real = np.array(part.array)
+        finally:
+            part.close()
+        keep = real[start - lo :] if start < n else real[:0]
+        pad = np.repeat(real[-1:], stop - max(start, n), axis=0)
+        return _Buffer(np.concatenate([keep, pad], axis=0))
+    if isinstance(src, ArraySource):
+        return _Buffer(src.data[start:stop])
+    return src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
 
 
 class _Buffer:
@@ -369,7 +464,7 @@ class _Buffer:
 class _ChunkReader:
     """Consecutive chunks of a source, each processed while the next one is read.
 
-    A mappable source's chunks are views of the file (every column; no read copy);
+    A mappable source's chunks are views of the file or array (every column; no read copy);
     any other source is read into two alternating buffers of the selected columns,
     so no chunk-sized array is allocated per step.
     """
@@ -389,7 +484,7 @@ class _ChunkReader:
 
     def _open(self, start: int, stop: int) -> _Window:
         if self._mapped:
-            return self._src.map_counts(start, stop)  # type: ignore[attr-defined, no-any-return]
+            return _window(self._src, start, stop)
         self._buffers.reverse()
         return _Buffer(self._src.read_counts(start, stop, columns=self._cols, out=self._buffers[0]))
 
@@ -471,13 +566,16 @@ def detect_spikes(
             f"chunk_s must be positive and n_threads >= 1 ({chunk_s}, {n_threads})"
         )
     fs = src.sampling_rate_hz
-    filt = BlockIIR(params.sos(fs))
+    filt = params.make_filter(fs)
     names = np.array([src.electrodes[int(c)] for c in cols], dtype=object)
     gain = src.voltage_scale_uv_per_count
     if len(cols) == 0 or src.n_samples == 0:
         return _with_metadata(spikes_table([], []), params, names, np.zeros(0), gain)
+    delay = params.output_delay_samples(fs)
+    if delay:  # the trace lags by `delay`: read that much past the end (edge-padded)
+        src = _PaddedSource(src, delay)
     with blas_threads(1):  # parallelism comes from the channel groups' threads
-        return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads)
+        return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
 
 
 def _detect(
@@ -486,9 +584,10 @@ def _detect(
     names: np.ndarray,
     gain: float,
     params: DetectionParams,
-    filt: BlockIIR,
+    filt: StreamFilter,
     chunk_s: float,
     n_threads: int,
+    delay: int = 0,
 ) -> pa.Table:
     fs = src.sampling_rate_hz
     sigma = estimate_noise(src, columns=cols, params=params, filt=filt, n_threads=n_threads)
@@ -534,6 +633,10 @@ def _detect(
     col = np.concatenate([r[0] for r in results])
     peak = np.concatenate([r[1] for r in results])
     amp = np.concatenate([r[2] for r in results]).astype(np.float64) * gain
+    if delay:  # the filtered trace lags by `delay`; drop what lies outside the recording
+        peak = peak - delay
+        inside = (peak >= 0) & (peak < n - delay)
+        col, peak, amp = col[inside], peak[inside], amp[inside]
     table = coded_spikes_table(pa.array(names, pa.string()), col, peak / fs, amp.astype(np.float32))
     return _with_metadata(table, params, names, sigma, gain)
 
@@ -548,3 +651,164 @@ def _with_metadata(
             NOISE_METADATA_KEY: json.dumps(noise).encode(),
         }
     )
+
+
+class _PaddedSource(ContinuousBase):
+    """A source read ``extra`` samples past its end, repeating its last sample."""
+
+    def __init__(self, src: ContinuousSource, extra: int) -> None:
+        self.inner = src
+        self._src = src
+        self.sampling_rate_hz = src.sampling_rate_hz
+        self.voltage_scale_uv_per_count = src.voltage_scale_uv_per_count
+        self.electrodes = src.electrodes
+        self.n_samples = src.n_samples + extra
+        self.source_name = getattr(src, "source_name", "recording")
+
+    def read_counts(
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        n = self._src.n_samples
+        stop = min(stop_sample, self.n_samples)
+        if stop <= n:
+            return self._src.read_counts(start_sample, stop, columns=columns, out=out)
+        real = self._src.read_counts(min(start_sample, n - 1), n, columns=columns)
+        if start_sample >= n:
+            real = real[-1:]
+        pad = np.repeat(real[-1:], stop - max(start_sample, n), axis=0)
+        block = np.concatenate([real if start_sample < n else real[:0], pad], axis=0)
+        return fill(out, block)
+
+
+#: The detection profiles (:func:`profile_params`).
+PROFILES: Final = ("default", "axis", "sensitive")
+
+#: ``sensitive``: a zero-phase Butterworth band-pass (order 2 run forward and backward)
+#: at 150-3000 Hz keeps 92 % of the synthetic spike's trough (``default``'s causal
+#: 200-3000 Hz filter keeps 69 %) and removes the 1/f part of the noise; threshold 5 sigma.
+SENSITIVE: Final = DetectionParams(
+    band_low_hz=150.0,
+    band_high_hz=3000.0,
+    filter_order=2,
+    threshold_k=5.0,
+    noise_window_s=2.0,
+    profile="sensitive",
+    zero_phase=True,
+)
+
+
+def _section(meta: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    sections = meta.get("sections") or {}
+    for title, values in sections.items():
+        if str(title).lower().startswith(prefix):
+            return {str(k): str(v) for k, v in values.items()}
+    return {}
+
+
+_FREQUENCY: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*(hz|khz)\b", re.IGNORECASE)
+
+
+def _hz(text: str | None) -> float | None:
+    """``200 Hz`` / ``3 kHz Kaiser Window`` / ``3000 Hz`` in Hz (None without a frequency)."""
+    m = _FREQUENCY.match(text or "")
+    if not m:
+        return None
+    return float(m.group(1)) * (1e3 if m.group(2).lower() == "khz" else 1.0)
+
+
+def axis_params(meta: Mapping[str, Any], *, source: str = "recording") -> DetectionParams:
+    """The detector a recording declares in its AxIS settings (``profile='axis'``).
+
+    * AxIS 2 (``Digital Filter Settings``): Butterworth high-pass and low-pass with
+      the stated poles and cutoff frequencies (AxIS names the cutoffs
+      ``High Pass Cutoff Freq.`` / ``Low Pass Cutoff Freq.``; the lower one is the
+      high-pass corner), causal;
+    * AxIS 3 (``Digital High Pass Filter`` ``200 Hz IIR``, ``Digital Low Pass Filter``
+      ``3 kHz Kaiser Window``): a Butterworth high-pass of order 2 (AxIS states no
+      order) and a 31-tap Kaiser-window FIR low-pass (beta 5; AxIS states neither), causal,
+      spike times corrected for the FIR's constant group delay (15 samples);
+    * the threshold is the ``Spike Detector Settings`` ``Threshold`` in noise sigmas,
+      and the dead time its ``Post-Spike Duration`` where stated.
+
+    Parameters
+    ----------
+    meta
+        Header metadata (:func:`transforms.formats.axis_settings.header_metadata`, as
+        ``plate_metadata()`` of a ``.raw`` returns it).
+
+    Raises
+    ------
+    InvalidArgument
+        If the recording declares no filter or no threshold.
+    """
+    threshold = meta.get("detector_threshold")
+    if threshold is None:
+        raise InvalidArgument(
+            f"{source}: detection profile 'axis' needs the recording's spike detector "
+            "settings (Spike Detector Settings/Threshold), which it does not declare"
+        )
+    extra: dict[str, Any] = {"threshold_k": float(threshold), "profile": "axis"}
+    post = meta.get("post_spike_ms")
+    if post is not None:
+        extra["dead_time_ms"] = float(post)
+    digital = _section(meta, "digital filter")
+    if digital:
+        poles: dict[float, int] = {}
+        for side in ("High Pass", "Low Pass"):
+            f = _hz(digital.get(f"{side} Cutoff Freq.") or digital.get(f"{side} Cutoff"))
+            n = digital.get(f"{side} Poles")
+            if (
+                f is None
+                or n is None
+                or "butterworth" not in digital.get(f"{side} Filter", "butterworth").lower()
+            ):
+                raise InvalidArgument(f"{source}: unsupported AxIS filter settings {digital}")
+            poles[f] = int(float(n))
+        low, high = min(poles), max(poles)
+        return DetectionParams(
+            band_low_hz=low,
+            band_high_hz=high,
+            filter_order=poles[low],
+            lowpass_order=poles[high],
+            filter_design="butter_cascade",
+            **extra,
+        )
+    hp, lp = meta.get("high_pass_filter") or "", meta.get("low_pass_filter") or ""
+    f_hp, f_lp = _hz(hp), _hz(lp)
+    if f_hp is not None and f_lp is not None and "kaiser" in lp.lower():
+        return DetectionParams(
+            band_low_hz=f_hp, band_high_hz=f_lp, filter_design="iir_kaiser", **extra
+        )
+    raise InvalidArgument(
+        f"{source}: detection profile 'axis' needs the recording's filter settings "
+        f"(AxIS 2 Digital Filter Settings, or AxIS 3 IIR high-pass and Kaiser low-pass); "
+        f"it declares high-pass {hp or 'none'!r}, low-pass {lp or 'none'!r}"
+    )
+
+
+def profile_params(
+    profile: str, *, metadata: Mapping[str, Any] | None = None, source: str = "recording"
+) -> DetectionParams:
+    """The detector parameters of a profile.
+
+    ``default``: today's detector (:class:`DetectionParams` defaults); ``axis``: the
+    detector the recording declares (:func:`axis_params`); ``sensitive``: a
+    zero-phase band-pass that keeps >= 90 % of the spike trough (:data:`SENSITIVE`).
+
+    Raises
+    ------
+    InvalidArgument
+        An unknown profile, or ``axis`` for a recording that declares no detector.
+    """
+    if profile == "default":
+        return DetectionParams()
+    if profile == "sensitive":
+        return SENSITIVE
+    if profile == "axis":
+        return axis_params(metadata or {}, source=source)
+    raise InvalidArgument(f"unknown detection profile {profile!r}; known: {', '.join(PROFILES)}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -211,3 +212,113 @@ def blas_threads(n_threads: int) -> Iterator[bool]:
         yield True
     finally:
         setter(before)
+
+
+class ZeroPhaseIIR:
+    """A zero-phase (backward-forward) IIR filter for streams, delayed by ``delay_samples``.
+
+    Each :meth:`apply` runs the filter backward (anti-causally) over the new input and
+    the ``delay_samples`` of input held back from the previous call, starting from a
+    zero state at the newest sample, then forward (causally, its state carried exactly
+    as in :class:`BlockIIR`) over the backward outputs that are final: those at least
+    ``delay_samples`` before the newest sample. The output stream is the zero-phase
+    filtered input delayed by ``delay_samples`` (the caller shifts times back and pads
+    the end of the stream). Where the backward pass starts is where its truncation error
+    sits: it decays as the filter's impulse response, so ``delay_samples`` should cover
+    many time constants of the lowest corner (the result then depends on the chunking
+    only far below float32 resolution, not bit for bit).
+
+    The interface is :class:`BlockIIR`'s; the state rows are the forward pass's state
+    followed by the held-back input.
+
+    Parameters
+    ----------
+    sos
+        Second-order sections of the filter run in both directions; the magnitude
+        response of the result is its square.
+    delay_samples
+        Release delay, rounded up to whole blocks.
+    block_samples
+        Block length of the underlying :class:`BlockIIR`.
+    """
+
+    def __init__(
+        self,
+        sos: np.ndarray,
+        *,
+        delay_samples: int,
+        block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    ) -> None:
+        if delay_samples < 1:
+            raise InvalidArgument(f"ZeroPhaseIIR: delay_samples must be >= 1, got {delay_samples}")
+        self.causal = BlockIIR(sos, block_samples=block_samples)
+        self.sos = self.causal.sos
+        self.block_samples = self.causal.block_samples
+        b = self.block_samples
+        #: Samples the output lags the input by (a whole number of blocks).
+        self.delay_samples = -(-int(delay_samples) // b) * b
+        self.n_state = self.causal.n_state + self.delay_samples
+        self._local = threading.local()
+
+    def initial_state(self, first: np.ndarray) -> np.ndarray:
+        """Zero forward state, and ``first`` held back as if it had lasted forever."""
+        first = np.asarray(first, dtype=np.float32)
+        state = np.zeros((self.n_state, len(first)), np.float32)
+        state[self.causal.n_state :] = first[None, :]
+        return state
+
+    def workspace(self, n_samples: int, n_channels: int) -> np.ndarray:
+        """A buffer for :meth:`apply` on up to ``n_samples`` x ``n_channels``."""
+        return self.causal.workspace(n_samples + self.delay_samples, n_channels)
+
+    def apply(
+        self,
+        x: np.ndarray,
+        state: np.ndarray,
+        *,
+        out: np.ndarray,
+        work: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Filter ``x`` (samples, channels); ``out`` gets the output ``delay_samples``
+        earlier (rows as for :meth:`BlockIIR.apply`). Returns the new state."""
+        n = len(x)
+        n_rows, n_ch = out.shape
+        ns, d = self.causal.n_state, self.delay_samples
+        if state.shape != (self.n_state, n_ch):
+            raise InvalidArgument(
+                f"ZeroPhaseIIR.apply: state {state.shape}, expected {(self.n_state, n_ch)}"
+            )
+        held = state[ns:]
+        back = self._buffer(d + n_rows, n_ch)  # backward outputs, newest sample first
+        zero = np.zeros((ns, n_ch), np.float32)
+        if n == n_rows:  # whole blocks: no copy of the input
+            s_back = self.causal.apply(x[::-1], zero, out=back[:n_rows], work=work)
+            self.causal.apply(held[::-1], s_back, out=back[n_rows:], work=work)
+        else:  # the stream's last, partial call: pad with its last sample
+            joined = np.empty((d + n_rows, n_ch), np.float32)
+            joined[:d] = held
+            joined[d : d + n] = x
+            joined[d + n :] = x[-1] if n else held[-1]
+            self.causal.apply(joined[::-1], zero, out=back, work=work)
+        # back[k] is the sample k before the newest; the final ones, oldest first:
+        final = back[d : d + n_rows][::-1]
+        fwd = self.causal.apply(final, np.ascontiguousarray(state[:ns]), out=out, work=work)
+        new_state = np.empty((self.n_state, n_ch), np.float32)
+        new_state[:ns] = fwd
+        if n >= d:
+            new_state[ns:] = x[n - d :]
+        else:
+            new_state[ns : ns + d - n] = held[n:]
+            new_state[ns + d - n :] = x
+        return new_state
+
+    def _buffer(self, n_rows: int, n_ch: int) -> np.ndarray:
+        # Per thread (channel groups filter in parallel), reused while the shape holds:
+        # a chunk-sized array allocated per call costs more than the backward pass.
+        local = self._local.__dict__
+        key = (n_rows, n_ch)
+        if local.get("key") != key:
+            local["key"] = key
+            local["buf"] = np.empty((n_rows, n_ch), np.float32)
+        buf: np.ndarray = local["buf"]
+        return buf

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,6 @@ from transforms.pipeline.landing import Target
 from transforms.recording.plate import PlateLayout, PlateSpikes
 
 if TYPE_CHECKING:
-    from transforms.mea.detect import DetectionParams
     from transforms.pipeline.paramset import ParameterSet
 
 PLATE_MAP_PATTERNS = ("*explog*.csv", "*plate_map*.csv", "*platemap*.csv", "*plate-map*.csv")
@@ -159,7 +159,8 @@ def read_plate(
     kind: str,
     *,
     part: tuple[int, int] | None = None,
-    detection_params: DetectionParams | None = None,
+    detection_profile: str = "default",
+    detection_overrides: Mapping[str, Any] | None = None,
 ) -> PlateSpikes:
     """Decode a plate recording into spikes (detecting them for continuous data).
 
@@ -168,7 +169,11 @@ def read_plate(
     their spikes detected here. ``part=(k, n)`` decodes only well group ``k`` of ``n``
     (see :func:`well_groups`) of a continuous plate (``.raw``, NWB); a spike list or
     ``.spk`` is not split: group 0 is the whole plate, the others are empty.
-    ``detection_params`` replaces the default :class:`~transforms.mea.detect.DetectionParams`.
+    ``detection_profile`` chooses the detector of continuous data
+    (:func:`~transforms.mea.detect.profile_params`: ``default``, ``axis`` from the
+    recording's declared settings, ``sensitive``); ``detection_overrides`` (a lab's
+    ``[mea.detection]`` parameter set) replaces fields of the profile's parameters.
+    Both are recorded in ``detection_params_json``.
     """
     access = formats.format_of(kind).access
     if access == "spikes":
@@ -178,10 +183,13 @@ def read_plate(
         return dataclasses.replace(whole, spikes=whole.spikes.slice(0, 0), wells=())
     if access != "continuous":
         raise SpecError(f"{path.name}: not an MEA recording ({kind})")
-    from transforms.mea.detect import NOISE_METADATA_KEY, DetectionParams, detect_spikes
+    from transforms.mea.detect import NOISE_METADATA_KEY, detect_spikes, profile_params
 
     f: Any = formats.open_continuous(path, kind=kind)
-    params = detection_params if detection_params is not None else DetectionParams()
+    meta_of = f.plate_metadata() if hasattr(f, "plate_metadata") else {}
+    params = profile_params(detection_profile, metadata=meta_of, source=path.name)
+    if detection_overrides:
+        params = dataclasses.replace(params, **detection_overrides)
     wells = None
     if part is None:
         spikes = detect_spikes(f, params=params)
@@ -190,7 +198,7 @@ def read_plate(
         spikes = detect_spikes(f, params=params, electrodes=list(group.electrodes))
         wells = group.wells
     meta = spikes.schema.metadata or {}
-    detection = {"params": params.as_dict()}
+    detection = {"profile": params.profile, "params": params.as_dict()}
     if NOISE_METADATA_KEY in meta:
         detection["noise_sigma_uv"] = json.loads(meta[NOISE_METADATA_KEY])
     return PlateSpikes(
@@ -206,7 +214,7 @@ def read_plate(
         formats.embedded_plate_map(f),
         wells,
         named_wells=tuple(dict.fromkeys(e.split("_", 1)[0] for e in f.electrodes)),
-        metadata=f.plate_metadata() if hasattr(f, "plate_metadata") else {},
+        metadata=meta_of,
     )
 
 
@@ -321,6 +329,7 @@ def decode_mea(
     plate_map_path: Path | None = None,
     part: tuple[int, int] | None = None,
     parameter_set: ParameterSet | None = None,
+    detection_profile: str = "default",
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
 
@@ -334,8 +343,15 @@ def decode_mea(
     from transforms.mea.metrics import MetricParams, compute_metrics
 
     path, file_id = source.local_path, source.file_id
-    detection = parameter_set.detection_params() if parameter_set else None
-    plate = read_plate(path, kind, part=part, detection_params=detection)
+    # A lab's parameter set may name a profile ([mea.detection] profile = "sensitive")
+    # and override fields of it; an explicit ``detection_profile`` argument wins.
+    overrides = dict(parameter_set.detection) if parameter_set else {}
+    profile = str(overrides.pop("profile", detection_profile))
+    if detection_profile != "default":
+        profile = detection_profile
+    plate = read_plate(
+        path, kind, part=part, detection_profile=profile, detection_overrides=overrides
+    )
     map_path = plate_map_path or find_plate_map(path)
     plate_map = read_plate_map(map_path, layout=plate.layout) if map_path else None
     if plate_map is None and plate.embedded_map:

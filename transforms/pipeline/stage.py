@@ -55,6 +55,14 @@ def _decode(
         return decode_icephys(
             source, kind=kind, target=target, ingest_id=ingest_id, parameter_set=parameter_set
         )
+    if formats.format_of(kind).access == "vendor_metrics":
+        from transforms.pipeline.decode_vendor import decode_vendor_metrics
+
+        if part is not None and part[0] > 0:
+            return "", {}
+        return decode_vendor_metrics(
+            source, target=target, ingest_id=ingest_id, kind=kind, plate_map_path=plate_map
+        )
     from transforms.pipeline.decode_mea import decode_mea
 
     return decode_mea(
