@@ -10,7 +10,13 @@ Runs at 02:00 UTC:
 2. ``extract`` / ``gate_and_commit`` per batch (the same bodies as the ingest DAG);
 3. ``maintain``: compact (or z-order by ``file_id``) every table's small files,
    checkpoint, vacuum with a retention (``dry_run`` param, default off here);
-4. ``publish``: rebuild the catalog views over the new snapshots and QC docs.
+4. ``publish``: rebuild the catalog views over the new snapshots and QC docs;
+5. ``archive_raw``: compress every published raw plate (``.raw``, NWB
+   ``ElectricalSeries``) without an archive losslessly into
+   ``<lake>/archive/raw/<file_id>.zarr``, each verified against its source
+   (``archive_raw`` param; ``delete_source`` removes verified originals from the
+   landing zone, default off). A plate that cannot be archived is logged, the
+   others go on.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from neurocyte_tasks.ops import DEFAULT_ARGS
         "dry_run": Param(False, type="boolean", description="maintenance reports only"),
         "grace_hours": Param(
             24, type="number", minimum=1, description="leftovers younger than this are kept"
+        ),
+        "archive_raw": Param(True, type="boolean", description="archive published raw plates"),
+        "delete_source": Param(
+            False, type="boolean", description="delete originals once archived and verified"
         ),
     },
     tags=["neurocyte", "maintenance"],
@@ -134,9 +144,31 @@ def neurocyte_nightly() -> None:
 
         return publish_catalog()
 
+    @task(trigger_rule="none_failed")
+    def archive_raw(published: dict[str, Any]) -> dict[str, int]:
+        """Archive published raw plates (lossless, verified); failures are logged."""
+        from neurocyte_tasks.ops import file_log, log
+
+        from transforms import spec
+        from transforms.lake import storage
+        from transforms.serve.archive import archive_published
+
+        params = get_current_context()["params"]
+        if not params["archive_raw"] or storage.is_s3(spec.lake_root()):
+            log.info("archive_raw: off (param) or an s3:// lake (archives are local only)")
+            return {}
+        outcomes = archive_published(delete_source=bool(params["delete_source"]))
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+            level = 40 if o.status == "failed" else 20
+            file_log(level, o.file_id, o.file_name, "archive: %s %s", o.status, o.reason)
+        log.info("archive_raw: %s", counts)
+        return counts
+
     planned = find_work()
     committed = gate_and_commit.expand(outcomes=extract.expand(batch=planned))
-    publish(maintain(committed))
+    archive_raw(publish(maintain(committed)))
 
 
 neurocyte_nightly()

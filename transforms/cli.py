@@ -220,6 +220,40 @@ def cmd_export_nwb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from transforms.serve.archive import ArchiveOutcome, archive_published, archive_recording
+
+    if bool(args.file_id) == bool(args.all):
+        raise NeurocyteError("give FILE_IDs to archive, or --all")
+    outcomes: list[ArchiveOutcome] = []
+    if args.all:
+        outcomes = archive_published(
+            lake=args.lake, workers=args.workers, delete_source=args.delete_source
+        )
+    for file_id in args.file_id or ():
+        outcomes.append(
+            archive_recording(
+                file_id,
+                lake=args.lake,
+                force=args.force,
+                workers=args.workers,
+                delete_source=args.delete_source,
+            )
+        )
+    for o in outcomes:
+        line = f"{o.status:<8} {o.file_name} {o.file_id[:12]}"
+        if o.ratio is not None and o.seconds is not None:
+            line += f"  ratio {o.ratio:.2f} in {o.seconds:.1f} s -> {o.path}"
+        elif o.path is not None:
+            line += f"  {o.path}"
+        if o.source_deleted:
+            line += "  (original deleted)"
+        if o.reason:
+            line += f"  -- {o.reason}"
+        print(line, flush=True)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from transforms.synth.demo import generate_demo
 
@@ -300,6 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output .nwb path")
     _lake_arg(p)
     p.set_defaults(func=cmd_export_nwb)
+
+    p = sub.add_parser(
+        "archive", help="compress published raw plates losslessly into the lake (verified)"
+    )
+    p.add_argument("file_id", nargs="*", help="recordings to archive (their full file_id)")
+    p.add_argument("--all", action="store_true", help="every published plate without one")
+    p.add_argument("--force", action="store_true", help="write again over a complete archive")
+    p.add_argument("--workers", type=int, default=2, help="compression threads")
+    p.add_argument(
+        "--delete-source",
+        action="store_true",
+        help="delete the original from the landing zone once its archive is verified",
+    )
+    _lake_arg(p)
+    p.set_defaults(func=cmd_archive)
 
     for name, func, text in (
         ("demo-data", cmd_demo_data, "write simulated ABF recordings into the landing zone"),
