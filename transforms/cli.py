@@ -213,9 +213,15 @@ def cmd_raw(args: argparse.Namespace) -> int:
 
 
 def cmd_export_nwb(args: argparse.Namespace) -> int:
-    from transforms.serve.export import export_recording_nwb
+    from transforms.serve.export import export_nwb_any
 
-    out = export_recording_nwb(args.file_id, args.out, lake=args.lake)
+    meta = {}
+    for item in args.meta or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise NeurocyteError(f"--meta takes KEY=VALUE, got {item!r}")
+        meta[key] = value
+    out = export_nwb_any(args.file_id, args.out, lake=args.lake, metadata=meta, raw=args.raw)
     print(f"wrote {out}")
     return 0
 
@@ -329,9 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_arg(p)
     p.set_defaults(func=cmd_raw)
 
-    p = sub.add_parser("export-nwb", help="write a published recording + features as NWB")
+    p = sub.add_parser(
+        "export-nwb", help="write a published recording (patch clamp or MEA plate) as NWB"
+    )
     p.add_argument("file_id", help="file_id (or a unique prefix of at least 8 hex digits)")
     p.add_argument("out", help="output .nwb path")
+    p.add_argument(
+        "--meta",
+        action="append",
+        help="MEA plate: KEY=VALUE session/subject detail (subject, species, sex, age, ...)",
+    )
+    p.add_argument("--raw", action="store_true", help="MEA plate: include the raw voltage")
     _lake_arg(p)
     p.set_defaults(func=cmd_export_nwb)
 
