@@ -41,6 +41,7 @@ def spike_list_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return lake, file_id
 
 
+@pytest.mark.slow  # 100,957 spikes on 768 electrodes: about a minute under load
 def test_spike_list_plate_as_nwb(spike_list_lake: tuple[Path, str], tmp_path: Path) -> None:
     from pynwb import NWBHDF5IO
 
