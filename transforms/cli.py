@@ -260,6 +260,21 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from transforms.serve.release import make_release, reproduce_release
+
+    if args.reproduce:
+        got = reproduce_release(args.name, lake=args.lake)
+        print(f"release {args.name} reproduces: {len(got)} table files, checksums match")
+        return 0
+    if not args.where:
+        raise NeurocyteError("give --where EXPRESSION (or --reproduce)")
+    rel = make_release(args.name, where=args.where, lake=args.lake)
+    m = rel.manifest
+    print(f"release {m['name']}: {len(m['file_ids'])} recordings, rows {m['rows']} -> {rel.path}")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from transforms.synth.demo import generate_demo
 
@@ -363,6 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lake_arg(p)
     p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser(
+        "release", help="freeze a curated selection: Parquet, catalog, manifest (reproducible)"
+    )
+    p.add_argument("name", help="release name (letters, digits, '.', '_', '-')")
+    p.add_argument("--where", help="DuckDB expression over lab, condition, timepoint, ...")
+    p.add_argument(
+        "--reproduce", action="store_true", help="rebuild from the recorded versions and check"
+    )
+    _lake_arg(p)
+    p.set_defaults(func=cmd_release)
 
     for name, func, text in (
         ("demo-data", cmd_demo_data, "write simulated ABF recordings into the landing zone"),

@@ -8,12 +8,17 @@
   failed and superseded attempts are never included), rows in a canonical order;
 * ``catalog.duckdb``: a self-contained DuckDB catalog of views over those files,
   named relative to the catalog (it opens wherever the release is copied);
+* ``dandiset/sub-<subject>/sub-<subject>_ses-<session>_<modality>.nwb``: each
+  recording as NWB (patch clamp: ``icephys``, its subject or cell; MEA plates:
+  ``ecephys``, the lab), session = the first 12 hex digits of its file_id;
 * ``manifest.json``: the name, the selection (``where`` and the file_ids it chose),
   the Delta version of every table it was read from, the curation state honoured,
   and the SHA-256 and size of every file.
 
 The rows are read from the tables at their recorded Delta versions (time travel), so
-:func:`reproduce_release` rebuilds the Parquet files bit for bit later, after any
+:func:`reproduce_release` rebuilds the Parquet files bit for bit later (the NWB files
+are checksummed too, but carry their creation time, so only the tables are
+reproducible byte for byte), after any
 number of new ingests, as long as vacuum has not removed those versions' files
 (the nightly vacuum keeps 7 days of history; a release meant to outlive that is
 its own copy).
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -194,6 +200,50 @@ def _write_catalog(path: Path, tables: list[str]) -> None:
         con.close()
 
 
+def _dandi_label(text: str) -> str:
+    """A BIDS/DANDI entity label: letters and digits and '-' only."""
+    label = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
+    return label or "unknown"
+
+
+def _write_nwb_tree(
+    con: DuckDBPyConnection, file_ids: list[str], out: Path, *, lake: str | None
+) -> dict[str, str]:
+    """``sub-<subject>/sub-<subject>_ses-<session>_<modality>.nwb`` per recording.
+
+    Patch clamp: the subject column, else the cell; MEA plates: the lab (a culture
+    has no subject of its own). A recording whose NWB cannot be written (its source
+    is gone) is left out with the reason, which the manifest records.
+    """
+    from transforms.errors import NeurocyteError
+    from transforms.serve.export import export_nwb_any
+
+    skipped: dict[str, str] = {}
+    kinds = {}
+    for view, modality in (("icephys_recordings", "icephys"), ("mea_recordings", "ecephys")):
+        if not _has_rows(con, view):
+            continue
+        subject_col = "coalesce(subject, cell_id)" if modality == "icephys" else "lab"
+        rows = con.execute(
+            f"SELECT DISTINCT file_id, {subject_col} FROM {view} "  # noqa: S608  (constants)
+            "WHERE list_contains(?, file_id)",
+            [file_ids],
+        ).fetchall()
+        for file_id, subject in rows:
+            kinds[file_id] = (modality, _dandi_label(str(subject)))
+    for file_id in file_ids:
+        modality, subject = kinds[file_id]
+        stem = f"sub-{subject}_ses-{file_id[:12]}_{modality}"
+        target = out / f"sub-{subject}" / f"{stem}.nwb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            export_nwb_any(file_id, target, lake=lake)
+        except NeurocyteError as exc:
+            skipped[file_id] = str(exc)
+            target.unlink(missing_ok=True)
+    return skipped
+
+
 def make_release(name: str, *, where: str, lake: str | None = None) -> Release:
     """Freeze the recordings matching ``where`` into ``<lake>/releases/<name>``.
 
@@ -218,6 +268,7 @@ def make_release(name: str, *, where: str, lake: str | None = None) -> Release:
         tmp = dest.with_name(f".{name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         counts = _write_tables(con, file_ids, tmp / "tables")
+        nwb_skipped = _write_nwb_tree(con, file_ids, tmp / "dandiset", lake=lake)
     finally:
         con.close()
     _write_catalog(tmp / spec.CATALOG_FILE, list(counts))
@@ -235,6 +286,7 @@ def make_release(name: str, *, where: str, lake: str | None = None) -> Release:
         "curation": CURATION,
         "transform_version": spec.TRANSFORM_VERSION,
         "rows": counts,
+        "nwb_skipped": nwb_skipped,
         "files": files,
         "reproducible": sorted(f for f in files if f.startswith("tables/")),
     }
