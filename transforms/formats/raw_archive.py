@@ -35,7 +35,9 @@ import json
 import math
 import os
 import shutil
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -381,6 +383,10 @@ class RawArchive(ContinuousBase):
         )
         self._chunk = int(attrs["chunk_samples"])
         self._pool = ThreadPoolExecutor(max(1, workers))
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        #: Decoded chunks kept: three seconds of every well.
+        self._cache_size = 3 * max(1, len(self._rows))
         # source column -> (well, row inside the well's array)
         self._where: list[tuple[str, int]] = [("", 0)] * len(self.electrodes)
         for w, cols in _wells_of(self.electrodes).items():
@@ -413,7 +419,7 @@ class RawArchive(ContinuousBase):
                     continue
         return meta
 
-    def _load(self, well: str, k: int, out: np.ndarray) -> None:
+    def _load(self, well: str, k: int) -> np.ndarray:
         fs = self.sampling_rate_hz
         what = (
             f"{self.path.name}: chunk {k} of well {well} "
@@ -423,17 +429,31 @@ class RawArchive(ContinuousBase):
             blob = _chunk_file(self.path / "wells" / well, k).read_bytes()
         except OSError as exc:
             raise DecodeError(f"{what}: missing or unreadable ({exc})") from exc
+        out = np.empty((self._rows[well], self._chunk), dtype=self._dtype)
         _decode_chunk(blob, out, what=what)
+        return out
 
-    def _well_block(self, well: str, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` of one well, (rows, samples): only its chunks decoded."""
-        k0, k1 = start // self._chunk, -(-stop // self._chunk)
-        buf = np.empty((k1 - k0, self._rows[well], self._chunk), dtype=self._dtype)
-        jobs = [self._pool.submit(self._load, well, k, buf[k - k0]) for k in range(k0, k1)]
-        for job in jobs:
-            job.result()
-        joined = buf.transpose(1, 0, 2).reshape(self._rows[well], -1)
-        return joined[:, start - k0 * self._chunk : stop - k0 * self._chunk]
+    def _chunks(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
+        """Decoded chunks, from the cache or decompressed in parallel (then cached).
+
+        The cache holds the last few chunks of every well, so a reader whose windows
+        do not fall on chunk borders (detection's filter blocks) or that reads the
+        columns of one well in several calls decompresses each chunk once.
+        """
+        with self._lock:
+            found = {key: self._cache[key] for key in keys if key in self._cache}
+            for key in found:
+                self._cache.move_to_end(key)
+        missing = [key for key in keys if key not in found]
+        jobs = [self._pool.submit(self._load, w, k) for w, k in missing]
+        for key, job in zip(missing, jobs, strict=True):
+            found[key] = job.result()
+        with self._lock:
+            for key in missing:
+                self._cache[key] = found[key]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
 
     def read_counts(
         self,
@@ -462,11 +482,17 @@ class RawArchive(ContinuousBase):
         for j, c in enumerate(cols):
             well, row = self._where[int(c)]
             by_well.setdefault(well, []).append((j, row))
+        size = self._chunk
+        ks = range(start // size, -(-stop // size))
+        chunks = self._chunks([(w, k) for w in by_well for k in ks])
         for well, picks in by_well.items():
-            block = self._well_block(well, start, stop)  # (rows, samples)
             js = np.fromiter((j for j, _ in picks), dtype=np.int64, count=len(picks))
             rows = np.fromiter((r for _, r in picks), dtype=np.int64, count=len(picks))
-            dest[:, js] = block[rows].T
+            for k in ks:
+                a, b = max(start, k * size), min(stop, (k + 1) * size)
+                dest[a - start : b - start, js] = chunks[(well, k)][
+                    rows, a - k * size : b - k * size
+                ].T
         return dest
 
     def read(
