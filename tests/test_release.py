@@ -84,3 +84,28 @@ def test_release_refuses_overwrites_and_empty_selections(lake: Path) -> None:
         make_release("r4", where="read_text('/etc/passwd') IS NOT NULL", lake=str(lake))
     with pytest.raises(SpecError, match="invalid"):
         make_release("../escape", where="true", lake=str(lake))
+
+
+def test_page_lists_releases_for_download(lake: Path) -> None:
+    import hashlib
+    import importlib
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import REPO_ROOT
+
+    rel = make_release("wt", where="condition = 'WT'", lake=str(lake))
+    sys.path.insert(0, str(REPO_ROOT / "plugins"))
+    app = importlib.import_module("neurocyte_plugin").create_app(str(lake), require_auth=False)
+    with TestClient(app) as client:
+        (listed,) = client.get("/api/releases").json()["releases"]
+        assert listed["name"] == "wt" and listed["n_recordings"] == len(rel.manifest["file_ids"])
+        entry = next(f for f in listed["files"] if f["path"] == "tables/icephys_sweeps.parquet")
+        got = client.get("/releases/wt/tables/icephys_sweeps.parquet")
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == entry["sha256"]
+        assert client.get("/releases/wt/manifest.json").json()["name"] == "wt"
+        assert client.get("/releases/wt/../catalog.duckdb").status_code == 404
+        assert client.get("/releases/wt/tables/nothing.parquet").status_code == 404
+        assert client.get("/releases/nope/manifest.json").status_code == 404

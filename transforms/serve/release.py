@@ -328,3 +328,54 @@ def reproduce_release(
     if wrong:
         raise LakeError(f"release {name!r} does not reproduce: {', '.join(wrong)} differ")
     return got
+
+
+def list_releases(*, lake: str | None = None) -> list[dict[str, Any]]:
+    """Every release of the lake (newest first): name, creation time, selection, files.
+
+    A folder without a readable manifest (an interrupted release) is left out.
+    """
+    root = spec.lake_root(lake)
+    if spec.is_remote(root):
+        return []
+    found = []
+    for manifest_path in (Path(root) / RELEASES_DIR).glob(f"*/{MANIFEST}"):
+        try:
+            m = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append(
+            {
+                "name": m["name"],
+                "created_at": m["created_at"],
+                "where": m["where"],
+                "n_recordings": len(m["file_ids"]),
+                "rows": m["rows"],
+                "files": [
+                    {"path": k, "bytes": v["bytes"], "sha256": v["sha256"]}
+                    for k, v in sorted(m["files"].items())
+                ]
+                + [{"path": MANIFEST, "bytes": manifest_path.stat().st_size, "sha256": ""}],
+            }
+        )
+    return sorted(found, key=lambda r: r["created_at"], reverse=True)
+
+
+def release_file(name: str, path: str, *, lake: str | None = None) -> Path:
+    """A file of a release that its manifest lists (or the manifest itself).
+
+    Raises
+    ------
+    LakeError
+        No such release, or a path the manifest does not list.
+    """
+    root = release_dir(name, lake=lake)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise LakeError(f"no release {name!r}")
+    if path == MANIFEST:
+        return manifest_path
+    listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    if path not in listed:
+        raise LakeError(f"release {name!r} has no file {path!r}")
+    return root / path
