@@ -4,7 +4,8 @@ Runs at 02:00 UTC:
 
 1. ``find_work``: files whose latest published rows come from an older
    transform version than the code's (``ingest_log.transform_version`` vs
-   ``spec.TRANSFORM_VERSION``; re-read from ``ingest_log.source_path``), plus
+   ``spec.TRANSFORM_VERSION``; re-read from ``ingest_log.source_path``, or from the
+   lake's raw archive of a plate whose original left the landing zone), plus
    any settled landing file with no attempt yet (a missed sensor interval);
    split into batches of ``batch_size``;
 2. ``extract`` / ``gate_and_commit`` per batch (the same bodies as the ingest DAG);
@@ -60,8 +61,17 @@ def neurocyte_nightly() -> None:
         """Stale files (older transform version) and missed landing files, in batches."""
         from neurocyte_tasks.ops import aws_env, file_log, log
 
+        from transforms.errors import LakeError
         from transforms.lake.maintenance import stale_files
         from transforms.pipeline.discover import batches, new_files
+        from transforms.serve.archive import archived_source
+
+        def archive_of(file_id: str) -> Any:
+            """The lake's raw archive of a file whose original is gone (local lakes)."""
+            try:
+                return archived_source(file_id)
+            except LakeError:
+                return None
 
         params = get_current_context()["params"]
         with aws_env():
@@ -69,18 +79,23 @@ def neurocyte_nightly() -> None:
             missed = new_files(settle_s=float(params["settle_s"]))
         work: dict[str, dict[str, Any]] = {}
         for s in stale:
+            path = s.path
             if not s.exists:
-                file_log(
-                    40,
-                    s.file_id,
-                    s.file_name,
-                    "stale (v%s) but gone: %s",
-                    s.transform_version,
-                    s.path,
-                )
-                continue
+                archived = archive_of(s.file_id)
+                if archived is None:
+                    file_log(
+                        40,
+                        s.file_id,
+                        s.file_name,
+                        "stale (v%s) but gone: %s",
+                        s.transform_version,
+                        s.path,
+                    )
+                    continue
+                path = str(archived)
+                file_log(20, s.file_id, s.file_name, "original gone -> its raw archive %s", path)
             file_log(20, s.file_id, s.file_name, "stale: v%s -> re-ingest", s.transform_version)
-            work[s.file_id] = {"path": s.path, "file_name": s.file_name, "file_id": s.file_id}
+            work[s.file_id] = {"path": path, "file_name": s.file_name, "file_id": s.file_id}
         for c in missed:
             file_log(20, c.file_id, c.file_name, "missed by the sensor -> ingest")
             work.setdefault(c.file_id, c.as_dict())

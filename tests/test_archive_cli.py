@@ -76,3 +76,41 @@ def test_archive_all_reports_what_cannot_be_archived(
     out = capsys.readouterr().out
     assert out.startswith("failed") and "changed since ingest" in out
     assert not archive_path(file_id, lake=str(lake)).exists()
+
+
+def test_reingest_after_a_version_bump_reads_the_archive(
+    lake_with_plate: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transforms import spec
+    from transforms.lake import maintenance
+    from transforms.lake.catalog import publish
+    from transforms.pipeline import commit_batch, stage_file
+    from transforms.serve.archive import archived_source
+
+    lake, raw, file_id = lake_with_plate
+    landing = raw.parents[3]
+    spikes_sql = "SELECT electrode, time_s, amplitude_uv FROM mea_spikes ORDER BY ALL"
+    wells_sql = "SELECT well, condition, n_active_electrodes FROM mea_well_metrics ORDER BY ALL"
+    spikes, wells = query(lake, spikes_sql), query(lake, wells_sql)
+    assert main(["archive", file_id, "--lake", str(lake), "--delete-source"]) == 0
+
+    monkeypatch.setattr(spec, "TRANSFORM_VERSION", "9.9.9-test")
+    (stale,) = maintenance.stale_files(lake=str(lake))
+    assert stale.file_id == file_id and not stale.exists
+    archive = archived_source(file_id, lake=str(lake))
+    assert archive is not None
+    staged = stage_file(archive, lake=str(lake), landing=str(landing))
+    assert staged.status == "staged", staged.reason
+    (done,) = commit_batch([staged], lake=str(lake))
+    assert done.status == "published", done.reason
+    publish(lake=str(lake))
+
+    rows = query(
+        lake,
+        "SELECT DISTINCT file_id, file_name, source_path, source_kind, transform_version "
+        "FROM mea_recordings",
+    )
+    assert rows == [(file_id, raw.name, str(raw), "raw_archive", "9.9.9-test")]
+    assert query(lake, spikes_sql) == spikes  # the same detection from the same samples
+    assert query(lake, wells_sql) == wells  # and the plate map still found beside it
+    assert maintenance.stale_files(lake=str(lake)) == []

@@ -185,6 +185,8 @@ def write_archive(
     file_id: str,
     source_name: str,
     source_kind: str,
+    source_uri: str | None = None,
+    source_size_bytes: int | None = None,
     level: int = DEFAULT_LEVEL,
     chunk_s: float = DEFAULT_CHUNK_S,
     workers: int = 2,
@@ -199,6 +201,9 @@ def write_archive(
         The archive directory to create (replaced if it exists).
     file_id, source_name, source_kind
         The source's content hash, file name and registry kind, stored as provenance.
+    source_uri, source_size_bytes
+        Where the original landed and its size (a re-ingest from the archive records
+        them as the original's).
     level
         pcodec level.
     chunk_s
@@ -248,6 +253,8 @@ def write_archive(
         "file_id": file_id,
         "source_name": source_name,
         "source_kind": source_kind,
+        "source_uri": source_uri,
+        "source_size_bytes": source_size_bytes,
         "plate_type": layout.plate_type,
         "layout": layout.name,
         "sampling_rate_hz": fs,
@@ -368,6 +375,8 @@ class RawArchive(ContinuousBase):
         self.attrs = attrs
         self.file_id: str = attrs["file_id"]
         self.source_kind: str = attrs["source_kind"]
+        self.source_uri: str | None = attrs.get("source_uri")
+        self.source_size_bytes: int | None = attrs.get("source_size_bytes")
         self.data_sha256: str | None = attrs.get("data_sha256")
         self.sampling_rate_hz = float(attrs["sampling_rate_hz"])
         self.voltage_scale_uv_per_count = float(attrs["voltage_scale_uv_per_count"])

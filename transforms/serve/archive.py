@@ -141,7 +141,14 @@ def archive_recording(
     opened: Any = formats.open_continuous(record.source_path, kind=kind)
     with opened as source:
         info = write_archive(
-            source, dest, file_id=file_id, source_name=name, source_kind=kind, workers=workers
+            source,
+            dest,
+            file_id=file_id,
+            source_name=name,
+            source_kind=kind,
+            source_uri=record.source_uri,
+            source_size_bytes=record.file_size_bytes,
+            workers=workers,
         )
     seconds = time.monotonic() - started
     log.info("file_id=%s archived %s: ratio %.2f in %.1f s", file_id, name, info.ratio, seconds)
