@@ -121,13 +121,17 @@ def main() -> None:
             runners[profile] = ours
         if si is not None:
 
+            jobs = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
+            # SpikeInterface >= 0.101 takes job settings as job_kwargs=..., older
+            # releases (the one that installs beside zarr 3) as keywords.
+            import inspect
+
+            by_dict = "job_kwargs" in inspect.signature(detect_peaks).parameters
+            job_args: dict[str, object] = {"job_kwargs": jobs} if by_dict else jobs
+
             def spikeinterface(x: np.ndarray) -> object:
                 rec = si.NumpyRecording([x], sampling_frequency=fs, channel_ids=channel_ids)
-                return detect_peaks(
-                    bandpass_filter(rec),
-                    method="by_channel",
-                    job_kwargs={"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False},
-                )
+                return detect_peaks(bandpass_filter(rec), method="by_channel", **job_args)
 
             runners["spikeinterface"] = spikeinterface
         for run in runners.values():

@@ -4,13 +4,20 @@ Runs at 02:00 UTC:
 
 1. ``find_work``: files whose latest published rows come from an older
    transform version than the code's (``ingest_log.transform_version`` vs
-   ``spec.TRANSFORM_VERSION``; re-read from ``ingest_log.source_path``), plus
+   ``spec.TRANSFORM_VERSION``; re-read from ``ingest_log.source_path``, or from the
+   lake's raw archive of a plate whose original left the landing zone), plus
    any settled landing file with no attempt yet (a missed sensor interval);
    split into batches of ``batch_size``;
 2. ``extract`` / ``gate_and_commit`` per batch (the same bodies as the ingest DAG);
 3. ``maintain``: compact (or z-order by ``file_id``) every table's small files,
    checkpoint, vacuum with a retention (``dry_run`` param, default off here);
-4. ``publish``: rebuild the catalog views over the new snapshots and QC docs.
+4. ``publish``: rebuild the catalog views over the new snapshots and QC docs;
+5. ``archive_raw``: compress every published raw plate (``.raw``, NWB
+   ``ElectricalSeries``) without an archive losslessly into
+   ``<lake>/archive/raw/<file_id>.zarr``, each verified against its source
+   (``archive_raw`` param; ``delete_source`` removes verified originals from the
+   landing zone, default off). A plate that cannot be archived is logged, the
+   others go on.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ from neurocyte_tasks.ops import DEFAULT_ARGS
         "grace_hours": Param(
             24, type="number", minimum=1, description="leftovers younger than this are kept"
         ),
+        "archive_raw": Param(True, type="boolean", description="archive published raw plates"),
+        "delete_source": Param(
+            False, type="boolean", description="delete originals once archived and verified"
+        ),
     },
     tags=["neurocyte", "maintenance"],
     doc_md=__doc__,
@@ -50,8 +61,17 @@ def neurocyte_nightly() -> None:
         """Stale files (older transform version) and missed landing files, in batches."""
         from neurocyte_tasks.ops import aws_env, file_log, log
 
+        from transforms.errors import LakeError
         from transforms.lake.maintenance import stale_files
         from transforms.pipeline.discover import batches, new_files
+        from transforms.serve.archive import archived_source
+
+        def archive_of(file_id: str) -> Any:
+            """The lake's raw archive of a file whose original is gone (local lakes)."""
+            try:
+                return archived_source(file_id)
+            except LakeError:
+                return None
 
         params = get_current_context()["params"]
         with aws_env():
@@ -59,18 +79,23 @@ def neurocyte_nightly() -> None:
             missed = new_files(settle_s=float(params["settle_s"]))
         work: dict[str, dict[str, Any]] = {}
         for s in stale:
+            path = s.path
             if not s.exists:
-                file_log(
-                    40,
-                    s.file_id,
-                    s.file_name,
-                    "stale (v%s) but gone: %s",
-                    s.transform_version,
-                    s.path,
-                )
-                continue
+                archived = archive_of(s.file_id)
+                if archived is None:
+                    file_log(
+                        40,
+                        s.file_id,
+                        s.file_name,
+                        "stale (v%s) but gone: %s",
+                        s.transform_version,
+                        s.path,
+                    )
+                    continue
+                path = str(archived)
+                file_log(20, s.file_id, s.file_name, "original gone -> its raw archive %s", path)
             file_log(20, s.file_id, s.file_name, "stale: v%s -> re-ingest", s.transform_version)
-            work[s.file_id] = {"path": s.path, "file_name": s.file_name, "file_id": s.file_id}
+            work[s.file_id] = {"path": path, "file_name": s.file_name, "file_id": s.file_id}
         for c in missed:
             file_log(20, c.file_id, c.file_name, "missed by the sensor -> ingest")
             work.setdefault(c.file_id, c.as_dict())
@@ -134,9 +159,31 @@ def neurocyte_nightly() -> None:
 
         return publish_catalog()
 
+    @task(trigger_rule="none_failed")
+    def archive_raw(published: dict[str, Any]) -> dict[str, int]:
+        """Archive published raw plates (lossless, verified); failures are logged."""
+        from neurocyte_tasks.ops import file_log, log
+
+        from transforms import spec
+        from transforms.lake import storage
+        from transforms.serve.archive import archive_published
+
+        params = get_current_context()["params"]
+        if not params["archive_raw"] or storage.is_s3(spec.lake_root()):
+            log.info("archive_raw: off (param) or an s3:// lake (archives are local only)")
+            return {}
+        outcomes = archive_published(delete_source=bool(params["delete_source"]))
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+            level = 40 if o.status == "failed" else 20
+            file_log(level, o.file_id, o.file_name, "archive: %s %s", o.status, o.reason)
+        log.info("archive_raw: %s", counts)
+        return counts
+
     planned = find_work()
     committed = gate_and_commit.expand(outcomes=extract.expand(batch=planned))
-    publish(maintain(committed))
+    archive_raw(publish(maintain(committed)))
 
 
 neurocyte_nightly()

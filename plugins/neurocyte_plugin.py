@@ -172,6 +172,22 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
             raise HTTPException(404, f"no Data Docs page {path!r}")
         return FileResponse(target)
 
+    @app.get("/releases/{name}/{path:path}", include_in_schema=False, dependencies=guards)
+    def release_download(name: str, path: str) -> FileResponse:
+        from transforms.serve.release import release_file
+
+        try:
+            target = release_file(name, path, lake=lake_root())
+        except NeurocyteError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return FileResponse(target, filename=target.name)
+
+    @api.get("/releases")
+    def releases() -> dict[str, Any]:
+        from transforms.serve.release import list_releases
+
+        return {"available": True, "releases": list_releases(lake=lake_root())}
+
     @api.get("/overview")
     def overview() -> dict[str, Any]:
         out = run(dashboard.overview, {"status": [], "totals": {}, "recordings": []})

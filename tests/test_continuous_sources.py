@@ -1,4 +1,5 @@
-"""One contract every continuous source passes: Axion .raw, NWB ElectricalSeries, arrays."""
+"""One contract every continuous source passes: Axion .raw, NWB ElectricalSeries, raw
+archives, arrays."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transforms import formats
 from transforms.errors import InvalidArgument
 from transforms.formats.axion import write_axion_raw
 from transforms.formats.nwb_ecephys import write_nwb_ecephys
+from transforms.formats.raw_archive import write_archive
 from transforms.recording.continuous import ArraySource, ContinuousSource
 from transforms.recording.plate import LAYOUTS
 
@@ -41,10 +43,17 @@ def files(tmp_path_factory: pytest.TempPathFactory, counts: np.ndarray) -> dict[
     )
     with formats.open_continuous(raw) as f:
         nwb = write_nwb_ecephys(root / "plate.nwb", f)
-    return {"axion_raw": raw, "nwb_ecephys": nwb}
+        archive = write_archive(
+            f,
+            root / ("0" * 64 + ".zarr"),
+            file_id="0" * 64,
+            source_name=raw.name,
+            source_kind="axion_raw",
+        ).path
+    return {"axion_raw": raw, "nwb_ecephys": nwb, "raw_archive": archive}
 
 
-@pytest.fixture(params=["axion_raw", "nwb_ecephys", "array"])
+@pytest.fixture(params=["axion_raw", "nwb_ecephys", "raw_archive", "array"])
 def source(request, files: dict[str, Path], counts: np.ndarray) -> Iterator[ContinuousSource]:
     if request.param == "array":
         yield ArraySource(counts * np.float32(SCALE_UV), FS_HZ, LAYOUT.electrodes)

@@ -221,10 +221,65 @@ def cmd_raw(args: argparse.Namespace) -> int:
 
 
 def cmd_export_nwb(args: argparse.Namespace) -> int:
-    from transforms.serve.export import export_recording_nwb
+    from transforms.serve.export import export_nwb_any
 
-    out = export_recording_nwb(args.file_id, args.out, lake=args.lake)
+    meta = {}
+    for item in args.meta or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise NeurocyteError(f"--meta takes KEY=VALUE, got {item!r}")
+        meta[key] = value
+    out = export_nwb_any(args.file_id, args.out, lake=args.lake, metadata=meta, raw=args.raw)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from transforms.serve.archive import ArchiveOutcome, archive_published, archive_recording
+
+    if bool(args.file_id) == bool(args.all):
+        raise NeurocyteError("give FILE_IDs to archive, or --all")
+    outcomes: list[ArchiveOutcome] = []
+    if args.all:
+        outcomes = archive_published(
+            lake=args.lake, workers=args.workers, delete_source=args.delete_source
+        )
+    for file_id in args.file_id or ():
+        outcomes.append(
+            archive_recording(
+                file_id,
+                lake=args.lake,
+                force=args.force,
+                workers=args.workers,
+                delete_source=args.delete_source,
+            )
+        )
+    for o in outcomes:
+        line = f"{o.status:<8} {o.file_name} {o.file_id[:12]}"
+        if o.ratio is not None and o.seconds is not None:
+            line += f"  ratio {o.ratio:.2f} in {o.seconds:.1f} s -> {o.path}"
+        elif o.path is not None:
+            line += f"  {o.path}"
+        if o.source_deleted:
+            line += "  (original deleted)"
+        if o.reason:
+            line += f"  -- {o.reason}"
+        print(line, flush=True)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from transforms.serve.release import make_release, reproduce_release
+
+    if args.reproduce:
+        got = reproduce_release(args.name, lake=args.lake)
+        print(f"release {args.name} reproduces: {len(got)} table files, checksums match")
+        return 0
+    if not args.where:
+        raise NeurocyteError("give --where EXPRESSION (or --reproduce)")
+    rel = make_release(args.name, where=args.where, lake=args.lake)
+    m = rel.manifest
+    print(f"release {m['name']}: {len(m['file_ids'])} recordings, rows {m['rows']} -> {rel.path}")
     return 0
 
 
@@ -316,11 +371,45 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_arg(p)
     p.set_defaults(func=cmd_raw)
 
-    p = sub.add_parser("export-nwb", help="write a published recording + features as NWB")
+    p = sub.add_parser(
+        "export-nwb", help="write a published recording (patch clamp or MEA plate) as NWB"
+    )
     p.add_argument("file_id", help="file_id (or a unique prefix of at least 8 hex digits)")
     p.add_argument("out", help="output .nwb path")
+    p.add_argument(
+        "--meta",
+        action="append",
+        help="MEA plate: KEY=VALUE session/subject detail (subject, species, sex, age, ...)",
+    )
+    p.add_argument("--raw", action="store_true", help="MEA plate: include the raw voltage")
     _lake_arg(p)
     p.set_defaults(func=cmd_export_nwb)
+
+    p = sub.add_parser(
+        "archive", help="compress published raw plates losslessly into the lake (verified)"
+    )
+    p.add_argument("file_id", nargs="*", help="recordings to archive (their full file_id)")
+    p.add_argument("--all", action="store_true", help="every published plate without one")
+    p.add_argument("--force", action="store_true", help="write again over a complete archive")
+    p.add_argument("--workers", type=int, default=2, help="compression threads")
+    p.add_argument(
+        "--delete-source",
+        action="store_true",
+        help="delete the original from the landing zone once its archive is verified",
+    )
+    _lake_arg(p)
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser(
+        "release", help="freeze a curated selection: Parquet, catalog, manifest (reproducible)"
+    )
+    p.add_argument("name", help="release name (letters, digits, '.', '_', '-')")
+    p.add_argument("--where", help="DuckDB expression over lab, condition, timepoint, ...")
+    p.add_argument(
+        "--reproduce", action="store_true", help="rebuild from the recorded versions and check"
+    )
+    _lake_arg(p)
+    p.set_defaults(func=cmd_release)
 
     for name, func, text in (
         ("demo-data", cmd_demo_data, "write simulated ABF recordings into the landing zone"),

@@ -125,6 +125,9 @@ UNREADABLE_FILE_ID: Final = "0" * 64
 CATALOG_FILE: Final = "catalog.duckdb"
 QC_DIR: Final = "qc"
 QUARANTINE_DIR: Final = "quarantine"
+#: Losslessly compressed raw plates: ``<lake>/archive/raw/<file_id>.zarr``.
+RAW_ARCHIVE_DIR: Final = "archive/raw"
+RAW_ARCHIVE_SUFFIX: Final = ".zarr"
 
 
 #: The project's declarative resources beside the package: one SQL file per view or
@@ -299,6 +302,16 @@ def qc_dir(lake: str | None = None) -> str:
 def quarantine_dir(file_id: str, lake: str | None = None) -> str:
     """Where a quarantined batch is kept for curators, by file_id."""
     return _join(lake_root(lake), QUARANTINE_DIR, check_file_id(file_id))
+
+
+def raw_archive_path(file_id: str, lake: str | None = None) -> str:
+    """``<lake>/archive/raw/<file_id>.zarr``: the compressed archive of a raw plate."""
+    return _join(lake_root(lake), RAW_ARCHIVE_DIR, check_file_id(file_id) + RAW_ARCHIVE_SUFFIX)
+
+
+def is_raw_archive_name(name: str) -> bool:
+    """True for a raw archive's directory name (``<file_id>.zarr``)."""
+    return name.lower().endswith(RAW_ARCHIVE_SUFFIX)
 
 
 def staging_dir(ingest_id: str, lake: str | None = None) -> str:

@@ -4,7 +4,8 @@ Every consumer (ingest, raw access, export, the page) reaches a file's content
 through these functions, so adding a format means one module and one
 :data:`FORMATS` entry:
 
-* :func:`kind_of` — which format a file is, by name and (NWB) by content;
+* :func:`kind_of` — which format a file is, by name and (NWB) by content (a
+  ``<file_id>.zarr`` directory is a raw archive, :mod:`transforms.formats.raw_archive`);
 * :func:`read_icephys` — a patch-clamp file as an
   :class:`~transforms.recording.icephys.IcephysRecording`;
 * :func:`open_continuous` — a continuous MEA recording as a
@@ -66,6 +67,7 @@ FORMATS: Final[dict[str, Format]] = {
         Format("nwb", "icephys", "icephys", splittable=True),
         Format("nwb_ecephys", "mea", "continuous", splittable=True),
         Format("axion_raw", "mea", "continuous", splittable=True),
+        Format("raw_archive", "mea", "continuous", splittable=True),
         Format("axion_spk", "mea", "spikes"),
         Format("spike_list", "mea", "spikes"),
         Format("neural_metrics", "mea", "vendor_metrics"),
@@ -102,6 +104,8 @@ def kind_of(path: str | Path) -> str:
         If the name is not one of a recording.
     """
     path = Path(path)
+    if spec.is_raw_archive_name(path.name) and path.is_dir():
+        return "raw_archive"
     kind = spec.recording_kind(path.name)
     if kind is None:
         raise SpecError(f"{path.name}: unsupported file type {path.suffix.lower()!r}")
@@ -146,7 +150,7 @@ def read_icephys(path: str | Path, *, kind: str | None = None) -> IcephysRecordi
 
 
 def open_continuous(path: str | Path, *, kind: str | None = None) -> ContinuousSource:
-    """Open a continuous MEA recording (Axion ``.raw``, NWB ``ElectricalSeries``).
+    """Open a continuous MEA recording (Axion ``.raw``, NWB ``ElectricalSeries``, raw archive).
 
     Nothing but headers is read here; windows are read on demand.
 
@@ -166,6 +170,10 @@ def open_continuous(path: str | Path, *, kind: str | None = None) -> ContinuousS
         from transforms.formats.nwb_ecephys import open_nwb_ecephys
 
         return open_nwb_ecephys(path)
+    if kind == "raw_archive":
+        from transforms.formats.raw_archive import open_raw_archive
+
+        return open_raw_archive(path)
     raise UnsupportedRecording(
         f"{path.name}: no continuous voltage to read ({kind}; only .raw and NWB "
         "ElectricalSeries recordings hold raw samples; spike files and spike lists do not)"

@@ -5,6 +5,12 @@ Delta snapshot (pinned at publish time), so the catalog opens with plain
 DuckDB — Python or CLI, offline, no extension — and every query in one
 catalog sees one consistent snapshot. Publishing again swaps in a new catalog
 file atomically.
+
+The views of a local lake name their files relative to the catalog file and
+resolve them through the catalog's macro ``neurocyte_catalog_dir()``
+(``sql/catalog_dir.sql``), so a lake copied or moved with its catalog opens
+anywhere: DuckDB itself resolves relative paths against the process's working
+directory, never the database file's.
 """
 
 from __future__ import annotations
@@ -31,6 +37,16 @@ _PLACEHOLDER = re.compile(r"\{\{\s*source\s*\}\}")
 
 #: View build order: ``published`` first, every data view joins on it.
 VIEW_ORDER = ("ingest_log", "published", *spec.DATA_TABLES)
+
+#: The catalog's macro (``sql/<name>.sql``) giving its own directory, and the DuckDB
+#: variable that overrides it (an ATTACHed catalog, a custom ``temp_directory``).
+CATALOG_DIR_MACRO: Final = "catalog_dir"
+CATALOG_DIR_VARIABLE: Final = "neurocyte_catalog_dir"
+
+#: The catalog file is written in DuckDB 1.5's storage format, so analysts' DuckDB
+#: CLIs and clients from 1.5 on open it too (the Python package writes 2.0's by default,
+#: which 1.5 refuses); nothing in the views needs a newer one.
+CATALOG_STORAGE_VERSION: Final = "v1.5.0"
 
 
 def sql_dir() -> Path:
@@ -100,8 +116,22 @@ def consistent_cut(*, lake: str | None = None) -> dict[str, TableSnapshot]:
     )
 
 
-def _source_expr(table: str, snap: TableSnapshot) -> str:
-    """``read_parquet([...])`` over a table's pinned snapshot."""
+def _file_list(uris: tuple[str, ...], *, base: Path | None) -> str:
+    """The SQL list of a snapshot's files.
+
+    With ``base`` (a local lake's catalog directory) every path is relative to it and
+    prefixed at bind time by ``neurocyte_catalog_dir()``; otherwise the URIs as they
+    are (an ``s3://`` lake).
+    """
+    if base is None:
+        return "[" + ", ".join(sql_literal(lakeio.local_path(u)) for u in uris) + "]"
+    rel = (Path(os.path.relpath(lakeio.local_path(u), base)).as_posix() for u in uris)
+    listed = ", ".join(sql_literal(r) for r in rel)
+    return f"list_transform([{listed}], lambda p: neurocyte_catalog_dir() || p)"
+
+
+def _source_expr(table: str, snap: TableSnapshot, *, base: Path | None = None) -> str:
+    """``read_parquet([...])`` over a table's pinned snapshot (paths relative to ``base``)."""
     if snap.version < 0 or not snap.uris:
         if table == spec.INGEST_LOG:
             return (
@@ -111,26 +141,30 @@ def _source_expr(table: str, snap: TableSnapshot) -> str:
                 "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
         return "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
-    files = ", ".join(sql_literal(lakeio.local_path(u)) for u in snap.uris)
+    files = _file_list(snap.uris, base=base)
     if table == spec.INGEST_LOG:
-        source = f"read_parquet([{files}], union_by_name = true)"
+        source = f"read_parquet({files}, union_by_name = true)"
         if "log_seq" not in snap.columns:  # a log written before the column existed
             source = f"(SELECT *, NULL::BIGINT AS log_seq FROM {source})"  # noqa: S608
         return source
     hive_types = ", ".join(f"{sql_literal(c)}: VARCHAR" for c in spec.PARTITION_COLUMNS)
     return (
-        f"read_parquet([{files}], hive_partitioning = true, "
+        f"read_parquet({files}, hive_partitioning = true, "
         f"hive_types = {{{hive_types}}}, union_by_name = true)"
     )
 
 
-def render_view(name: str, cut: dict[str, TableSnapshot]) -> str:
-    """The ``CREATE VIEW`` statement of ``sql/<name>.sql`` over the snapshots of ``cut``."""
+def render_view(name: str, cut: dict[str, TableSnapshot], *, base: Path | None = None) -> str:
+    """The ``CREATE VIEW`` statement of ``sql/<name>.sql`` over the snapshots of ``cut``.
+
+    ``base``: the directory of the catalog the view goes into, for a local lake (its
+    files are then named relative to it); None keeps absolute URIs.
+    """
     path = sql_dir() / f"{name}.sql"
     if not path.is_file():
         raise LakeError(f"no view definition {path}")
     table = spec.INGEST_LOG if name == "published" else name
-    source = _source_expr(table, cut[table])
+    source = _source_expr(table, cut[table], base=base)
     text = path.read_text(encoding="utf-8")
     if not _PLACEHOLDER.search(text):
         raise LakeError(f"{path}: no {{{{ source }}}} placeholder")
@@ -174,12 +208,19 @@ def publish(*, lake: str | None = None) -> PublishResult:
     cut = consistent_cut(lake=lake)
     versions = {t: s.version for t, s in cut.items()}
     files = {t: len(s.uris) for t, s in cut.items()}
-    con = duckdb.connect(str(tmp))
+    base = None if spec.is_remote(root) else target.parent.resolve()
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "storage_compatibility_version": CATALOG_STORAGE_VERSION
+    }
+    con = duckdb.connect(str(tmp), config=config)
     try:
         if spec.is_remote(root):
             storage.require_httpfs(con)
+        con.execute((sql_dir() / f"{CATALOG_DIR_MACRO}.sql").read_text(encoding="utf-8"))
+        # The temp file's own directory is the catalog's: resolve through it while building.
+        set_catalog_dir(con, target.parent)
         for name in VIEW_ORDER:
-            con.execute(render_view(name, cut))
+            con.execute(render_view(name, cut, base=base))
         for path in sorted((sql_dir() / "convenience").glob("*.sql")):
             # Views over the views above; one whose tables hold no data yet (so
             # have no columns) is left out until a later publish.
@@ -202,6 +243,15 @@ def publish(*, lake: str | None = None) -> PublishResult:
     return PublishResult(catalog=target, versions=versions, files=files)
 
 
+def set_catalog_dir(con: DuckDBPyConnection, directory: Path) -> None:
+    """Tell a connection which directory its catalog's views resolve their files from.
+
+    Plain DuckDB finds it unaided (see ``sql/catalog_dir.sql``); this makes it
+    explicit for connections that ATTACH a catalog or change ``temp_directory``.
+    """
+    con.execute(f"SET VARIABLE {CATALOG_DIR_VARIABLE} = ?", [str(directory.resolve())])
+
+
 def connect(*, lake: str | None = None, read_only: bool = True) -> DuckDBPyConnection:
     """Open the published catalog (read-only by default, as analysts should)."""
     import duckdb
@@ -209,4 +259,6 @@ def connect(*, lake: str | None = None, read_only: bool = True) -> DuckDBPyConne
     path = Path(spec.catalog_path(lake))
     if not path.is_file():
         raise LakeError(f"no catalog at {path}: run `neurocyte publish` (or an ingest) first")
-    return duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only)
+    set_catalog_dir(con, path.parent)
+    return con

@@ -76,6 +76,24 @@ def _decode(
     )
 
 
+def _archived_original(path: Path) -> tuple[Path, str, int] | None:
+    """For a raw archive directory: its original's path, file_id and size; else None.
+
+    Raises
+    ------
+    DecodeError, UnsupportedRecording
+        An incomplete or unreadable archive, or one that does not name its original.
+    """
+    if not (path.is_dir() and spec.is_raw_archive_name(path.name)):
+        return None
+    from transforms.formats.raw_archive import open_raw_archive
+
+    with open_raw_archive(path) as arc:
+        if not arc.source_uri or arc.source_size_bytes is None:
+            raise DecodeError(f"{path.name}: the archive does not record its original's path")
+        return Path(arc.source_uri), arc.file_id, int(arc.source_size_bytes)
+
+
 def stage_file(
     path: str | Path,
     *,
@@ -136,17 +154,30 @@ def stage_file(
         n_parts=n_parts,
     )
     try:
-        if not path.is_file():
+        archived = _archived_original(path)
+        if archived is None and not path.is_file():
             raise SpecError(f"{path}: no such file")
         kind = formats.kind_of(path)
         before = path.stat()
         size = before.st_size
-        outcome.file_id = storage.sha256(path)
+        if archived is None:
+            outcome.file_id = storage.sha256(path)
+            where = path
+        else:
+            # A raw archive of a plate whose original left the landing zone: the
+            # archive holds the original's verified samples, file_id, URI and size;
+            # rows record the original, read from the archive.
+            where, outcome.file_id, size = archived
+            outcome.source_path, outcome.file_name = str(where), where.name
+            if plate_map is None and where.parent.is_dir():
+                from transforms.pipeline.decode_mea import find_plate_map
+
+                plate_map = find_plate_map(where)
         # The metadata that applies, digested before any of it is read for the decode: a
         # sidecar edited meanwhile then differs from the digest logged, and the next run
         # applies it (the other order could log the new digest beside the old values).
         outcome.metadata_digest = identity.metadata_digest(
-            path,
+            where,
             landing=landing,
             lab=lab,
             condition=condition,
@@ -158,7 +189,7 @@ def stage_file(
         # local copy a worker reads (a temporary download for an S3 landing zone).
         source = spec.SourceFile(
             uri=outcome.source_path,
-            name=path.name,
+            name=where.name,
             size_bytes=size,
             file_id=outcome.file_id,
             local_path=path,
@@ -167,7 +198,7 @@ def stage_file(
         bad_target: NeurocyteError | None = None
         try:
             target = resolve_target(
-                path,
+                where,
                 landing=landing,
                 lab=lab,
                 condition=condition,
@@ -206,7 +237,7 @@ def stage_file(
         if bad_target is not None or target is None:
             raise bad_target or SpecError(f"{path.name}: no partition")
         parameter_set = paramset.load_parameter_set(
-            path, landing=landing, lab=lab, params_file=params_file
+            where, landing=landing, lab=lab, params_file=params_file
         )
         outcome.source_format, tables = _decode(
             source,

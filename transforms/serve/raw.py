@@ -30,6 +30,7 @@ is ``fetch_snippet(file_id, well="B2", start_s=10, stop_s=12).save("snippet.npy"
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -123,7 +124,9 @@ class Snippet:
     command, command_unit
         The sweep's command window (patch clamp, where the file has one).
     verification
-        How the source was checked against ``file_id``: ``sha256`` or ``size``.
+        How the source was checked against ``file_id``: ``sha256`` or ``size``;
+        ``archive`` when the original is gone and the lake's verified raw archive
+        of the content was read instead (``source_path`` is then the archive).
     window
         The window asked for, ``(start_s, stop_s)``; :attr:`wells` /
         :attr:`electrodes` the channel selection asked for.
@@ -487,6 +490,15 @@ def _icephys_snippet(
     )
 
 
+def _archive_of(record: SourceRecord, *, lake: str | None) -> Path | None:
+    """The lake's complete raw archive of an MEA recording, if it has one."""
+    if record.kind != "mea":
+        return None
+    from transforms.serve.archive import archived_source
+
+    return archived_source(record.file_id, lake=lake)
+
+
 def fetch_snippet(
     file_id: str,
     *,
@@ -542,7 +554,15 @@ def fetch_snippet(
         raise SpecError(f"{record.source_path.name} is an MEA recording: it has no sweeps")
     if record.kind == "icephys" and (wells or chosen):
         raise SpecError(f"{record.source_path.name} is a patch-clamp recording: no wells")
-    verification = verify_source(record, verify=verify)
+    try:
+        verification = verify_source(record, verify=verify)
+    except LakeError:
+        archived = _archive_of(record, lake=lake)
+        if archived is None:
+            raise
+        # The original is gone or changed: the lake's verified archive of the content.
+        record = dataclasses.replace(record, source_path=archived)
+        verification = "archive"
     if record.kind == "mea":
         return _mea_snippet(
             record,

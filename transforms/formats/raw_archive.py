@@ -1,0 +1,572 @@
+"""Raw plates archived losslessly: a chunked, compressed zarr v3 store with random access.
+
+A continuous plate (an Axion ``.raw``, an NWB ``ElectricalSeries``) is written as a
+zarr v3 group ``<file_id>.zarr``:
+
+* one array per well, ``wells/<well>``, of shape (electrodes of the well, samples) in
+  the stored integer type (ADC counts), chunked as 1 s x the whole well, so a window
+  of one well costs its seconds' chunks and nothing else;
+* each chunk compressed with pcodec (the codec chosen by measurement on realistic
+  synthetic plates, ``benchmarks/bench_archive.py``: best ratio of the well-kept
+  lossless codecs at speeds well above real time; it finds the per-channel delta
+  order itself, which is why channels are rows: a chunk flattens channel by channel)
+  and followed by a CRC32C checksum, so a corrupted chunk is an error naming the
+  archive, well and window, never silently wrong samples;
+* the group's attributes hold the layout (AxIS plate type), sampling rate, voltage
+  scale, electrode names in the source's column order, the source's ``file_id``,
+  name, kind and header metadata, and the SHA-256 of the data region.
+
+Writing verifies before the archive counts: the source's samples are hashed as they
+are read (the bytes of its data region, frame after frame), the archive is written
+beside its destination, read back and hashed the same way, the source's data region
+is read and hashed once more, and only an archive whose three digests agree is marked
+complete and renamed into place. A reader refuses an
+archive that is not marked complete.
+
+:class:`RawArchive` is a :class:`~transforms.recording.continuous.ContinuousSource`,
+so detection, raw access and re-ingest read it like the original file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import numpy as np
+
+from transforms.errors import DecodeError, InvalidArgument, UnsupportedRecording
+from transforms.recording.continuous import (
+    Chunk,
+    ContinuousBase,
+    ContinuousSource,
+    counts_to_uv,
+    rows_of,
+)
+from transforms.recording.plate import PLATE_TYPES, PlateLayout
+
+#: Marks a group as a Neurocyte raw archive, with the version of this layout.
+FORMAT_KEY: Final = "neurocyte_raw_archive"
+FORMAT_VERSION: Final = 1
+#: pcodec compression level (0-12; 8 is pcodec's default, measured in the benchmark).
+DEFAULT_LEVEL: Final = 8
+#: Seconds per chunk along time.
+DEFAULT_CHUNK_S: Final = 1.0
+#: Seconds of all wells read from the source and written per step (bounds memory).
+WRITE_SLAB_S: Final = 8.0
+
+
+class ArchivedTreatment(NamedTuple):
+    """A well's treatment as the archived source stored it (an Axion WellTreatment)."""
+
+    well: str
+    treatment: str
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What :func:`write_archive` wrote.
+
+    Attributes
+    ----------
+    path
+        The archive directory (complete and verified).
+    data_sha256
+        SHA-256 of the samples in the source's frame order and byte layout.
+    stored_bytes, raw_bytes
+        Bytes on disk (chunks and metadata) and bytes of the samples.
+    """
+
+    path: Path
+    data_sha256: str
+    stored_bytes: int
+    raw_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+
+def _codecs(level: int) -> dict[str, Any]:
+    """The zarr codec chain of every well array: pcodec, then a CRC32C checksum."""
+    from zarr.codecs import Crc32cCodec, PCodec
+
+    with warnings.catch_warnings():
+        # "numcodecs codecs are not in the zarr v3 spec": pcodec is registered as
+        # numcodecs.pcodec, which zarr-python (and numcodecs-aware readers) decode.
+        warnings.simplefilter("ignore")
+        serializer = PCodec(level=level, mode_spec="auto", delta_spec="auto")
+    return {"serializer": serializer, "compressors": [Crc32cCodec()]}
+
+
+# Chunks are encoded and decoded here with exactly that chain (numcodecs' pcodec, the
+# zarr v3 crc32c codec's little-endian trailer, zarr's default ``c/<i>/<j>`` keys), in a
+# thread pool: pcodec releases the GIL, and one call per chunk avoids zarr's per-call
+# overhead. zarr-python reads the same store (tests check both paths agree).
+
+
+def _chunk_file(array_dir: Path, k: int) -> Path:
+    return array_dir / "c" / "0" / str(k)
+
+
+def _encode_chunk(block: np.ndarray, level: int) -> bytes:
+    import google_crc32c
+    import numcodecs
+
+    body = numcodecs.PCodec(level=level).encode(np.ascontiguousarray(block))
+    return bytes(body) + google_crc32c.value(bytes(body)).to_bytes(4, "little")
+
+
+def _decode_chunk(blob: bytes, out: np.ndarray, *, what: str) -> None:
+    """Check a chunk's CRC32C and decompress it into ``out`` (C-contiguous, full chunk).
+
+    Raises
+    ------
+    DecodeError
+        A checksum mismatch or undecodable content, naming ``what``.
+    """
+    import google_crc32c
+    from pcodec import standalone
+
+    body, trailer = blob[:-4], blob[-4:]
+    if len(blob) < 4 or google_crc32c.value(body) != int.from_bytes(trailer, "little"):
+        raise DecodeError(f"{what}: checksum mismatch (CRC32C): the chunk is corrupt")
+    try:
+        n = standalone.simple_decompress_into(body, out.reshape(-1))
+    except (RuntimeError, ValueError) as exc:
+        raise DecodeError(f"{what}: undecodable chunk ({exc})") from exc
+    got = getattr(n, "n_processed", None)
+    if got is not None and got != out.size:
+        raise DecodeError(f"{what}: chunk holds {got} samples, {out.size} expected")
+
+
+def _wells_of(electrodes: Sequence[str]) -> dict[str, list[int]]:
+    """Well -> source columns of its electrodes, in source order, wells in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(electrodes):
+        groups.setdefault(name.split("_", 1)[0], []).append(i)
+    return groups
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def source_digest(source: ContinuousSource, *, slab_samples: int) -> str:
+    """SHA-256 of a source's samples: every frame in order, little-endian, all columns."""
+    digest = hashlib.sha256()
+    for start in range(0, source.n_samples, slab_samples):
+        block = source.read_counts(start, min(source.n_samples, start + slab_samples))
+        digest.update(np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("<")).data)
+    return digest.hexdigest()
+
+
+def write_archive(
+    source: ContinuousSource,
+    dest: str | Path,
+    *,
+    file_id: str,
+    source_name: str,
+    source_kind: str,
+    source_uri: str | None = None,
+    source_size_bytes: int | None = None,
+    level: int = DEFAULT_LEVEL,
+    chunk_s: float = DEFAULT_CHUNK_S,
+    workers: int = 2,
+) -> ArchiveInfo:
+    """Archive a continuous recording losslessly, verified, at ``dest`` (``<file_id>.zarr``).
+
+    Parameters
+    ----------
+    source
+        The opened recording (integer samples; ``layout`` attribute required).
+    dest
+        The archive directory to create (replaced if it exists).
+    file_id, source_name, source_kind
+        The source's content hash, file name and registry kind, stored as provenance.
+    source_uri, source_size_bytes
+        Where the original landed and its size (a re-ingest from the archive records
+        them as the original's).
+    level
+        pcodec level.
+    chunk_s
+        Chunk length along time (seconds).
+    workers
+        Threads compressing chunks.
+
+    Returns
+    -------
+    ArchiveInfo
+        The archive and its digest and sizes.
+
+    Raises
+    ------
+    UnsupportedRecording
+        Floating-point samples (not ADC counts) or no plate layout.
+    DecodeError
+        The archive read back does not hash to the source's digest (nothing is left
+        at ``dest`` then).
+    """
+    import zarr
+
+    dtype = np.dtype(source.read_counts(0, 1).dtype)
+    if dtype.kind not in "iu":
+        raise UnsupportedRecording(
+            f"{source_name}: samples are {dtype}, not integer ADC counts: nothing to archive"
+        )
+    layout: PlateLayout | None = getattr(source, "layout", None)
+    if layout is None:
+        raise UnsupportedRecording(f"{source_name}: no plate layout to archive with")
+    if not (math.isfinite(chunk_s) and chunk_s > 0):
+        raise InvalidArgument(f"chunk_s must be positive, got {chunk_s}")
+    dest = Path(dest)
+    fs = float(source.sampling_rate_hz)
+    n = int(source.n_samples)
+    chunk = max(1, round(chunk_s * fs))
+    slab = chunk * max(1, round(WRITE_SLAB_S / chunk_s))
+    wells = _wells_of(source.electrodes)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    recorded_at = getattr(source, "recorded_at", None)
+    meta_fn = getattr(source, "plate_metadata", None)
+    attrs = {
+        FORMAT_KEY: FORMAT_VERSION,
+        "complete": False,
+        "file_id": file_id,
+        "source_name": source_name,
+        "source_kind": source_kind,
+        "source_uri": source_uri,
+        "source_size_bytes": source_size_bytes,
+        "plate_type": layout.plate_type,
+        "layout": layout.name,
+        "sampling_rate_hz": fs,
+        "voltage_scale_uv_per_count": float(source.voltage_scale_uv_per_count),
+        "n_samples": n,
+        "dtype": dtype.str,
+        "electrodes": list(source.electrodes),
+        "wells": list(wells),
+        "chunk_samples": chunk,
+        "codec": {"serializer": "pcodec", "level": level, "checksum": "crc32c"},
+        "recorded_at": recorded_at.isoformat() if recorded_at is not None else None,
+        "flags": list(getattr(source, "flags", ())),
+        "plate_map": {e.well: e.treatment for e in getattr(source, "plate_map", ())},
+        "plate_metadata": json.loads(
+            json.dumps(meta_fn() if callable(meta_fn) else {}, default=_json_default)
+        ),
+    }
+    try:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=attrs)
+        for w, cols in wells.items():
+            root.create_array(
+                f"wells/{w}",
+                shape=(len(cols), n),
+                chunks=(len(cols), chunk),
+                dtype=dtype,
+                fill_value=0,
+                attributes={"electrodes": [source.electrodes[c] for c in cols]},
+                **_codecs(level),
+            )
+        digest = hashlib.sha256()
+
+        def put(w: str, k: int, block: np.ndarray) -> None:
+            if block.shape[1] < chunk:  # the edge chunk is stored whole, as zarr does
+                block = np.pad(block, ((0, 0), (0, chunk - block.shape[1])))
+            target = _chunk_file(tmp / "wells" / w, k)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_encode_chunk(block, level))
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for start in range(0, n, slab):
+                stop = min(n, start + slab)
+                block = source.read_counts(start, stop)
+                digest.update(np.ascontiguousarray(block, dtype=dtype.newbyteorder("<")).data)
+                jobs = [
+                    pool.submit(put, w, k // chunk, block[k - start : k - start + chunk, cols].T)
+                    for k in range(start, stop, chunk)
+                    for w, cols in wells.items()
+                ]
+                for job in jobs:
+                    job.result()
+        expected = digest.hexdigest()
+        with _open(tmp, require_complete=False, workers=workers) as back:
+            written = source_digest(back, slab_samples=slab)
+        if written != expected:
+            raise DecodeError(
+                f"{source_name}: archive read back hashes to {written}, the samples written "
+                f"to {expected}: archive discarded"
+            )
+        again = source_digest(source, slab_samples=slab)  # the source, read once more
+        if again != expected:
+            raise DecodeError(
+                f"{source_name}: the source's data region now hashes to {again}, the samples "
+                f"archived to {expected} (the source changed while archiving): archive discarded"
+            )
+        root.attrs.update({"complete": True, "data_sha256": expected})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
+    raw_bytes = n * len(source.electrodes) * dtype.itemsize
+    return ArchiveInfo(dest, expected, _tree_bytes(dest), raw_bytes)
+
+
+class RawArchive(ContinuousBase):
+    """An opened raw archive: a continuous source with random access to window x channels.
+
+    Attributes
+    ----------
+    path, layout, sampling_rate_hz, voltage_scale_uv_per_count, n_samples, duration_s,
+    electrodes, recorded_at
+        As for the archived source (electrodes in its column order).
+    file_id, source_name, source_kind, data_sha256
+        Provenance of the archived source.
+    """
+
+    def __init__(self, path: Path, *, require_complete: bool = True, workers: int = 2) -> None:
+        import zarr
+
+        self.path = path
+        self.source_name = path.name
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the pcodec codec warning, see _codecs
+                root: Any = zarr.open_group(str(path), mode="r", zarr_format=3)
+                attrs: dict[str, Any] = dict(root.attrs)
+                self._rows = {w: int(root[f"wells/{w}"].shape[0]) for w in attrs.get("wells", ())}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DecodeError(f"{path.name}: not a readable raw archive ({exc})") from exc
+        if attrs.get(FORMAT_KEY) != FORMAT_VERSION:
+            raise UnsupportedRecording(
+                f"{path.name}: not a Neurocyte raw archive (version {attrs.get(FORMAT_KEY)!r})"
+            )
+        if require_complete and not attrs.get("complete"):
+            raise DecodeError(
+                f"{path.name}: archive is incomplete (never verified against its source): "
+                "archive the recording again"
+            )
+        layout = PLATE_TYPES.get(int(attrs["plate_type"]))
+        if layout is None:
+            raise UnsupportedRecording(f"{path.name}: unknown plate type {attrs['plate_type']}")
+        self.layout: PlateLayout = layout
+        self.attrs = attrs
+        self.file_id: str = attrs["file_id"]
+        self.source_kind: str = attrs["source_kind"]
+        self.source_uri: str | None = attrs.get("source_uri")
+        self.source_size_bytes: int | None = attrs.get("source_size_bytes")
+        self.data_sha256: str | None = attrs.get("data_sha256")
+        self.sampling_rate_hz = float(attrs["sampling_rate_hz"])
+        self.voltage_scale_uv_per_count = float(attrs["voltage_scale_uv_per_count"])
+        self.n_samples = int(attrs["n_samples"])
+        self.duration_s = self.n_samples / self.sampling_rate_hz
+        self.electrodes: tuple[str, ...] = tuple(attrs["electrodes"])
+        self._dtype = np.dtype(attrs["dtype"])
+        at = attrs.get("recorded_at")
+        self.recorded_at = dt.datetime.fromisoformat(at) if at else None
+        self.flags: tuple[str, ...] = tuple(attrs.get("flags", ()))
+        self.plate_map: tuple[ArchivedTreatment, ...] = tuple(
+            ArchivedTreatment(w, t) for w, t in dict(attrs.get("plate_map", {})).items()
+        )
+        self._chunk = int(attrs["chunk_samples"])
+        self._pool = ThreadPoolExecutor(max(1, workers))
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        #: Decoded chunks kept: three seconds of every well.
+        self._cache_size = 3 * max(1, len(self._rows))
+        # source column -> (well, row inside the well's array)
+        self._where: list[tuple[str, int]] = [("", 0)] * len(self.electrodes)
+        for w, cols in _wells_of(self.electrodes).items():
+            for r, c in enumerate(cols):
+                self._where[c] = (w, r)
+
+    def __enter__(self) -> RawArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"RawArchive({self.path.name!r}, layout={self.layout.name!r}, "
+            f"channels={len(self.electrodes)}, duration_s={self.duration_s:.3f})"
+        )
+
+    def plate_metadata(self) -> dict[str, Any]:
+        """The archived source's header metadata (times as datetimes again)."""
+        meta: dict[str, Any] = dict(self.attrs.get("plate_metadata") or {})
+        for key, value in meta.items():
+            if key.endswith("_at") and isinstance(value, str):
+                try:
+                    meta[key] = dt.datetime.fromisoformat(value)
+                except ValueError:
+                    continue
+        return meta
+
+    def _load(self, well: str, k: int) -> np.ndarray:
+        fs = self.sampling_rate_hz
+        what = (
+            f"{self.path.name}: chunk {k} of well {well} "
+            f"([{k * self._chunk / fs:g}, {(k + 1) * self._chunk / fs:g}) s)"
+        )
+        try:
+            blob = _chunk_file(self.path / "wells" / well, k).read_bytes()
+        except OSError as exc:
+            raise DecodeError(f"{what}: missing or unreadable ({exc})") from exc
+        out = np.empty((self._rows[well], self._chunk), dtype=self._dtype)
+        _decode_chunk(blob, out, what=what)
+        return out
+
+    def _chunks(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
+        """Decoded chunks, from the cache or decompressed in parallel (then cached).
+
+        The cache holds the last few chunks of every well, so a reader whose windows
+        do not fall on chunk borders (detection's filter blocks) or that reads the
+        columns of one well in several calls decompresses each chunk once.
+        """
+        with self._lock:
+            found = {key: self._cache[key] for key in keys if key in self._cache}
+            for key in found:
+                self._cache.move_to_end(key)
+        missing = [key for key in keys if key not in found]
+        jobs = [self._pool.submit(self._load, w, k) for w, k in missing]
+        for key, job in zip(missing, jobs, strict=True):
+            found[key] = job.result()
+        with self._lock:
+            for key in missing:
+                self._cache[key] = found[key]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    def read_counts(
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Stored counts of frames ``[start_sample, stop_sample)``, (samples, channels).
+
+        Only the chunks of the wells the columns belong to and of the window are read
+        and decompressed. ``out`` as in the other sources.
+        """
+        start = max(0, int(start_sample))
+        stop = min(self.n_samples, int(stop_sample))
+        cols = (
+            np.arange(len(self.electrodes))
+            if columns is None
+            else np.asarray(columns, dtype=np.int64)
+        )
+        dest = rows_of(out, max(0, stop - start), len(cols), self._dtype)
+        if stop <= start or len(cols) == 0:
+            return dest
+        by_well: dict[str, list[tuple[int, int]]] = {}
+        for j, c in enumerate(cols):
+            well, row = self._where[int(c)]
+            by_well.setdefault(well, []).append((j, row))
+        size = self._chunk
+        ks = range(start // size, -(-stop // size))
+        chunks = self._chunks([(w, k) for w in by_well for k in ks])
+        for well, picks in by_well.items():
+            js = np.fromiter((j for j, _ in picks), dtype=np.int64, count=len(picks))
+            rows = np.fromiter((r for _, r in picks), dtype=np.int64, count=len(picks))
+            for k in ks:
+                a, b = max(start, k * size), min(stop, (k + 1) * size)
+                dest[a - start : b - start, js] = chunks[(well, k)][
+                    rows, a - k * size : b - k * size
+                ].T
+        return dest
+
+    def read(
+        self,
+        start_s: float,
+        stop_s: float,
+        *,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Voltages of a window, (samples, channels) float32 µV (as ``AxionFile.read``)."""
+        if not (math.isfinite(start_s) and math.isfinite(stop_s)) or not 0 <= start_s <= stop_s:
+            raise InvalidArgument(f"{self.path.name}: bad window [{start_s}, {stop_s}] s")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        k0 = round(start_s * self.sampling_rate_hz)
+        k1 = round(stop_s * self.sampling_rate_hz)
+        return counts_to_uv(self.read_counts(k0, k1, columns=cols), self.voltage_scale_uv_per_count)
+
+    def iter_chunks(
+        self,
+        *,
+        chunk_s: float,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+    ) -> Iterator[Chunk]:
+        """Consecutive windows of ``chunk_s`` seconds in µV (the last may be shorter)."""
+        if not (math.isfinite(chunk_s) and chunk_s > 0):
+            raise InvalidArgument(f"{self.path.name}: chunk_s must be positive, got {chunk_s}")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        step = max(1, round(chunk_s * self.sampling_rate_hz))
+        for k in range(0, self.n_samples, step):
+            counts = self.read_counts(k, k + step, columns=cols)
+            yield Chunk(
+                k, k / self.sampling_rate_hz, counts_to_uv(counts, self.voltage_scale_uv_per_count)
+            )
+
+    def verify(self) -> str:
+        """Decompress every chunk and check the samples against the stored digest.
+
+        Raises
+        ------
+        DecodeError
+            A corrupt chunk, or samples that no longer hash to ``data_sha256``.
+        """
+        slab = int(self.attrs["chunk_samples"]) * max(1, round(WRITE_SLAB_S))
+        got = source_digest(self, slab_samples=slab)
+        if got != self.data_sha256:
+            raise DecodeError(
+                f"{self.path.name}: samples hash to {got}, the archive recorded {self.data_sha256}"
+            )
+        return got
+
+
+def _open(path: Path, *, require_complete: bool, workers: int = 2) -> RawArchive:
+    return RawArchive(path, require_complete=require_complete, workers=workers)
+
+
+def open_raw_archive(path: str | Path) -> RawArchive:
+    """Open a complete (verified) raw archive.
+
+    Raises
+    ------
+    DecodeError
+        Unreadable, or never completed (interrupted before verification).
+    UnsupportedRecording
+        Not a Neurocyte raw archive, or an unknown plate type.
+    """
+    return _open(Path(path), require_complete=True)
