@@ -120,7 +120,6 @@ def main() -> None:
 
             runners[profile] = ours
         if si is not None:
-
             jobs = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
             # SpikeInterface >= 0.101 takes job settings as job_kwargs=..., older
             # releases (the one that installs beside zarr 3) as keywords.
