@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Final
 
 from transforms import spec
 from transforms.errors import LakeError, SpecError
-from transforms.lake import delta as lakeio
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -61,6 +60,8 @@ CUT_ATTEMPTS: Final = 20
 
 
 def _snapshot(table: str, *, lake: str | None) -> TableSnapshot:
+    from transforms.lake import delta as lakeio  # pyarrow + deltalake: not for `neurocyte sql`
+
     if not lakeio.table_exists(table, lake=lake):
         return TableSnapshot(-1, (), ())
     version, uris = lakeio.snapshot_files(table, lake=lake)
@@ -83,6 +84,8 @@ def consistent_cut(*, lake: str | None = None) -> dict[str, TableSnapshot]:
     LakeError
         If the log moved during each of :data:`CUT_ATTEMPTS` tries.
     """
+    from transforms.lake import delta as lakeio
+
     delay = 0.02
     for _ in range(CUT_ATTEMPTS):
         log = _snapshot(spec.INGEST_LOG, lake=lake)
@@ -111,6 +114,8 @@ def _source_expr(table: str, snap: TableSnapshot) -> str:
                 "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
         return "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
+    from transforms.lake import delta as lakeio
+
     files = ", ".join(sql_literal(lakeio.local_path(u)) for u in snap.uris)
     if table == spec.INGEST_LOG:
         source = f"read_parquet([{files}], union_by_name = true)"
