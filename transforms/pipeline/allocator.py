@@ -105,15 +105,18 @@ def limit_blas_threads() -> int | None:
     ``scripts/feature_digests.py``).
 
     Libraries already loaded are limited through threadpoolctl; the environment
-    variables cover those loaded later. A user's own ``OPENBLAS_NUM_THREADS``
-    (or ``OMP_``/``MKL_``) is left alone, as is ``NEUROCYTE_BLAS_THREADS=0``.
+    variables (``OPENBLAS_``/``MKL_NUM_THREADS``, not ``OMP_NUM_THREADS``, which
+    would also size Arrow's thread pool) cover those loaded later. A user's own
+    ``OPENBLAS_NUM_THREADS`` (or ``OMP_``/``MKL_``) is left alone, as is
+    ``NEUROCYTE_BLAS_THREADS=0``.
     """
     if _blas_limited:
         return _blas_limited[0]
     wanted = int(os.environ.get(BLAS_ENV, "1") or "1")
     if wanted <= 0 or any(v in os.environ for v in _BLAS_VARS):
         return None
-    for var in _BLAS_VARS:
+    # not OMP_NUM_THREADS: Arrow sizes its own thread pool from it
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(wanted)
     from threadpoolctl import threadpool_limits
 
