@@ -67,7 +67,9 @@ def suite_columns(table: str, columns: list[str], *, keep: str) -> list[str]:
     a row condition's text (a superset). Handing GX only these changes no
     expectation's result, and GX's pandas engine costs per column of the frame
     it is given (each row-condition query and the column-type metric walk all
-    of them): the 62-column cell-feature rows are read through 15.
+    of them): the 62-column cell-feature rows are read through 15. Checked on the
+    corpus: every expectation's result is identical; only the batch marker
+    ``pandas_data_fingerprint`` differs (it hashes the frame GX was given).
     """
     names, conditions = _suite_reads(table)
     return [c for c in columns if c == keep or c in names or any(c in cond for cond in conditions)]
