@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from typing import Final
 
@@ -112,7 +113,11 @@ def limit_blas_threads() -> int | None:
     """
     if _blas_limited:
         return _blas_limited[0]
-    wanted = int(os.environ.get(BLAS_ENV, "1") or "1")
+    text = os.environ.get(BLAS_ENV, "1").strip() or "1"
+    if not text.isdigit():
+        logging.getLogger(__name__).warning("%s=%r is not a count: using 1", BLAS_ENV, text)
+        text = "1"
+    wanted = int(text)
     if wanted <= 0 or any(v in os.environ for v in _BLAS_VARS):
         return None
     # not OMP_NUM_THREADS: Arrow sizes its own thread pool from it
