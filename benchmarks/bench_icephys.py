@@ -4,11 +4,19 @@ Prints the median and p90 of ``extract_features`` (default parameters, so
 sweep QC passes and the cell features, tau fits included, are computed) in an
 ingest worker's process, with the malloc settings ``stage_file`` applies
 (:mod:`transforms.allocator`), and first with glibc's defaults; then the
-median of decoding (``read_abf``) and of decode + features per cell, the
-ratio to IPFX 2.1.2's time on the same file (``ipfx_seconds`` in the reference
-JSON) and the ratio to a naive baseline measured in the same run: the IPFX
-approach of filtering each whole sweep separately and looping over spikes in
-Python for peaks, upstrokes, thresholds and troughs.
+median of decoding (``read_abf``) and of decode + features per cell, and the
+ratio to a naive baseline measured in the same run: the IPFX approach of
+filtering each whole sweep separately and looping over spikes in Python for
+peaks, upstrokes, thresholds and troughs.
+
+IPFX itself, measured live in the same run on the four IPFX reference files:
+IPFX 2.1.2 runs in its own venv (``$NEUROCYTE_IPFX_PYTHON``, else
+``<tmp>/neurocyte-ipfx-env``, created with ``uv venv`` + ``uv pip install
+ipfx==2.1.2`` when missing), timed by ``benchmarks/ipfx_timing.py``, on the same
+window both ways: IPFX's own window against the project with
+``stim_window="ipfx"``, and the project's default first-epoch window against
+IPFX given that window. When IPFX cannot be installed, the stored reference time
+is printed instead, labelled as such.
 
 Run: ``uv run python benchmarks/bench_icephys.py``
 """
@@ -31,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transforms.formats.abf import read_abf
-from transforms.icephys.extract import extract_features
+from transforms.icephys.extract import IcephysParams, extract_features
 from transforms.icephys.filters import bessel_cutoff_khz, dvdt_mv_per_ms
 from transforms.icephys.stimulus import describe_stimulus
 from transforms.pipeline.allocator import retain_freed_memory
@@ -85,9 +93,110 @@ def timed(fn, n: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.array(out)
 
 
+IPFX_FILES = ("171116sh_0018.abf", "17o05028_ic_steps.abf", "File_axon_5.abf", "190619B_0003.abf")
+
+
+def ipfx_python() -> Path | None:
+    """A Python with ipfx 2.1.2: ``$NEUROCYTE_IPFX_PYTHON`` or a venv made here with uv."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    given = os.environ.get("NEUROCYTE_IPFX_PYTHON")
+    if given:
+        return Path(given)
+    env = Path(tempfile.gettempdir()) / "neurocyte-ipfx-env"
+    py = env / "bin" / "python"
+    check = [str(py), "-c", "import ipfx"]
+    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py
+    uv = shutil.which("uv")
+    if uv is None:
+        return None
+    for cmd in (
+        [uv, "venv", "--quiet", "--python", "3.11", str(env)],
+        [uv, "pip", "install", "--quiet", "--python", str(py), "ipfx==2.1.2"],
+    ):
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            return None
+    return py if subprocess.run(check, capture_output=True).returncode == 0 else None
+
+
+def _project_window(rec: IcephysRecording) -> tuple[float, float]:
+    """The most common long-square window of the project's default analysis."""
+    rows = extract_features(rec).sweeps.to_pylist()
+    wins = [
+        (r["stim_start_s"], r["stim_end_s"]) for r in rows if r["stimulus_kind"] == "long_square"
+    ]
+    return max(set(wins), key=wins.count)
+
+
+def compare_ipfx() -> None:
+    """Project vs IPFX, same run, same file, same window (both ways)."""
+    import subprocess
+
+    py = ipfx_python()
+    if py is None:
+        ref = json.loads((ABF / "ipfx_reference.json").read_text())
+        print(
+            "IPFX could not be installed: STORED reference only (not measured in this run): "
+            f"{float(ref[FILE]['ipfx_seconds']) * 1e3:.0f} ms for {FILE}"
+        )
+        return
+    script = Path(__file__).with_name("ipfx_timing.py")
+    print(f"IPFX 2.1.2 measured live ({py}); median of 7 runs each, wall / CPU, load {_load()}")
+    ratios: dict[str, list[float]] = {"ipfx": [], "first_epoch": []}
+    for name in IPFX_FILES:
+        rec = read_abf(ABF / name)
+        start, end = _project_window(rec)
+        for label, window, params in (
+            ("ipfx", "ipfx", IcephysParams(stim_window="ipfx")),
+            ("first_epoch", f"{start},{end}", IcephysParams()),
+        ):
+            extract_features(rec, params=params)
+            ours = timed(lambda r=rec, p=params: extract_features(r, params=p), 15)  # type: ignore[misc]
+            cpu0 = time.process_time()
+            for _ in range(5):
+                extract_features(rec, params=params)
+            ours_cpu = (time.process_time() - cpu0) / 5
+            out = subprocess.run(
+                [str(py), str(script), str(ABF / name), "--window", window],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                print(f"  {name} {label}: IPFX failed: {out.stderr.strip()[-300:]}")
+                continue
+            ipfx = json.loads(out.stdout.strip().splitlines()[-1])
+            med = float(np.median(ours))
+            ratio = ipfx["median_s"] / med
+            ratios[label].append(ratio)
+            w0, w1 = ipfx["window_s"]
+            print(
+                f"  {name:<24} {label:<11} window {w0:.4f}-{w1:.4f} s: project {med * 1e3:6.1f} ms"
+                f" ({ours_cpu * 1e3:5.1f} CPU), IPFX {ipfx['median_s'] * 1e3:6.1f} ms"
+                f" ({ipfx['cpu_median_s'] * 1e3:5.1f} CPU, {ipfx['spikes']} spikes)"
+                f" -> x{ratio:.1f} (CPU x{ipfx['cpu_median_s'] / ours_cpu:.1f})"
+            )
+    for label, values in ratios.items():
+        if values:
+            print(
+                f"  speed-up vs IPFX, {label} window: median x{float(np.median(values)):.1f} "
+                f"(range x{min(values):.1f}-x{max(values):.1f}, target >= x10)"
+            )
+    print(
+        "  note: the project's default also runs sweep QC and gates the cell features on it;"
+        " IPFX's analysis does no sweep QC"
+    )
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f}/{five:.1f}"
+
+
 def main() -> None:
-    ref = json.loads((ABF / "ipfx_reference.json").read_text())
-    ipfx_s = float(ref[FILE]["ipfx_seconds"])
+    print(f"load average {_load()} (1/5 min) on {os.cpu_count()} cores")
     rec = read_abf(ABF / FILE)
     extract_features(rec)  # warm-up: imports, filter design cache
     # glibc's default malloc first (it cannot be restored once tuned), then the
@@ -115,10 +224,10 @@ def main() -> None:
         f"decode + features per cell median: {float(np.median(both)) * 1e3:.2f} ms"
         f"  p90: {float(np.percentile(both, 90)) * 1e3:.2f} ms"
     )
-    print(f"IPFX 2.1.2 reference: {ipfx_s * 1e3:.0f} ms  -> speed-up x{ipfx_s / med:.1f}")
     naive_med = float(np.median(naive))
     print(f"naive per-spike loops (same run) median: {naive_med * 1e3:.1f} ms")
     print(f"  -> speed-up x{naive_med / med:.1f}")
+    compare_ipfx()
 
 
 if __name__ == "__main__":

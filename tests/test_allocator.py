@@ -51,3 +51,50 @@ def test_freed_arrays_are_reused_without_page_faults() -> None:
 def test_switch_off_keeps_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(allocator.ENV_SWITCH, "0")
     assert allocator.retain_freed_memory() == {}
+
+
+_BLAS_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from threadpoolctl import threadpool_info
+    from transforms.pipeline.allocator import limit_blas_threads
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    limit = limit_blas_threads()
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    print(json.dumps({"before": before, "limit": limit, "after": after}))
+    """
+)
+
+
+def _blas_probe(**env: str) -> dict[str, object]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _BLAS_PROBE],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS runs one thread anyway")
+def test_ingest_worker_runs_blas_on_one_thread() -> None:
+    got = _blas_probe()
+    assert got["before"] and max(got["before"]) > 1  # type: ignore[arg-type]
+    assert got["limit"] == 1
+    assert got["after"] and set(got["after"]) == {1}  # type: ignore[arg-type]
+
+
+def test_blas_threads_set_by_the_user_are_left_alone() -> None:
+    got = _blas_probe(OPENBLAS_NUM_THREADS="2")
+    assert got["limit"] is None
+    assert got["after"] == got["before"]
+    assert _blas_probe(NEUROCYTE_BLAS_THREADS="0")["limit"] is None

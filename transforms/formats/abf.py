@@ -56,7 +56,41 @@ def _responses(abf: Any, channel: int) -> list[np.ndarray]:
     return out
 
 
-def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np.ndarray]:
+class _DacCache:
+    """Per-file memo: each DAC's pyabf epoch table and command waveforms, built once."""
+
+    def __init__(self) -> None:
+        self.tables: dict[int, Any] = {}
+        self.commands: dict[int, list[np.ndarray]] = {}
+
+
+def _dac_source(abf: Any, dac: int) -> tuple[int, int]:
+    """``(nWaveformEnable, nWaveformSource)`` of a DAC (0, 0 beyond the header's DACs)."""
+    header = abf._headerV1 if abf.abfVersion["major"] == 1 else abf._dacSection
+    enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
+    source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
+    return int(enabled), int(source)
+
+
+def _epoch_table(abf: Any, dac: int, cache: _DacCache) -> Any | None:
+    """pyabf's epoch table of a DAC when its commands come from it, else None.
+
+    That is a fixed-length file whose DAC waveform is enabled and defined by the
+    protocol's epoch table (source 1) and not an ABF1 stimulus-file waveform.
+    """
+    if dac in cache.tables:
+        return cache.tables[dac]
+    enabled, source = _dac_source(abf, dac)
+    table = None
+    if _fixed_length(abf) and enabled and source == 1:
+        import pyabf.waveform
+
+        table = pyabf.waveform.EpochTable(abf, dac)
+    cache.tables[dac] = table
+    return table
+
+
+def _commands(abf: Any, dac: int, cache: _DacCache) -> list[np.ndarray]:
     """Every sweep's command waveform of a DAC, as pyabf's ``sweepC`` would give it.
 
     pyabf's ``setSweep``/``sweepC`` rebuild the whole epoch table (all sweeps)
@@ -64,21 +98,16 @@ def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np
     table the table is built once here. Anything else (DAC files, variable-
     length sweeps, disabled waveforms) goes through pyabf's own path.
     """
-    if dac in cache:
-        return cache[dac]
-    import pyabf.waveform
-
-    header = abf._headerV1 if abf.abfVersion["major"] == 1 else abf._dacSection
-    enabled = header.nWaveformEnable[dac] if dac < len(header.nWaveformEnable) else 0
-    source = header.nWaveformSource[dac] if dac < len(header.nWaveformSource) else 0
+    if dac in cache.commands:
+        return cache.commands[dac]
+    enabled, source = _dac_source(abf, dac)
     n = abf.sweepPointCount
     if abf.abfVersion["major"] == 1 and enabled and source == 2:
         # An ABF1 waveform read from a stimulus file: pyabf cannot render it (its
         # findStimulusWaveformFile raises UnboundLocalError for ABF1), and the
         # file is not shipped with the recording anyway, so the command is unknown.
         out = [np.full(n, np.nan) for _ in range(abf.sweepCount)]
-    elif _fixed_length(abf) and enabled and source == 1:
-        table = pyabf.waveform.EpochTable(abf, dac)
+    elif (table := _epoch_table(abf, dac, cache)) is not None:
         out = [
             np.asarray(table.epochWaveformsBySweep[k].getWaveform()[:n], dtype=np.float64)
             for k in range(abf.sweepCount)
@@ -88,26 +117,66 @@ def _commands(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> list[np
         for number in range(abf.sweepCount):
             abf.setSweep(number, channel=dac)
             out.append(np.asarray(abf.sweepC, dtype=np.float64))
-    cache[dac] = out
+    cache.commands[dac] = out
     return out
 
 
-def _command_active(abf: Any, dac: int, cache: dict[int, list[np.ndarray]]) -> bool:
+def _step_levels(wave: Any, n_samples: int) -> list[float] | None:
+    """The finite levels one sweep's command takes, in order, if it is made of steps only.
+
+    ``wave`` is pyabf's ``EpochSweepWaveform`` of the sweep: segments
+    ``[p1, p2)`` each filled with one level ("Step"). The waveform pyabf would
+    synthesise (NaN, then each segment written in turn, cut to ``n_samples``)
+    holds exactly the levels of the segments that keep samples, in this order,
+    when the segments are in order, do not overlap and fit. Anything else (a
+    ramp, pulse train or other epoch type, segments out of order or past the
+    end) gives None: the waveform is then built to find out.
+    """
+    total = wave.p2s[-1] if wave.p2s else 0
+    end = 0
+    levels: list[float] = []
+    for p1, p2, level, kind in zip(wave.p1s, wave.p2s, wave.levels, wave.types, strict=True):
+        if kind != "Step" or not end <= p1 <= p2 <= total:
+            return None
+        end = p2
+        if min(p2, n_samples) > min(p1, n_samples) and np.isfinite(level):
+            levels.append(float(level))
+    return levels
+
+
+def _command_active(abf: Any, dac: int, cache: _DacCache) -> bool:
     """Whether DAC ``dac``'s waveform changes within or across sweeps.
 
     pyabf synthesises the waveform from the protocol's epoch table; a DAC that
     only holds a level (or is unused) gives the same constant on every sweep.
+    For step protocols this is read from the epoch table's levels per sweep,
+    without synthesising a waveform per sweep (a DAC left idle beside the
+    active one used to cost a full waveform for every sweep); the answer is
+    the one the waveforms give (same rule, same order of checks).
     """
+    # per sweep: (lowest, highest, first) finite level, or None for no finite value
+    spans: list[tuple[float, float, float] | None] | None = None
+    table = _epoch_table(abf, dac, cache) if dac not in cache.commands else None
+    if table is not None:
+        n = abf.sweepPointCount
+        steps = [_step_levels(table.epochWaveformsBySweep[k], n) for k in range(abf.sweepCount)]
+        if all(levels is not None for levels in steps):
+            spans = [(min(lv), max(lv), lv[0]) if lv else None for lv in steps if lv is not None]
+    if spans is None:
+        spans = []
+        for c in _commands(abf, dac, cache):
+            fin = c[np.isfinite(c)]
+            spans.append((float(fin.min()), float(fin.max()), float(fin[0])) if fin.size else None)
     first: float | None = None
-    for c in _commands(abf, dac, cache):
-        fin = c[np.isfinite(c)]
-        if not fin.size:
+    for span in spans:
+        if span is None:
             continue
-        if fin.min() != fin.max():
+        lo, hi, start = span
+        if lo != hi:
             return True
         if first is None:
-            first = float(fin[0])
-        elif fin[0] != first:
+            first = start
+        elif start != first:
             return True
     return False
 
@@ -117,7 +186,7 @@ def _choose_channel(
     adc_units: list[str],
     dac_units: list[str],
     name: str,
-    cache: dict[int, list[np.ndarray]],
+    cache: _DacCache,
 ) -> tuple[ClampMode, int, int | None, list[str]]:
     """Clamp mode, recorded channel, command DAC and reader flags of a file.
 
@@ -298,7 +367,7 @@ def _decode(abf: Any, path: Path) -> IcephysRecording:
     adc_units = [_clean(u) for u in abf.adcUnits]
     dac_units = [_clean(u) for u in abf.dacUnits]
     gap_free = int(getattr(abf, "nOperationMode", 5)) == _GAP_FREE
-    cache: dict[int, list[np.ndarray]] = {}
+    cache = _DacCache()
     mode, channel, dac, qc_flags = _choose_channel(abf, adc_units, dac_units, path.name, cache)
 
     qc_flags += _ignored_channels(abf, adc_units, channel)

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Final
 
 from transforms import spec
 from transforms.errors import LakeError, SpecError
-from transforms.lake import delta as lakeio
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -77,6 +76,8 @@ CUT_ATTEMPTS: Final = 20
 
 
 def _snapshot(table: str, *, lake: str | None) -> TableSnapshot:
+    from transforms.lake import delta as lakeio  # pyarrow + deltalake: not for `neurocyte sql`
+
     if not lakeio.table_exists(table, lake=lake):
         return TableSnapshot(-1, (), ())
     version, uris = lakeio.snapshot_files(table, lake=lake)
@@ -99,6 +100,8 @@ def consistent_cut(*, lake: str | None = None) -> dict[str, TableSnapshot]:
     LakeError
         If the log moved during each of :data:`CUT_ATTEMPTS` tries.
     """
+    from transforms.lake import delta as lakeio
+
     delay = 0.02
     for _ in range(CUT_ATTEMPTS):
         log = _snapshot(spec.INGEST_LOG, lake=lake)
@@ -123,6 +126,8 @@ def _file_list(uris: tuple[str, ...], *, base: Path | None) -> str:
     prefixed at bind time by ``neurocyte_catalog_dir()``; otherwise the URIs as they
     are (an ``s3://`` lake).
     """
+    from transforms.lake import delta as lakeio  # pyarrow + deltalake: publish only
+
     if base is None:
         return "[" + ", ".join(sql_literal(lakeio.local_path(u)) for u in uris) + "]"
     rel = (Path(os.path.relpath(lakeio.local_path(u), base)).as_posix() for u in uris)

@@ -137,6 +137,7 @@ def stage_file(
     path = Path(path)
     started = now_utc()
     allocator.retain_freed_memory()  # this process is an ingest worker
+    allocator.limit_blas_threads()
     if (part is None) != (n_parts is None) or (
         part is not None and n_parts is not None and not 0 <= part < n_parts
     ):
