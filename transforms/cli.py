@@ -24,10 +24,13 @@ def _lake_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _print_outcome(outcome) -> None:
+    """One line per file; name and reason escaped (a name may hold a newline)."""
+    from transforms.untrusted import escape
+
     mark = {"published": "ok ", "duplicate": "dup", "quarantined": "QC!", "failed": "ERR"}
-    line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {outcome.file_name}"
+    line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {escape(outcome.file_name)}"
     if outcome.reason:
-        line += f"  -- {outcome.reason}"
+        line += f"  -- {escape(outcome.reason)}"
     print(line, flush=True)
 
 
@@ -320,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except NeurocyteError as exc:
-        print(f"neurocyte: error: {exc}", file=sys.stderr)
+        from transforms.untrusted import escape
+
+        print(f"neurocyte: error: {escape(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,10 @@ Works on a local landing zone and on ``s3://`` (see :mod:`transforms.storage`).
 A file is *new* when no attempt at the current :data:`spec.TRANSFORM_VERSION`
 exists for its content hash; a renamed copy is the same recording. Files that
 changed during the last ``settle_s`` seconds are left for a later scan.
+
+The landing zone is untrusted (:mod:`transforms.untrusted`): a local listing never
+follows a symbolic link and is bounded; each link found is a candidate of its own
+(never hashed, never read) that staging refuses and logs once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from transforms import spec
 from transforms.errors import InvalidArgument
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
+from transforms.untrusted import walk
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,17 @@ def landing_files(
     found = [o for o in storage.list_files(root) if spec.is_recording_name(o.name)]
     found = storage.settled(found, settle_s=settle_s, now=now)
     return sorted(found, key=lambda o: (o.mtime, o.uri))
+
+
+def landing_links(
+    *, landing: str | None = None, settle_s: float = 0.0, now: float | None = None
+) -> list[storage.ObjectInfo]:
+    """Symbolic links in a local landing zone (an object store has none), not followed."""
+    root = spec.landing_root(landing)
+    if spec.is_remote(root):
+        return []
+    links = [storage.ObjectInfo(str(e.path), 0, e.mtime) for e in walk(root).links]
+    return storage.settled(links, settle_s=settle_s, now=now)
 
 
 def _attempts(lake: str | None) -> tuple[set[str], dict[str, float]]:
@@ -92,6 +108,11 @@ def new_files(
     attempted, by_path = (set(), {}) if include_attempted else _attempts(lake)
     out: list[Candidate] = []
     seen: set[str] = set()
+    for link in landing_links(landing=landing, settle_s=settle_s, now=now):
+        # refused at staging, logged under the link's own path: listed again only if
+        # the link changes
+        if not (link.uri in by_path and by_path[link.uri] >= link.mtime):
+            out.append(Candidate(link.uri, link.name, spec.UNREADABLE_FILE_ID, 0))
     for obj in landing_files(landing=landing, settle_s=settle_s, now=now):
         if obj.uri in by_path and by_path[obj.uri] >= obj.mtime:
             continue  # this very file, unchanged since its attempt

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 
-from transforms import formats, spec
-from transforms.errors import DecodeError, InvalidArgument, NeurocyteError, SpecError
+from transforms import formats, spec, untrusted
+from transforms.errors import DecodeError, InvalidArgument, NeurocyteError
 from transforms.lake import delta as lakeio
 from transforms.lake import leases, storage
 from transforms.pipeline import allocator
@@ -102,7 +103,8 @@ def stage_file(
     if part is not None and not ingest_id:
         raise InvalidArgument("the parts of a file share one ingest_id: pass it")
     outcome = Outcome(
-        source_path=source_uri or (str(path.resolve()) if path.exists() else str(path)),
+        # a link is recorded under its own path, never its target's
+        source_path=source_uri or os.path.abspath(path),
         file_name=path.name,
         file_id="",
         ingest_id=spec.check_id("ingest_id", ingest_id) if ingest_id else uuid.uuid4().hex,
@@ -112,10 +114,14 @@ def stage_file(
         n_parts=n_parts,
     )
     try:
-        if not path.is_file():
-            raise SpecError(f"{path}: no such file")
+        # untrusted landing zone: a bounded name, no link (the file's or a folder's
+        # below the landing root), a regular file; its target is never read
+        untrusted.check_name(path.name)
+        root = spec.landing_root(landing)
+        if not spec.is_remote(root):
+            untrusted.check_inside(path, root)
+        before = untrusted.lstat_regular(path)
         kind = formats.kind_of(path)
-        before = path.stat()
         size = before.st_size
         outcome.file_id = storage.sha256(path)
         # The file's identity, computed once: rows record its landing URI, not the
@@ -172,7 +178,7 @@ def stage_file(
         # One read per attempt: the bytes decoded must be the bytes hashed. A file
         # rewritten meanwhile changes size, mtime or inode; such an attempt fails and
         # the file is tried again once it has settled (its new content is new).
-        after = path.stat()
+        after = os.lstat(path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
             before.st_size,
             before.st_mtime_ns,
