@@ -142,13 +142,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from transforms.lake.catalog import connect
+    from transforms.lake.catalog import check_read_only, connect
 
     con = connect(lake=args.lake, read_only=True)
     if args.interactive:
         return _interactive(con)
     if not args.query:
         raise NeurocyteError("give a query, or --interactive")
+    check_read_only(con, args.query)
     rel = con.sql(args.query)
     if rel is None:
         return 0
@@ -175,6 +176,8 @@ def _emit(rel, fmt: str, *, limit: int) -> None:
 def _interactive(con) -> int:
     import duckdb
 
+    from transforms.lake.catalog import check_read_only
+
     print("neurocyte SQL (read-only catalog). End statements with ';'. Ctrl-D to quit.")
     views = con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     print("views: " + ", ".join(r[0] for r in views))
@@ -189,10 +192,11 @@ def _interactive(con) -> int:
         if not buf.strip().endswith(";"):
             continue
         try:
+            check_read_only(con, buf)
             rel = con.sql(buf)
             if rel is not None:
                 rel.show(max_rows=100)
-        except duckdb.Error as exc:
+        except (duckdb.Error, NeurocyteError) as exc:
             print(f"error: {exc}")
         buf = ""
 
