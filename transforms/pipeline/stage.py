@@ -24,7 +24,7 @@ import pyarrow as pa
 from transforms import formats, spec, untrusted
 from transforms.errors import DecodeError, InvalidArgument, NeurocyteError
 from transforms.lake import delta as lakeio
-from transforms.lake import leases, storage
+from transforms.lake import fingerprints, leases, storage
 from transforms.pipeline import allocator
 from transforms.pipeline.landing import Target, resolve_target
 from transforms.pipeline.outcome import Outcome, now_utc, record_failure
@@ -188,6 +188,9 @@ def stage_file(
                 f"{path.name}: changed while it was being read (size {before.st_size} -> "
                 f"{after.st_size} bytes); it is retried once it has settled"
             )
+        if not source_uri and part in (None, 0):  # raw access's change detector baseline
+            fp = fingerprints.Fingerprint.of(path, before)
+            fingerprints.remember(path, fp, file_id=outcome.file_id, lake=lake)
         stage = spec.staging_dir(outcome.ingest_id, lake)
         if part is not None:
             stage = storage.join(stage, f"part-{part}")
