@@ -58,6 +58,9 @@ def test_a_huge_one_line_plate_map_gives_a_small_reason_and_page(tmp_path: Path)
     with TestClient(create_app(str(lake), require_auth=False)) as client:
         resp = client.get("/api/problems")
     assert resp.status_code == 200
+    print(
+        f"REASONS: 50 MB plate map -> reason {len(big)} chars, /api/problems {len(resp.content)} B"
+    )
     assert len(resp.content) < 20_000, len(resp.content)
     assert len(resp.json()["files"]) == 2
 
