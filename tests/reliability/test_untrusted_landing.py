@@ -105,7 +105,9 @@ def test_a_path_through_a_linked_folder_is_refused(tmp_path: Path) -> None:
     assert not (lake / "tables" / "icephys_recordings").exists()
 
 
-def test_the_dag_listing_logs_a_link_once_and_never_hashes_it(tmp_path: Path) -> None:
+def test_the_dag_listing_logs_a_link_once_and_never_hashes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     secret = _secret(tmp_path)
     folder = landing / "labA" / "WT" / "P14"
@@ -114,8 +116,15 @@ def test_the_dag_listing_logs_a_link_once_and_never_hashes_it(tmp_path: Path) ->
     found = {c.file_name: c for c in new_files(landing=str(landing), lake=str(lake))}
     assert set(found) == {"good.abf", "leak.abf"}
     assert found["leak.abf"].file_id == spec.UNREADABLE_FILE_ID  # not hashed: never opened
-    for cand in found.values():
-        stage_file(cand.path, lake=str(lake), landing=str(landing))
+    from neurocyte_tasks.ops import ingest_batch_extract  # the DAG's extract task body
+
+    monkeypatch.setenv(spec.ENV_LANDING, str(landing))
+    monkeypatch.setenv(spec.ENV_LAKE, str(lake))
+    staged = ingest_batch_extract([c.as_dict() for c in found.values()])
+    assert {o["file_name"]: o["status"] for o in staged} == {
+        "good.abf": "staged",
+        "leak.abf": "failed",
+    }
     again = new_files(landing=str(landing), lake=str(lake))
     assert [c.file_name for c in again] == ["good.abf"]  # staged, not yet committed
     from transforms.lake import delta as lakeio
