@@ -236,3 +236,14 @@ def test_long_names_are_refused_clearly(tmp_path: Path) -> None:
     assert bad.status == "failed"
     assert "file name of 250 bytes refused" in bad.reason, bad.reason
     assert "internal error" not in bad.reason and "too long" not in bad.reason.lower()
+
+
+def test_a_landing_root_named_through_a_linked_prefix_still_works(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    small_abf(real / "landing" / "labA" / "WT" / "P14" / "c.abf", seed=11)
+    (tmp_path / "alias").symlink_to(real)  # e.g. /data -> /mnt/disk1: the operator's prefix
+    landing = tmp_path / "alias" / "landing"
+    summary = ingest_paths([landing], lake=str(tmp_path / "lake"), landing=str(landing))
+    (o,) = summary.outcomes
+    assert o.status == "published", o.reason
+    assert o.partition == {"lab": "labA", "condition": "WT", "timepoint": "P14"}

@@ -98,10 +98,15 @@ def _from_path(path: Path, landing: str | None) -> dict[str, str]:
     root = spec.landing_root(landing)
     if spec.is_remote(root):
         return {}
+    absolute = Path(os.path.abspath(path))
     try:  # links below the root are refused before this (untrusted.check_inside)
-        rel = Path(os.path.abspath(path)).relative_to(Path(root))
-    except ValueError:
-        return {}
+        rel = absolute.relative_to(Path(root))
+    except ValueError:  # named through a linked prefix of the (resolved) root
+        try:
+            real_parent = Path(os.path.realpath(absolute.parent))
+            rel = (real_parent / absolute.name).relative_to(Path(root))
+        except ValueError:
+            return {}
     if len(rel.parts) != 4:
         return {}
     lab, condition, timepoint, _ = rel.parts
