@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transforms import spec
 from transforms.errors import SpecError
-from transforms.untrusted import escape, read_nofollow, walk
+from transforms.untrusted import escape, excerpt, read_nofollow, walk
 
 #: Largest sidecar read (bytes): a few metadata values.
 SIDECAR_MAX_BYTES = 256 * 1024
@@ -70,8 +70,11 @@ def read_sidecar(path: Path) -> dict[str, str]:
         raise SpecError(f"{sidecar.name}: must hold a JSON object")
     unknown = set(doc) - spec.SIDECAR_KEYS
     if unknown:
+        shown = ", ".join(excerpt(k, limit=60) for k in sorted(unknown)[:10])
+        more = f", …(+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
         raise SpecError(
-            f"{sidecar.name}: unknown keys {sorted(unknown)}; allowed: {sorted(spec.SIDECAR_KEYS)}"
+            f"{escape(sidecar.name)}: unknown keys [{shown}{more}]; "
+            f"allowed: {sorted(spec.SIDECAR_KEYS)}"
         )
     out: dict[str, str] = {}
     for key, value in doc.items():
@@ -87,7 +90,8 @@ def read_sidecar(path: Path) -> dict[str, str]:
         alias = out.pop("subject_id")
         if out.get("subject", alias) != alias:
             raise SpecError(
-                f"{sidecar.name}: subject {out['subject']!r} and subject_id {alias!r} differ; "
+                f"{escape(sidecar.name)}: subject {excerpt(out['subject'])} and subject_id "
+                f"{excerpt(alias)} differ; "
                 "give one of them"
             )
         out["subject"] = alias
