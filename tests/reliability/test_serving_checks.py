@@ -55,7 +55,7 @@ def test_a_same_size_overwrite_of_a_large_source_is_never_served(
     # treat the file as "large" (hashing it costs seconds): before the fix, such a file
     # was checked by its size only
     monkeypatch.setattr(raw, "HASH_LIMIT_BYTES", 0)
-    raw._verified.clear()
+    raw.forget_verified()
     first = fetch_snippet(fid, lake=str(lake), sweep=0, start_s=0, stop_s=0.05)
     assert first.verification == "fingerprint"  # unchanged since staged: no full hash
     original = src.read_bytes()
@@ -71,7 +71,7 @@ def test_a_same_size_overwrite_of_a_large_source_is_never_served(
     src.write_bytes(original)
     again = fetch_snippet(fid, lake=str(lake), sweep=0, start_s=0, stop_s=0.05)
     assert again.verification == "sha256"
-    raw._verified.clear()  # a new process: the stored fingerprint is used
+    raw.forget_verified()  # a new process: the stored fingerprint is used
     assert fetch_snippet(fid, lake=str(lake), sweep=0, start_s=0, stop_s=0.05).verification == (
         "fingerprint"
     )
