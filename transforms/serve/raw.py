@@ -324,6 +324,12 @@ def locate(file_id: str, *, lake: str | None = None) -> SourceRecord:
     raise LakeError(f"no published recording with file_id {file_id} in the catalog")
 
 
+def forget_verified() -> None:
+    """Drop this process's memory of verified files (the next read checks as a new process)."""
+    with _verified_lock:
+        _verified.clear()
+
+
 def verify_source(record: SourceRecord, *, verify: Verify = "auto", lake: str | None = None) -> str:
     """Check that the source file still is the content ingested as ``file_id``.
 
