@@ -163,13 +163,17 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
     @app.get("/qc-docs/{path:path}", include_in_schema=False, dependencies=guards)
     def qc_docs(path: str) -> FileResponse:
         root = qc.docs_dir(lake_root()).resolve()
-        target = (root / (path or "index.html")).resolve()
-        if not target.is_relative_to(root):
-            raise HTTPException(404, "not found")
-        if target.is_dir():
-            target = target / "index.html"
-        if not target.is_file():
-            raise HTTPException(404, f"no Data Docs page {path!r}")
+        try:  # a NUL byte or an overlong name is a malformed path: not found, not a 500
+            target = (root / (path or "index.html")).resolve()
+            if not target.is_relative_to(root):
+                raise HTTPException(404, "not found")
+            if target.is_dir():
+                target = target / "index.html"
+            found = target.is_file()
+        except (ValueError, OSError):
+            raise HTTPException(404, "not found") from None
+        if not found:
+            raise HTTPException(404, f"no Data Docs page {path[:200]!r}")
         return FileResponse(target)
 
     @app.get("/releases/{name}/{path:path}", include_in_schema=False, dependencies=guards)

@@ -161,7 +161,7 @@ def test_sweep_trace_is_read_from_the_raw_file(sample: SampleLake, con) -> None:
     for t, v in zip(spikes["peak_t_s"], spikes["peak_v_mv"], strict=True):
         k = round(t * abf.sampleRate)
         assert abs(float(abf.sweepY[k]) - v) < 2.0  # the peak is where the trace peaks
-    assert trace["verification"] == "sha256"
+    assert trace["verification"] == "fingerprint"  # unchanged since staged
 
 
 def test_raster_and_heatmap_match_the_plate_ground_truth(sample: SampleLake, con) -> None:

@@ -119,7 +119,7 @@ def test_abf_sweep_window_matches_pyabf(lake_with_both, tmp_path: Path) -> None:
     fs = abf.sampleRate
     snip = fetch_snippet(fid, lake=str(lake), sweep=sweep, start_s=0.1, stop_s=0.3)
     assert snip.kind == "icephys" and snip.unit == "mV" and snip.sweep == sweep
-    assert snip.verification == "sha256"
+    assert snip.verification == "fingerprint"  # unchanged since it was hashed at staging
     k0, k1 = round(0.1 * fs), round(0.3 * fs)
     np.testing.assert_allclose(snip.data[:, 0], abf.sweepY[k0:k1], rtol=1e-5, atol=1e-4)
     assert snip.command is not None
@@ -203,12 +203,12 @@ def test_spike_list_plate_has_no_raw_samples(tmp_path: Path) -> None:
 def test_two_seconds_of_one_well_of_a_60s_12_well_plate_under_a_second(tmp_path: Path) -> None:
     lake, fid, plate = _ingest_plate(tmp_path, duration_s=60.0)
     size = plate.raw_path.stat().st_size
-    assert size > HASH_LIMIT_BYTES  # ~1.15 GB: checked by size, never hashed per request
+    assert size > HASH_LIMIT_BYTES  # ~1.15 GB: fingerprinted at staging, never hashed per request
     timings = []
     for start in (10.0, 31.0, 52.0):
         t0 = time.perf_counter()
         snip = fetch_snippet(fid, lake=str(lake), well="B2", start_s=start, stop_s=start + 2.0)
         timings.append(time.perf_counter() - t0)
-        assert snip.data.shape == (25_000, 64) and snip.verification == "size"
+        assert snip.data.shape == (25_000, 64) and snip.verification == "fingerprint"
     print(f"2-s window of one well of a {size / 1e9:.2f} GB plate: {timings} s")
     assert max(timings) < 1.0, timings

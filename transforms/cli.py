@@ -24,6 +24,9 @@ def _lake_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _print_outcome(outcome) -> None:
+    """One line per file; name and reason escaped (a name may hold a newline)."""
+    from transforms.untrusted import escape
+
     mark = {
         "published": "ok ",
         "duplicate": "dup",
@@ -31,9 +34,9 @@ def _print_outcome(outcome) -> None:
         "quarantined": "QC!",
         "failed": "ERR",
     }
-    line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {outcome.file_name}"
+    line = f"[{mark.get(outcome.status, '?')}] {outcome.status:<11} {escape(outcome.file_name)}"
     if outcome.reason:
-        line += f"  -- {outcome.reason}"
+        line += f"  -- {escape(outcome.reason)}"
     print(line, flush=True)
 
 
@@ -147,13 +150,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from transforms.lake.catalog import connect
+    from transforms.lake.catalog import check_read_only, connect
 
     con = connect(lake=args.lake, read_only=True)
     if args.interactive:
         return _interactive(con)
     if not args.query:
         raise NeurocyteError("give a query, or --interactive")
+    check_read_only(con, args.query)
     rel = con.sql(args.query)
     if rel is None:
         return 0
@@ -180,6 +184,8 @@ def _emit(rel, fmt: str, *, limit: int) -> None:
 def _interactive(con) -> int:
     import duckdb
 
+    from transforms.lake.catalog import check_read_only
+
     print("neurocyte SQL (read-only catalog). End statements with ';'. Ctrl-D to quit.")
     views = con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     print("views: " + ", ".join(r[0] for r in views))
@@ -194,10 +200,11 @@ def _interactive(con) -> int:
         if not buf.strip().endswith(";"):
             continue
         try:
+            check_read_only(con, buf)
             rel = con.sql(buf)
             if rel is not None:
                 rel.show(max_rows=100)
-        except duckdb.Error as exc:
+        except (duckdb.Error, NeurocyteError) as exc:
             print(f"error: {exc}")
         buf = ""
 
@@ -430,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except NeurocyteError as exc:
-        print(f"neurocyte: error: {exc}", file=sys.stderr)
+        from transforms.untrusted import escape
+
+        print(f"neurocyte: error: {escape(str(exc))}", file=sys.stderr)
         return 2
 
 

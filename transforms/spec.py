@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from transforms.errors import CatalogUnavailable, SpecError
+from transforms.untrusted import excerpt
 
 #: Bumped whenever a transform changes the rows it produces; stored in every
 #: row and in ``ingest_log`` so the nightly DAG can re-ingest stale files.
@@ -176,7 +177,8 @@ def validate_partition_value(name: str, value: object, *, source: str = "") -> s
         raise SpecError(f"unknown partition column {name!r}{where}")
     if not isinstance(value, str) or not _PARTITION_VALUE.match(value):
         raise SpecError(
-            f"invalid {name} {value!r}{where}: use 1-64 letters, digits, '.', '_' or '-' "
+            f"invalid {name} {excerpt(value) if isinstance(value, str) else repr(value)}{where}: "
+            "use 1-64 letters, digits, '.', '_' or '-' "
             "(not starting with '.')"
         )
     return value

@@ -37,8 +37,15 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def file_log(level: int, file_id: str, file_name: str, message: str, *args: object) -> None:
-    """Log one line about a file; ``file_id=<sha256>`` leads every such line."""
-    log.log(level, "file_id=%s file=%s " + message, file_id or "-", file_name, *args)
+    """Log one line about a file; ``file_id=<sha256>`` leads every such line.
+
+    The name and every text argument are escaped (a landing file's name may hold a
+    newline): one file, one log line.
+    """
+    from transforms.untrusted import escape
+
+    shown = tuple(escape(a) if isinstance(a, str) else a for a in args)
+    log.log(level, "file_id=%s file=%s " + message, file_id or "-", escape(file_name), *shown)
 
 
 def _uses_s3() -> bool:
@@ -115,14 +122,16 @@ def ingest_batch_extract(
     """
     from transforms.lake import storage
     from transforms.pipeline import stage_file
+    from transforms.untrusted import name_fits
 
     outcomes: list[dict[str, Any]] = []
     with aws_env():
         for cand in batch:
             part = {k: cand[k] for k in ("part", "n_parts", "ingest_id") if k in cand}
             remote = storage.is_s3(cand["path"])
-            if remote and not storage.exists(cand["path"]):
-                # gone since it was planned: recorded as failed, the batch goes on
+            if remote and (not name_fits(cand["file_name"]) or not storage.exists(cand["path"])):
+                # gone since it was planned, or a name too long to copy locally:
+                # recorded as failed, the batch goes on
                 outcome = stage_file(
                     cand["path"], source_uri=cand["path"], params_file=params_file, **part
                 )

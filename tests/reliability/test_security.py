@@ -65,7 +65,7 @@ def test_metadata_is_data_not_sql(injected) -> None:
     defined = {p.stem for p in (REPO_ROOT / "sql").rglob("*.sql")}  # every view the repo defines
     assert {"ingest_log", "published", *spec.DATA_TABLES} <= views
     assert views <= defined
-    assert tables == {"_catalog"}
+    assert tables == {"_catalog", "_catalog_files"}
     for text in INJECTIONS:
         assert text not in definitions
     stored = {r[0] for r in query(lake, "SELECT notes FROM icephys_recordings")}

@@ -82,15 +82,16 @@ def _is_ecephys_nwb(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             acq = f.get("acquisition")
-            if acq is None:
+            if not isinstance(acq, h5py.Group):
                 return False
             for obj in acq.values():
                 kind = obj.attrs.get("neurodata_type", b"")
                 kind = kind.decode() if isinstance(kind, bytes) else str(kind)
                 if kind == "ElectricalSeries":
                     return True
-    except OSError:
-        return False  # not HDF5: the icephys reader reports it clearly
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError):
+        # not HDF5, or a broken structure: the icephys reader reports it clearly
+        return False
     return False
 
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from transforms.errors import DecodeError, UnsupportedRecording
+from transforms.errors import DecodeError, NeurocyteError, UnsupportedRecording
 from transforms.recording.icephys import ClampMode, IcephysRecording, Sweep
+from transforms.untrusted import excerpt
 
 #: Factor from ``data * conversion + offset`` in the stored unit to mV or pA.
 _TO_MV = {"volts": 1e3, "volt": 1e3, "v": 1e3, "millivolts": 1.0, "mv": 1.0}
@@ -289,6 +290,11 @@ def _metadata(nwb: Any, pairs: Iterable[_Pair]) -> tuple[dict[str, str], str]:
     return meta, "; ".join(protocols)
 
 
+#: Fewest samples a series needs to be analysed (the dV/dt filter's edge extension
+#: alone takes 15 on each side); a shorter one is skipped and flagged.
+MIN_SWEEP_SAMPLES = 64
+
+
 def _build_sweeps(pairs: list[_Pair], nwb: Any, name: str) -> tuple[list[Sweep], list[str]]:
     flags: list[str] = []
     electrode_names = [p.response.electrode.name for p in pairs if p.response.electrode is not None]
@@ -321,6 +327,9 @@ def _build_sweeps(pairs: list[_Pair], nwb: Any, name: str) -> tuple[list[Sweep],
         values = _load(response, pair.response_start, pair.response_count, factor)
         if values.shape[0] < 2:
             flags.append("empty_series_skipped")
+            continue
+        if values.shape[0] < MIN_SWEEP_SAMPLES:  # a truncated series: nothing to analyse
+            flags.append("short_series_skipped")
             continue
         rate_hz = _rate_hz(response, pair.response_start, name)
         command: np.ndarray | None = None
@@ -396,39 +405,70 @@ def read_nwb(path: str | Path) -> IcephysRecording:
     try:
         io = NWBHDF5IO(str(path), "r")
     except Exception as exc:  # pynwb/hdmf raise many types while loading cached specs
-        raise DecodeError(f"{path.name}: pynwb cannot open the file ({exc})") from exc
+        raise DecodeError(
+            f"{path.name}: pynwb cannot open the file ({excerpt(str(exc), limit=300)})"
+        ) from exc
     try:
         try:
             nwb = io.read()
         except Exception as exc:  # hdmf's object mapper raises arbitrary types on bad content
             raise DecodeError(
-                f"{path.name}: pynwb cannot read the file ({type(exc).__name__}: {exc})"
+                f"{path.name}: pynwb cannot read the file "
+                f"({type(exc).__name__}: {excerpt(str(exc), limit=300)})"
             ) from exc
-        table = getattr(nwb, "intracellular_recordings", None)
-        pairs = _pairs_from_table(nwb) if table is not None and len(table) > 0 else []
-        if not pairs:
-            pairs = sorted(_pairs_from_acquisition(nwb, path.name), key=_sort_key)
-        if not pairs:
-            raise UnsupportedRecording(
-                f"{path.name}: NWB file without intracellular (PatchClampSeries) recordings"
-            )
-        try:
-            sweeps, flags = _build_sweeps(pairs, nwb, path.name)
-        except OSError as exc:  # a dataset whose chunks lie past the end of a truncated file
-            raise DecodeError(f"{path.name}: cannot read series data ({exc})") from exc
-        if not sweeps:
-            raise UnsupportedRecording(f"{path.name}: every intracellular series is empty")
-        metadata, protocol = _metadata(nwb, pairs)
-        recorded_at: datetime | None = nwb.session_start_time
-        channel_names = tuple(
-            dict.fromkeys(
-                p.response.electrode.name if p.response.electrode is not None else p.response.name
-                for p in pairs
-            )
-        )
-        channel_units = tuple(dict.fromkeys(_text(p.response.unit) for p in pairs))
+        return _decode(nwb, path, version)
+    except NeurocyteError:
+        raise
+    except _CORRUPT as exc:  # hdmf resolves links and references lazily, on first use
+        raise DecodeError(
+            f"{path.name}: corrupt NWB structure ({type(exc).__name__}: "
+            f"{excerpt(str(exc), limit=300)})"
+        ) from exc
     finally:
         io.close()
+
+
+#: What a structurally corrupt file raises once pynwb has read it: a broken link or
+#: reference (ValueError, KeyError), a dataset of the wrong type or shape (ValueError,
+#: TypeError, IndexError), absurd values in arithmetic (ArithmeticError, LinAlgError).
+_CORRUPT = (
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    RuntimeError,
+    np.linalg.LinAlgError,
+)
+
+
+def _decode(nwb: Any, path: Path, version: str) -> IcephysRecording:
+    """The recording held by an opened NWB file (read_nwb turns its failures into DecodeError)."""
+    table = getattr(nwb, "intracellular_recordings", None)
+    pairs = _pairs_from_table(nwb) if table is not None and len(table) > 0 else []
+    if not pairs:
+        pairs = sorted(_pairs_from_acquisition(nwb, path.name), key=_sort_key)
+    if not pairs:
+        raise UnsupportedRecording(
+            f"{path.name}: NWB file without intracellular (PatchClampSeries) recordings"
+        )
+    try:
+        sweeps, flags = _build_sweeps(pairs, nwb, path.name)
+    except OSError as exc:  # a dataset whose chunks lie past the end of a truncated file
+        raise DecodeError(f"{path.name}: cannot read series data ({exc})") from exc
+    if not sweeps:
+        raise UnsupportedRecording(f"{path.name}: every intracellular series is empty")
+    metadata, protocol = _metadata(nwb, pairs)
+    recorded_at: datetime | None = nwb.session_start_time
+    channel_names = tuple(
+        dict.fromkeys(
+            p.response.electrode.name if p.response.electrode is not None else p.response.name
+            for p in pairs
+        )
+    )
+    channel_units = tuple(dict.fromkeys(_text(p.response.unit) for p in pairs))
     return IcephysRecording(
         source_format="nwb",
         format_version=version,

@@ -26,7 +26,6 @@ Conditions and timepoints become lake partition values, so they are validated wi
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 import re
@@ -40,6 +39,7 @@ import pyarrow as pa
 from transforms.errors import DecodeError, SpecError
 from transforms.recording.plate import LAYOUTS, PlateLayout, parse_well
 from transforms.spec import validate_partition_value
+from transforms.untrusted import excerpt, read_nofollow
 
 #: Condition of a well whose treatment is left empty (see the module docstring).
 DEFAULT_CONDITION: Final = "unassigned"
@@ -138,16 +138,28 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_]+", "", name).lower()
 
 
+#: Largest plate map read (bytes, also after decompression): a 96-well map is a few KB.
+PLATE_MAP_MAX_BYTES: Final = 16 * 1024 * 1024
+
+
 def _read_rows(path: Path) -> list[list[str]]:
     try:
-        raw = path.read_bytes()
+        # never through a symbolic link, never more than the cap
+        raw = read_nofollow(path, max_bytes=PLATE_MAP_MAX_BYTES)
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read plate map: {exc}") from exc
     if raw[:2] == b"\x1f\x8b":  # gzipped (meaRtools ships its expLog as .csv.gz)
         try:
-            raw = gzip.decompress(raw)
+            inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            raw = inflate.decompress(raw, PLATE_MAP_MAX_BYTES + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise DecodeError(f"{path}: corrupt gzip stream: {exc}") from exc
+        if len(raw) > PLATE_MAP_MAX_BYTES:
+            raise DecodeError(
+                f"{path}: decompresses to more than {PLATE_MAP_MAX_BYTES} bytes: refused"
+            )
+        if not inflate.eof:
+            raise DecodeError(f"{path}: corrupt gzip stream: truncated")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
@@ -244,7 +256,7 @@ def read_plate_map(
         condition_col, time_col = "treatment", "div"
     else:
         raise SpecError(
-            f"{source}: header {rows[0]!r} is neither an AxIS experiment log "
+            f"{source}: header {excerpt(','.join(rows[0]))} is neither an AxIS experiment log "
             "(Well, Treatment[, DIV], ...) nor a plain map (well, condition[, timepoint])"
         )
     index = {name: i for i, name in reversed(list(enumerate(header)))}

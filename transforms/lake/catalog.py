@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from transforms import spec
-from transforms.errors import LakeError, SpecError
+from transforms.errors import InvalidArgument, LakeError, SpecError
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -242,10 +242,25 @@ def publish(*, lake: str | None = None) -> PublishResult:
             "INSERT INTO _catalog VALUES (?, ?, ?, ?, ?)",
             [(n, versions[n], files[n], now, root) for n in versions],
         )
+        # The files the views read: the only files a read-only connection may open.
+        # Local ones relative to the catalog's directory, as the views name them, so
+        # a moved lake's connections allow the files at their new place.
+        con.execute("CREATE TABLE _catalog_files (table_name VARCHAR, path VARCHAR)")
+        listed = [(t, _listed_path(u, base=base)) for t, snap in cut.items() for u in snap.uris]
+        if listed:
+            con.executemany("INSERT INTO _catalog_files VALUES (?, ?)", listed)
     finally:
         con.close()
     tmp.replace(target)
     return PublishResult(catalog=target, versions=versions, files=files)
+
+
+def _listed_path(uri: str, *, base: Path | None) -> str:
+    from transforms.lake import delta as lakeio
+
+    if base is None:
+        return lakeio.local_path(uri)
+    return Path(os.path.relpath(lakeio.local_path(uri), base)).as_posix()
 
 
 def set_catalog_dir(con: DuckDBPyConnection, directory: Path) -> None:
@@ -257,13 +272,123 @@ def set_catalog_dir(con: DuckDBPyConnection, directory: Path) -> None:
     con.execute(f"SET VARIABLE {CATALOG_DIR_VARIABLE} = ?", [str(directory.resolve())])
 
 
+#: The catalog's table listing every data file its views read.
+FILES_TABLE: Final = "_catalog_files"
+
+#: Statement types a read-only query may hold (``neurocyte sql``): queries only. COPY,
+#: EXPORT, ATTACH, INSTALL/LOAD, SET and every write are refused before they run.
+READ_ONLY_STATEMENTS: Final = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL"})
+
+
 def connect(*, lake: str | None = None, read_only: bool = True) -> DuckDBPyConnection:
-    """Open the published catalog (read-only by default, as analysts should)."""
+    """Open the published catalog (read-only by default, as analysts should).
+
+    A read-only connection cannot reach the file system beyond the catalog and the
+    data files its views read (the list publishing stored in ``_catalog_files``):
+    ``enable_external_access`` is off with exactly those files in ``allowed_paths``,
+    extensions are neither installed nor loaded, and the configuration is then
+    locked, so a query cannot switch any of it back. ``read_text('/etc/passwd')``,
+    ``COPY ... TO``, ``ATTACH``, ``INSTALL`` all fail. DuckDB's allowed paths are
+    allowed for writing too, so :func:`check_read_only` additionally refuses every
+    statement but a query (``neurocyte sql`` applies it).
+    """
     import duckdb
 
     path = Path(spec.catalog_path(lake))
     if not path.is_file():
         raise LakeError(f"no catalog at {path}: run `neurocyte publish` (or an ingest) first")
-    con = duckdb.connect(str(path), read_only=read_only)
-    set_catalog_dir(con, path.parent)
+    if not read_only:
+        con = duckdb.connect(str(path), read_only=False)
+        set_catalog_dir(con, path.parent)
+        return con
+    con = duckdb.connect(
+        str(path),
+        read_only=True,
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        },
+    )
+    try:
+        set_catalog_dir(con, path.parent)
+        _lock_down(con, lake=lake, catalog_dir=path.parent.resolve())
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _allowed(listed: str, catalog_dir: Path) -> list[str]:
+    """The path strings a listed file is opened by: as listed (absolute, or a URI), or
+    the catalog's directory joined to it as the views join it (and normalised)."""
+    if "://" in listed or os.path.isabs(listed):
+        return [listed]
+    joined = f"{catalog_dir.as_posix().rstrip('/')}/{listed}"
+    return [joined, os.path.normpath(joined)]
+
+
+def _lock_down(con: DuckDBPyConnection, *, lake: str | None, catalog_dir: Path) -> None:
+    import duckdb
+
+    from transforms.lake import delta as lakeio
+    from transforms.lake import storage
+
+    root = spec.lake_root(lake)
+    locked, external = con.execute(
+        "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
+    ).fetchall()[0]
+    if locked:
+        # DuckDB shares one database instance between the connections of a process to
+        # one file, settings included: an earlier connect() locked it down already.
+        if external:
+            raise LakeError("the catalog is open with external access in this process")
+        return
+    if con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [FILES_TABLE]
+    ).fetchall()[0][0]:
+        rows = con.execute("SELECT DISTINCT path FROM _catalog_files").fetchall()
+        allowed = sorted({a for r in rows for a in _allowed(str(r[0]), catalog_dir)})
+    else:  # a catalog published before the list existed: its lake's files
+        allowed = sorted(
+            {lakeio.local_path(u) for t in spec.ALL_TABLES for u in _table_files(t, lake=lake)}
+        )
+    if spec.is_remote(root):
+        storage.require_httpfs(con)  # views over s3:// read through it: load before locking
+    try:
+        con.execute("SET allowed_paths = ?", [allowed])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        raise LakeError(f"cannot open the catalog read-only: {exc}") from exc
+
+
+def _table_files(table: str, *, lake: str | None) -> list[str]:
+    from transforms.lake import delta as lakeio
+
+    if not lakeio.table_exists(table, lake=lake):
+        return []
+    return list(lakeio.snapshot_files(table, lake=lake)[1])
+
+
+def check_read_only(con: DuckDBPyConnection, query: str) -> None:
+    """Refuse ``query`` unless every statement in it only reads (:data:`READ_ONLY_STATEMENTS`).
+
+    Raises
+    ------
+    InvalidArgument
+        Naming the first statement of another kind (``COPY``, ``ATTACH``, ``SET`` …).
+    """
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise InvalidArgument(f"cannot parse the query: {exc}") from exc
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in READ_ONLY_STATEMENTS:
+            raise InvalidArgument(
+                f"the catalog is read-only: {kind} statements are refused "
+                f"(allowed: {', '.join(sorted(READ_ONLY_STATEMENTS))})"
+            )

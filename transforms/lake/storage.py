@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from transforms import spec
 from transforms.errors import CatalogUnavailable, LakeError, SpecError
+from transforms.untrusted import walk
 
 _CHUNK = 1 << 20
 
@@ -143,9 +144,21 @@ class ObjectInfo:
 
 
 def list_files(root: str) -> list[ObjectInfo]:
-    """Every file below ``root`` (recursive); empty if ``root`` does not exist."""
+    """Every file below ``root`` (recursive); empty if ``root`` does not exist.
+
+    Locally, symbolic links are neither followed nor listed, and the listing is
+    bounded (:func:`transforms.untrusted.walk`): a link loop cannot hang it.
+    """
     from pyarrow import fs as pafs
 
+    if not is_s3(root):
+        if spec.is_remote(root):
+            raise SpecError(f"unsupported storage scheme in {root!r} (local paths and s3:// only)")
+        local = str(Path(root.removeprefix("file://")).resolve())
+        return [
+            ObjectInfo(_uri(root, local, str(e.path)), e.size, e.mtime)
+            for e in walk(local, hidden=True).files
+        ]
     fsys, base = filesystem(root)
     info = fsys.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
@@ -159,11 +172,6 @@ def list_files(root: str) -> list[ObjectInfo]:
         if item.type != pafs.FileType.File:
             continue
         mtime = item.mtime.timestamp() if item.mtime else 0.0
-        if not is_s3(root):
-            try:
-                mtime = max(mtime, os.stat(item.path).st_ctime)
-            except FileNotFoundError:
-                continue  # removed while listing
         out.append(ObjectInfo(_uri(root, base, item.path), int(item.size or 0), mtime))
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import formats, spec
+from transforms import formats, spec, untrusted
 from transforms.errors import InvalidArgument, SpecError
 from transforms.formats.platemap import PlateMap
 from transforms.lake.provenance import params_json
 from transforms.pipeline.landing import Target
 from transforms.recording.plate import PlateLayout, PlateSpikes
+from transforms.untrusted import escape
 
 if TYPE_CHECKING:
     from transforms.pipeline.paramset import ParameterSet
-
-PLATE_MAP_PATTERNS = ("*explog*.csv", "*plate_map*.csv", "*platemap*.csv", "*plate-map*.csv")
 
 MEA_RECORDING_SCHEMA = pa.schema(
     [
@@ -126,30 +126,37 @@ def well_groups(
 
 
 def find_plate_map(path: Path) -> Path | None:
-    """A plate map beside the recording: ``<stem>.platemap.csv`` or one matching file."""
-    own = [path.with_name(path.name.split(".")[0] + ".platemap.csv")]
-    for candidate in own:
-        if candidate.is_file():
-            return candidate
-    found = sorted(
-        {p for pattern in PLATE_MAP_PATTERNS for p in path.parent.glob(pattern) if p.is_file()}
-        if path.parent.is_dir()
-        else set()
-    )
-    # glob is case-sensitive: also match AxIS's "expLog" capitalisation
-    found += sorted(
-        p
-        for p in path.parent.iterdir()
-        if p.is_file()
-        and any(k in p.name.lower() for k in ("explog", "experimentlog", "platemap", "plate_map"))
-        and p.name.lower().endswith((".csv", ".csv.gz"))
-        and p != path
-        and p not in found
-    )
+    """A plate map beside the recording: ``<stem>.platemap.csv`` or one matching file.
+
+    The folder is listed without following links; a matching entry that is a
+    symbolic link is refused (:func:`transforms.untrusted.refusal`), never read.
+    """
+    own = path.with_name(path.name.split(".")[0] + ".platemap.csv")
+    if os.path.islink(own):
+        raise SpecError(f"{escape(path.name)}: plate map {untrusted.refusal(own)}")
+    if own.is_file():
+        return own
+    names = ("explog", "experimentlog", "platemap", "plate_map", "plate-map")
+    found: list[Path] = []
+    try:
+        with os.scandir(path.parent) as entries:
+            listed = sorted(entries, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        listed = []
+    for entry in listed:
+        lower = entry.name.lower()
+        if entry.name == path.name or lower.startswith("."):
+            continue
+        if not (any(k in lower for k in names) and lower.endswith((".csv", ".csv.gz"))):
+            continue
+        if entry.is_symlink():
+            raise SpecError(f"{escape(path.name)}: plate map {untrusted.refusal(entry.path)}")
+        if entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
     if len(found) > 1:
         raise SpecError(
-            f"{path.name}: several plate maps beside it ({', '.join(p.name for p in found)}); "
-            "pass one with --plate-map"
+            f"{escape(path.name)}: several plate maps beside it "
+            f"({', '.join(escape(p.name) for p in found)}); pass one with --plate-map"
         )
     return found[0] if found else None
 

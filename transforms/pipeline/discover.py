@@ -6,6 +6,10 @@ CLI and the extract task apply too) refuses it: its latest attempt at the curren
 :data:`spec.TRANSFORM_VERSION` had the same content and metadata digest. A renamed
 copy is the same recording. Files that changed during the last ``settle_s`` seconds
 are left for a later scan.
+
+The landing zone is untrusted (:mod:`transforms.untrusted`): a local listing never
+follows a symbolic link and is bounded; each link found is a candidate of its own
+(never hashed, never read) that staging refuses and logs once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from transforms import spec
 from transforms.errors import InvalidArgument
 from transforms.lake import storage
 from transforms.pipeline.identity import AttemptIndex, SmallFiles, metadata_digest
+from transforms.untrusted import walk
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,18 @@ def landing_files(
     found = [o for o in storage.list_files(root) if spec.is_recording_name(o.name)]
     found = storage.settled(found, settle_s=settle_s, now=now)
     return sorted(found, key=lambda o: (o.mtime, o.uri))
+
+
+def landing_links(
+    *, landing: str | None = None, settle_s: float = 0.0, now: float | None = None
+) -> list[storage.ObjectInfo]:
+    """Symbolic links in a local landing zone (an object store has none), not followed."""
+    root = spec.landing_root(landing)
+    if spec.is_remote(root):
+        return []
+    links = [storage.ObjectInfo(str(e.path), 0, e.mtime) for e in walk(root).links]
+    return storage.settled(links, settle_s=settle_s, now=now)
+
 
 
 def new_files(
@@ -78,6 +95,11 @@ def new_files(
         file_id = index.known_file_id(obj.uri, modified_at=obj.mtime) or storage.sha256(obj.uri)
         by_content.setdefault(file_id, []).append((obj, obj.uri))
     out: list[Candidate] = []
+    for link in landing_links(landing=landing, settle_s=settle_s, now=now):
+        # refused at staging, logged under the link's own path: listed again only if
+        # the link changes
+        if include_attempted or index.known_file_id(link.uri, modified_at=link.mtime) is None:
+            out.append(Candidate(link.uri, link.name, spec.UNREADABLE_FILE_ID, 0))
     for file_id, copies in by_content.items():
         last = index.latest.get(file_id)
         chosen = next(

@@ -8,12 +8,17 @@ sidecar ``<file>.meta.json`` adds or overrides metadata. Explicit values
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from transforms import spec
 from transforms.errors import SpecError
+from transforms.untrusted import escape, excerpt, read_nofollow, walk
+
+#: Largest sidecar read (bytes): a few metadata values.
+SIDECAR_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,18 +58,23 @@ class Target:
 def read_sidecar(path: Path) -> dict[str, str]:
     """The ``<file>.meta.json`` beside ``path`` (empty if there is none)."""
     sidecar = path.with_name(path.name + spec.SIDECAR_SUFFIX)
-    if not sidecar.is_file():
+    if not os.path.lexists(sidecar):
         return {}
+    # read without following a link (a link is refused), and never more than the cap
+    raw = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES)
     try:
-        doc = json.loads(sidecar.read_text(encoding="utf-8"))
+        doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{sidecar.name}: not valid UTF-8 JSON: {exc}") from exc
+        raise SpecError(f"{escape(sidecar.name)}: not valid UTF-8 JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"{sidecar.name}: must hold a JSON object")
     unknown = set(doc) - spec.SIDECAR_KEYS
     if unknown:
+        shown = ", ".join(excerpt(k, limit=60) for k in sorted(unknown)[:10])
+        more = f", …(+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
         raise SpecError(
-            f"{sidecar.name}: unknown keys {sorted(unknown)}; allowed: {sorted(spec.SIDECAR_KEYS)}"
+            f"{escape(sidecar.name)}: unknown keys [{shown}{more}]; "
+            f"allowed: {sorted(spec.SIDECAR_KEYS)}"
         )
     out: dict[str, str] = {}
     for key, value in doc.items():
@@ -80,7 +90,8 @@ def read_sidecar(path: Path) -> dict[str, str]:
         alias = out.pop("subject_id")
         if out.get("subject", alias) != alias:
             raise SpecError(
-                f"{sidecar.name}: subject {out['subject']!r} and subject_id {alias!r} differ; "
+                f"{escape(sidecar.name)}: subject {excerpt(out['subject'])} and subject_id "
+                f"{excerpt(alias)} differ; "
                 "give one of them"
             )
         out["subject"] = alias
@@ -91,10 +102,15 @@ def _from_path(path: Path, landing: str | None) -> dict[str, str]:
     root = spec.landing_root(landing)
     if spec.is_remote(root):
         return {}
-    try:
-        rel = path.resolve().relative_to(Path(root))
-    except ValueError:
-        return {}
+    absolute = Path(os.path.abspath(path))
+    try:  # links below the root are refused before this (untrusted.check_inside)
+        rel = absolute.relative_to(Path(root))
+    except ValueError:  # named through a linked prefix of the (resolved) root
+        try:
+            real_parent = Path(os.path.realpath(absolute.parent))
+            rel = (real_parent / absolute.name).relative_to(Path(root))
+        except ValueError:
+            return {}
     if len(rel.parts) != 4:
         return {}
     lab, condition, timepoint, _ = rel.parts
@@ -151,22 +167,26 @@ def resolve_target(
 
 
 def is_candidate(path: Path) -> bool:
-    """A recording file (by suffix), not a sidecar, hidden or partial upload."""
+    """A recording file (by suffix), not a sidecar, hidden or partial upload, not a link."""
     name = path.name
-    return path.is_file() and spec.is_recording_name(name)
+    return not path.is_symlink() and path.is_file() and spec.is_recording_name(name)
 
 
 def scan(
     *, landing: str | None = None, settle_s: float = 0.0, now: float | None = None
 ) -> list[Path]:
-    """Recording files under the landing zone, oldest first.
+    """Recording files and symbolic links under the landing zone, oldest first.
 
     Files modified less than ``settle_s`` seconds ago are left for the next
-    scan: they may still be uploading.
+    scan: they may still be uploading. Links are listed, never followed (staging
+    refuses them, and logs them as such); the listing is bounded
+    (:func:`transforms.untrusted.walk`).
     """
     root = Path(spec.landing_root(landing))
     if not root.is_dir():
         return []
     now = time.time() if now is None else now
-    found = [p for p in root.rglob("*") if is_candidate(p) and now - p.stat().st_mtime >= settle_s]
-    return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
+    listing = walk(root)
+    entries = [e for e in listing.files if spec.is_recording_name(e.path.name)] + listing.links
+    found = [e for e in entries if now - e.mtime >= settle_s]
+    return [e.path for e in sorted(found, key=lambda e: (e.mtime, str(e.path)))]

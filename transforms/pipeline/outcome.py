@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from transforms import spec
+from transforms import spec, untrusted
+from transforms.errors import NeurocyteError
 from transforms.lake import delta as lakeio
-from transforms.lake import leases
+from transforms.lake import leases, storage
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,41 @@ def log_row(outcome: Outcome, *, finished_at: datetime) -> dict[str, Any]:
     }
 
 
+#: Where the full text of a capped reason is kept, inside the attempt's quarantine folder.
+FULL_REASON_FILE = "reason.txt"
+
+
+def cap_reason(outcome: Outcome, *, lake: str | None = None) -> None:
+    """Cap ``outcome.reason`` at :data:`transforms.untrusted.REASON_MAX_CHARS`.
+
+    A longer reason (a failed expectation listing huge values, a message quoting a
+    whole line of a file) keeps its head, and the full text is written to
+    ``<lake>/quarantine/<file_id>/<ingest_id>/reason.txt``, which the reason names; the
+    maintenance sweep ages it out with the attempt's other quarantine files.
+    """
+    head, capped = untrusted.cap_reason(outcome.reason)
+    if not capped:
+        return
+    file_id = outcome.file_id or spec.UNREADABLE_FILE_ID
+    rel = f"{spec.QUARANTINE_DIR}/{file_id}/{outcome.ingest_id}/{FULL_REASON_FILE}"
+    try:
+        target = storage.join(spec.quarantine_dir(file_id, lake), outcome.ingest_id)
+        storage.write_bytes(
+            storage.join(target, FULL_REASON_FILE), outcome.reason.encode("utf-8", "replace")
+        )
+        where = f"full text ({len(outcome.reason)} chars) in <lake>/{rel}"
+    except (OSError, NeurocyteError) as exc:
+        where = f"{len(outcome.reason)} chars; the full text could not be saved: {exc}"
+    outcome.reason = f"{head} …[truncated: {where}]"
+
+
 def record(outcome: Outcome | Sequence[Outcome], *, lake: str | None = None) -> None:
-    """Append outcomes to ``ingest_log`` in one commit."""
+    """Append outcomes to ``ingest_log`` in one commit (reasons capped: :func:`cap_reason`)."""
     outcomes = [outcome] if isinstance(outcome, Outcome) else list(outcome)
     if not outcomes:
         return
+    for o in outcomes:
+        cap_reason(o, lake=lake)
     now = now_utc()
     rows = [log_row(o, finished_at=now) for o in outcomes]
     try:

@@ -43,13 +43,21 @@ class IngestSummary:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, directories expanded to the recordings below them."""
-    from transforms.pipeline.landing import is_candidate
+    """Files as given, directories expanded to the recordings below them.
+
+    Symbolic links are never followed: a link (given, or found in a folder) is
+    returned as itself, and staging refuses it and logs it. Folder listing is
+    bounded (:func:`transforms.untrusted.walk`).
+    """
+    from transforms import spec
+    from transforms.untrusted import walk
 
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if is_candidate(q)))
+        if p.is_dir() and not p.is_symlink():
+            listing = walk(p)
+            found = [e.path for e in listing.files if spec.is_recording_name(e.path.name)]
+            out.extend(sorted(found + [e.path for e in listing.links]))
         else:
             out.append(p)
     return out
@@ -96,7 +104,7 @@ def ingest_paths(
     for start in range(0, len(files), batch_size):
         staged: list[Outcome] = []
         for path in files[start : start + batch_size]:
-            size = path.stat().st_size if path.is_file() else 0
+            size = path.stat().st_size if path.is_file() and not path.is_symlink() else 0
             n = plate_parts(path.name, size, split_plate_mb=split_plate_mb, max_parts=max_parts)
             if n == 1:
                 staged.append(stage_file(path, **common))

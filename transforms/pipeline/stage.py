@@ -15,15 +15,16 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import traceback
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 
-from transforms import formats, spec
+from transforms import formats, spec, untrusted
 from transforms.errors import DecodeError, InvalidArgument, LakeError, NeurocyteError, SpecError
-from transforms.lake import leases, storage
+from transforms.lake import fingerprints, leases, storage
 from transforms.pipeline import allocator, identity, paramset
 from transforms.pipeline.landing import Target, resolve_target
 from transforms.pipeline.outcome import Outcome, now_utc, record_failure
@@ -145,7 +146,8 @@ def stage_file(
     if part is not None and not ingest_id:
         raise InvalidArgument("the parts of a file share one ingest_id: pass it")
     outcome = Outcome(
-        source_path=source_uri or (str(path.resolve()) if path.exists() else str(path)),
+        # a link is recorded under its own path, never its target's
+        source_path=source_uri or os.path.abspath(path),
         file_name=path.name,
         file_id="",
         ingest_id=spec.check_id("ingest_id", ingest_id) if ingest_id else uuid.uuid4().hex,
@@ -155,11 +157,20 @@ def stage_file(
         n_parts=n_parts,
     )
     try:
-        archived = _archived_original(path)
-        if archived is None and not path.is_file():
-            raise SpecError(f"{path}: no such file")
+        # A raw archive in the lake (the nightly re-ingest of a plate whose original
+        # left the landing zone) is a folder; anything else comes from the untrusted
+        # landing zone: a bounded name, no link (the file's or a folder's below the
+        # landing root), a regular file; a link's target is never read.
+        archived = None if os.path.islink(path) else _archived_original(path)
+        if archived is None:
+            untrusted.check_name(path.name)
+            root = spec.landing_root(landing)
+            if not spec.is_remote(root):
+                untrusted.check_inside(path, root)
+            before = untrusted.lstat_regular(path)
+        else:
+            before = os.lstat(path)
         kind = formats.kind_of(path)
-        before = path.stat()
         size = before.st_size
         if archived is None:
             outcome.file_id = storage.sha256(path)
@@ -252,7 +263,7 @@ def stage_file(
         # One read per attempt: the bytes decoded must be the bytes hashed. A file
         # rewritten meanwhile changes size, mtime or inode; such an attempt fails and
         # the file is tried again once it has settled (its new content is new).
-        after = path.stat()
+        after = os.lstat(path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
             before.st_size,
             before.st_mtime_ns,
@@ -263,6 +274,9 @@ def stage_file(
                 f"{path.name}: changed while it was being read (size {before.st_size} -> "
                 f"{after.st_size} bytes); it is retried once it has settled"
             )
+        if not source_uri and part in (None, 0):  # raw access's change detector baseline
+            fp = fingerprints.Fingerprint.of(path, before)
+            fingerprints.remember(path, fp, file_id=outcome.file_id, lake=lake)
         stage = spec.staging_dir(outcome.ingest_id, lake)
         if part is not None:
             stage = storage.join(stage, f"part-{part}")

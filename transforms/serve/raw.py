@@ -13,11 +13,12 @@ window is read:
 * patch-clamp ABF / NWB files through the readers (these files are small: the
   whole file is decoded, then the sweep window is cut).
 
-Verification of the file against ``file_id`` is deliberately cheap (see
-:func:`verify_source`): the size recorded at ingest is always compared, and
-the full SHA-256 is computed only for files up to :data:`HASH_LIMIT_BYTES` (once
-per process and file state), because hashing a multi-GB plate would cost
-seconds for a millisecond read. Pass ``verify="full"`` to always hash.
+Verification of the file against ``file_id`` is cheap unless the file changed (see
+:func:`verify_source`): the size recorded at ingest is always compared, then a
+fingerprint (size, mtime, ctime, inode and 16 sampled blocks) with the one taken
+at staging; only when it differs (or none is known) is the full SHA-256 computed
+before serving, because hashing a multi-GB plate would cost seconds for a
+millisecond read. Pass ``verify="full"`` to always hash.
 
 A :class:`Snippet` saves as ``.npy`` (the samples, with a ``.json`` sidecar of
 metadata) or ``.nwb`` (MEA: an ``ElectricalSeries`` via
@@ -33,6 +34,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,8 +51,8 @@ from transforms.lake import storage
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
 
-#: Files up to this size are fully re-hashed (SHA-256) before a read; bigger
-#: files are checked by size only, unless ``verify="full"``.
+#: Above this size a full hash costs seconds: such files are re-hashed only when their
+#: fingerprint (:mod:`transforms.lake.fingerprints`) says they changed.
 HASH_LIMIT_BYTES: Final = 64 * 1024 * 1024
 #: Catalog views searched for a file_id, in order, with the kind of recording.
 SOURCE_VIEWS: Final[tuple[tuple[str, str], ...]] = (
@@ -64,7 +67,8 @@ MAX_VALUES: Final = 1 << 26
 Verify = Literal["auto", "full", "size"]
 Kind = Literal["mea", "icephys"]
 
-_verified: dict[tuple[str, int, int], str] = {}
+#: Fingerprints of (path, file_id) this process verified by a full hash.
+_verified: dict[tuple[str, str], Any] = {}
 _verified_lock = threading.Lock()
 
 
@@ -124,9 +128,10 @@ class Snippet:
     command, command_unit
         The sweep's command window (patch clamp, where the file has one).
     verification
-        How the source was checked against ``file_id``: ``sha256`` or ``size``;
-        ``archive`` when the original is gone and the lake's verified raw archive
-        of the content was read instead (``source_path`` is then the archive).
+        How the source was checked against ``file_id``: ``sha256``, ``fingerprint``
+        (unchanged since it was hashed) or ``size``; ``archive`` when the original is
+        gone and the lake's verified raw archive of the content was read instead
+        (``source_path`` is then the archive).
     window
         The window asked for, ``(start_s, stop_s)``; :attr:`wells` /
         :attr:`electrodes` the channel selection asked for.
@@ -322,7 +327,13 @@ def locate(file_id: str, *, lake: str | None = None) -> SourceRecord:
     raise LakeError(f"no published recording with file_id {file_id} in the catalog")
 
 
-def verify_source(record: SourceRecord, *, verify: Verify = "auto") -> str:
+def forget_verified() -> None:
+    """Drop this process's memory of verified files (the next read checks as a new process)."""
+    with _verified_lock:
+        _verified.clear()
+
+
+def verify_source(record: SourceRecord, *, verify: Verify = "auto", lake: str | None = None) -> str:
     """Check that the source file still is the content ingested as ``file_id``.
 
     Parameters
@@ -330,46 +341,63 @@ def verify_source(record: SourceRecord, *, verify: Verify = "auto") -> str:
     record
         The catalog's record of the file.
     verify
-        ``auto``: compare the size recorded at ingest (when known), then the full
-        SHA-256 if the file is at most :data:`HASH_LIMIT_BYTES`; ``full``: always
-        the SHA-256; ``size``: the size only. A hash is remembered per process for
-        the file's (path, size, mtime), so a file is hashed once while unchanged.
+        ``auto``: compare the size recorded at ingest (when known), then the file's
+        :class:`~transforms.lake.fingerprints.Fingerprint` (size, mtime, ctime, inode,
+        sampled blocks) with the one taken when it was staged or last verified; if it
+        differs or none is known, the full SHA-256 before serving. ``full``: always the
+        SHA-256. ``size``: the size only.
+    lake
+        The lake whose stored fingerprints to use.
 
     Returns
     -------
     str
-        ``sha256`` when the content hash was checked, else ``size``.
+        ``sha256`` when the content hash was checked, ``fingerprint`` when the file is
+        unchanged since it was hashed, else ``size``.
 
     Raises
     ------
     LakeError
-        The file is missing, or its size or hash differs from the ingested one.
+        The file is missing, a symbolic link, or its size or hash differs from the
+        ingested one.
     """
+    from transforms.lake import fingerprints
     from transforms.lake.storage import sha256 as sha256_file
 
     path = record.source_path
     try:
-        st = path.stat()
+        st = os.lstat(path)
     except OSError as exc:
         raise LakeError(f"source of {record.file_id} is gone: {path} ({exc})") from exc
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise LakeError(f"{path} is no longer a regular file (a link or other): refused")
     if record.file_size_bytes is not None and st.st_size != record.file_size_bytes:
         raise LakeError(
             f"{path} changed since ingest: {st.st_size} bytes, "
             f"{record.file_size_bytes} recorded for file_id {record.file_id}"
         )
-    if verify == "size" or (verify == "auto" and st.st_size > HASH_LIMIT_BYTES):
+    if verify == "size":
         return "size"
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    try:
+        now = fingerprints.Fingerprint.of(path, st)
+    except OSError as exc:
+        raise LakeError(f"source of {record.file_id} cannot be read: {path} ({exc})") from exc
+    key = (str(path), record.file_id)
     with _verified_lock:
-        digest = _verified.get(key)
-    if digest is None:
-        digest = sha256_file(path)
-        with _verified_lock:
-            _verified[key] = digest
+        known = _verified.get(key)
+    if known is None and lake is not None:
+        known = fingerprints.recall(path, file_id=record.file_id, lake=lake)
+    if verify == "auto" and known == now:
+        return "fingerprint"
+    digest = sha256_file(path)  # changed, or never seen: the whole content
     if digest != record.file_id:
         raise LakeError(
             f"{path} changed since ingest: SHA-256 {digest} != file_id {record.file_id}"
         )
+    with _verified_lock:
+        _verified[key] = now
+    if lake is not None and known != now:
+        fingerprints.remember(path, now, file_id=record.file_id, lake=lake)
     return "sha256"
 
 
@@ -555,7 +583,7 @@ def fetch_snippet(
     if record.kind == "icephys" and (wells or chosen):
         raise SpecError(f"{record.source_path.name} is a patch-clamp recording: no wells")
     try:
-        verification = verify_source(record, verify=verify)
+        verification = verify_source(record, verify=verify, lake=lake)
     except LakeError:
         archived = _archive_of(record, lake=lake)
         if archived is None:
