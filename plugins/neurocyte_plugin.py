@@ -22,10 +22,10 @@ Endpoints (all GET, under ``/neurocyte``)::
     /api/fi[?file_id=]              f-I curves (long-square sweeps)
     /api/cells/{file_id}/sweeps     example sweeps: raw trace + detected spikes
     /api/plates                     published MEA plates
-    /api/plates/{file_id}/raster[?well=&max_spikes=]
+    /api/plates/{file_id}/raster[?well=&start_s=&stop_s=&max_marks=]
     /api/plates/{file_id}/heatmap[?metric=]
     /api/metrics                    metrics with a trajectory
-    /api/trajectory/{metric}        mean ± SD over timepoints by condition
+    /api/trajectory/{metric}[?lab=]  n, mean ± SEM, points per condition x timepoint
     /api/raw/{file_id}?start_s=&stop_s=[&well=&electrode=&sweep=&format=json|npy]
     /qc-docs/{path}                 the GX Data Docs site
 """
@@ -219,11 +219,15 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
     def raster(
         file_id: str,
         well: str | None = None,
-        max_spikes: Annotated[int, Query(ge=1, le=200_000)] = dashboard.RASTER_MAX_SPIKES,
+        start_s: float | None = None,
+        stop_s: float | None = None,
+        max_marks: Annotated[int, Query(ge=1, le=200_000)] = dashboard.RASTER_MAX_SPIKES,
     ) -> dict[str, Any]:
         return run(
-            lambda con: dashboard.raster(con, file_id, well=well, max_spikes=max_spikes),
-            {"electrodes": [], "electrode_index": [], "time_s": [], "n_spikes": 0},
+            lambda con: dashboard.raster(
+                con, file_id, well=well, start_s=start_s, stop_s=stop_s, max_marks=max_marks
+            ),
+            {"electrodes": [], "electrode_index": [], "time_s": [], "count": [], "n_spikes": 0},
         )
 
     @api.get("/plates/{file_id}/heatmap")
@@ -238,9 +242,9 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
         return run(dashboard.metrics, {"metrics": []})
 
     @api.get("/trajectory/{metric}")
-    def trajectory(metric: str) -> dict[str, Any]:
+    def trajectory(metric: str, lab: str | None = None) -> dict[str, Any]:
         return run(
-            lambda con: dashboard.trajectory(con, metric),
+            lambda con: dashboard.trajectory(con, metric, lab=lab),
             {"metric": metric, "timepoints": [], "series": []},
         )
 

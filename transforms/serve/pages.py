@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -34,7 +35,7 @@ from transforms.pipeline import qc
 
 #: Partition columns, in display order.
 PARTITION: Final = spec.PARTITION_COLUMNS
-#: Most spikes sent for one raster (the earliest ones are kept).
+#: Most marks sent for one raster (beyond it spikes are binned per electrode, never cut).
 RASTER_MAX_SPIKES: Final = 20_000
 #: Points per displayed sweep trace (min/max envelope).
 TRACE_MAX_POINTS: Final = 4_000
@@ -61,6 +62,10 @@ class Metric:
         What one value is: ``cell`` or ``well``.
     per_file
         Aggregate ``column`` per ``file_id`` with ``max`` first (sweep-level columns).
+    active_wells_only
+        Only wells with at least one active electrode count (the rule of
+        ``well_metrics_by_condition``: a metric defined over active electrodes has
+        no value for a well without any, so its stored 0 is not an observation).
     """
 
     key: str
@@ -69,6 +74,7 @@ class Metric:
     label: str
     unit_of_observation: str
     per_file: bool = False
+    active_wells_only: bool = False
 
 
 METRICS: Final[tuple[Metric, ...]] = (
@@ -111,6 +117,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "weighted_mean_firing_rate_hz",
         "Well weighted mean firing rate (Hz)",
         "well",
+        active_wells_only=True,
     ),
     Metric(
         "n_active_electrodes",
@@ -120,6 +127,22 @@ METRICS: Final[tuple[Metric, ...]] = (
         "well",
     ),
     Metric("nb_count", "mea_well_metrics", "nb_count", "Network bursts per well", "well"),
+    Metric(
+        "nb_frequency_hz",
+        "mea_well_metrics",
+        "nb_frequency_hz",
+        "Network burst frequency (Hz)",
+        "well",
+        active_wells_only=True,
+    ),
+    Metric(
+        "nb_percentage",
+        "mea_well_metrics",
+        "nb_percentage",
+        "Spikes in network bursts (%)",
+        "well",
+        active_wells_only=True,
+    ),
     Metric("sttc", "mea_well_metrics", "sttc", "Spike time tiling coefficient", "well"),
 )
 _METRIC_BY_KEY: Final = {m.key: m for m in METRICS}
@@ -401,7 +424,9 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
     dict
         ``curves``: per cell ``file_id``, ``cell_id``, ``file_name``, partition and
         the lists ``stim_amp_pa``, ``spike_count``, ``avg_rate_hz``,
-        ``sweep_number``, ``qc_pass`` sorted by amplitude.
+        ``sweep_number``, ``qc_pass``, ``qc_reasons`` sorted by amplitude (the
+        page draws QC-failed sweeps apart, on their own axes, labelled with
+        their reasons, so they never stretch the curves' axes).
     """
     needed = ("file_id", "sweep_number", "stimulus_kind", "stim_amp_pa", "spike_count")
     reason = _need(con, "icephys_sweeps", needed)
@@ -410,6 +435,7 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
     have = columns(con, "icephys_sweeps")
     rate = "s.avg_rate_hz" if "avg_rate_hz" in have else "NULL::DOUBLE"
     qc_pass = "s.qc_pass" if "qc_pass" in have else "NULL::BOOLEAN"
+    qc_reasons = "s.qc_reasons" if "qc_reasons" in have else "NULL::VARCHAR"
     rec_cols = columns(con, "icephys_recordings")
     cell_id = "r.cell_id" if "cell_id" in rec_cols else "NULL::VARCHAR"
     file_name = "r.file_name" if "file_name" in rec_cols else "NULL::VARCHAR"
@@ -428,7 +454,7 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
         SELECT s.file_id, {cell_id} AS cell_id, {file_name} AS file_name,
                {part + "," if part else ""}
                s.sweep_number, s.stim_amp_pa, s.spike_count, {rate} AS avg_rate_hz,
-               {qc_pass} AS qc_pass
+               {qc_pass} AS qc_pass, {qc_reasons} AS qc_reasons
         FROM icephys_sweeps s {join}
         WHERE {where}
         ORDER BY s.file_id, s.stim_amp_pa, s.sweep_number
@@ -449,9 +475,17 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
                 "avg_rate_hz": [],
                 "sweep_number": [],
                 "qc_pass": [],
+                "qc_reasons": [],
             },
         )
-        for key in ("stim_amp_pa", "spike_count", "avg_rate_hz", "sweep_number", "qc_pass"):
+        for key in (
+            "stim_amp_pa",
+            "spike_count",
+            "avg_rate_hz",
+            "sweep_number",
+            "qc_pass",
+            "qc_reasons",
+        ):
             c[key].append(r[key])
     ordered = sorted(
         curves.values(),
@@ -610,53 +644,125 @@ def _check_well(well: str) -> str:
     return well
 
 
+def _electrode_key(name: str) -> tuple[int, int, str]:
+    well = name.split("_", 1)[0]
+    m = _WELL.match(well)
+    if m is None:
+        return (99, 0, name)
+    return (ord(m.group(1)) - ord("A"), int(m.group(2)), name)
+
+
 def raster(
     con: DuckDBPyConnection,
     file_id: str,
     *,
     well: str | None = None,
-    max_spikes: int = RASTER_MAX_SPIKES,
+    start_s: float | None = None,
+    stop_s: float | None = None,
+    max_marks: int = RASTER_MAX_SPIKES,
 ) -> dict[str, Any]:
-    """Spike raster of a plate (or one well): electrode vs time from ``mea_spikes``.
+    """Spike raster of a plate (or one well) over a time window, decimated honestly.
+
+    Every spike of the window is accounted for. When the window holds at most
+    ``max_marks`` spikes each is one mark; otherwise the window is cut into equal
+    bins, ``n_bins = max_marks // n_electrodes``, and each electrode has one mark
+    per bin holding at least one spike, at the bin's centre, with the bin's spike
+    count (``count``). The counts sum to ``n_spikes``; nothing is dropped, and
+    the window is never cut to its first spikes. (With more electrodes than
+    ``max_marks``, one bin: one mark per electrode.)
+
+    Parameters
+    ----------
+    well
+        One well (None: the whole plate).
+    start_s, stop_s
+        The window (default: the whole recording, 0 to its ``duration_s``).
+    max_marks
+        Most marks returned.
 
     Returns
     -------
     dict
-        ``electrodes`` (row order), ``electrode_index`` and ``time_s`` per spike,
-        ``n_spikes`` (total, before truncation) and ``truncated``.
+        ``electrodes`` (row order: well, then electrode), ``wells`` (each well's
+        first row index), ``electrode_index``, ``time_s`` and ``count`` per mark,
+        ``n_spikes`` (in the window), ``n_marks``, ``decimated``, ``bin_s`` (None
+        when not decimated), ``start_s``, ``stop_s``, ``duration_s``.
     """
     spec.check_file_id(file_id)
-    if isinstance(max_spikes, bool) or not 1 <= int(max_spikes) <= 1_000_000:
-        raise SpecError(f"max_spikes must be in 1..1000000, got {max_spikes!r}")
+    if isinstance(max_marks, bool) or not 1 <= int(max_marks) <= 1_000_000:
+        raise SpecError(f"max_marks must be in 1..1000000, got {max_marks!r}")
+    empty = {"electrodes": [], "electrode_index": [], "time_s": [], "count": [], "n_spikes": 0}
     reason = _need(con, "mea_spikes", ("file_id", "electrode", "time_s"))
     if reason:
-        return _unavailable(reason, electrodes=[], electrode_index=[], time_s=[], n_spikes=0)
-    where, params = "file_id = ?", [file_id]
+        return _unavailable(reason, **empty)
+    where: str = "file_id = ?"
+    params: list[Any] = [file_id]
     if well is not None:
         have_well = "well" in columns(con, "mea_spikes")
         where += " AND well = ?" if have_well else " AND split_part(electrode, '_', 1) = ?"
         params.append(_check_well(well))
-    counted = con.execute(
-        f"SELECT count(*) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
+    duration: float | None = None
+    if not _need(con, "mea_recordings", ("file_id", "duration_s")):
+        got = con.execute(
+            "SELECT max(duration_s) FROM mea_recordings WHERE file_id = ?", [file_id]
+        ).fetchone()
+        duration = float(got[0]) if got and got[0] is not None else None
+    last = con.execute(
+        f"SELECT max(time_s) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
         params,
     ).fetchone()
-    total = int(counted[0]) if counted else 0
-    rows = con.execute(
-        f"SELECT electrode, time_s FROM mea_spikes WHERE {where} "  # noqa: S608
-        "ORDER BY time_s LIMIT ?",
-        [*params, int(max_spikes)],
-    ).fetchall()
-    names = sorted({r[0] for r in rows})
+    last_s = float(last[0]) if last and last[0] is not None else 0.0
+    lo = 0.0 if start_s is None else float(start_s)
+    hi = float(stop_s) if stop_s is not None else max(duration or 0.0, last_s)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+        raise SpecError(f"raster window must have start_s <= stop_s, got {lo}..{hi}")
+    where += " AND time_s >= ? AND time_s <= ?"
+    params += [lo, hi]
+    stats = con.execute(
+        f"SELECT count(*), count(DISTINCT electrode) FROM mea_spikes WHERE {where}",  # noqa: S608
+        params,
+    ).fetchone()
+    total, n_elec = (int(stats[0]), int(stats[1])) if stats else (0, 0)
+    bin_s: float | None = None
+    if total <= max_marks:
+        rows = con.execute(
+            f"SELECT electrode, time_s, 1 FROM mea_spikes WHERE {where} "  # noqa: S608
+            "ORDER BY time_s",
+            params,
+        ).fetchall()
+    else:
+        n_bins = max(1, int(max_marks) // max(1, n_elec))
+        bin_s = max((hi - lo) / n_bins, 1e-9)
+        rows = con.execute(
+            f"""
+            SELECT electrode, ? + (least(floor((time_s - ?) / ?), ? - 1) + 0.5) * ? AS t,
+                   count(*) AS n
+            FROM mea_spikes WHERE {where}
+            GROUP BY electrode, t ORDER BY t
+            """,  # noqa: S608  (constant SQL, values parameters)
+            [lo, lo, bin_s, n_bins, bin_s, *params],
+        ).fetchall()
+    names = sorted({r[0] for r in rows}, key=_electrode_key)
     index = {n: i for i, n in enumerate(names)}
+    wells: dict[str, int] = {}
+    for i, n in enumerate(names):
+        wells.setdefault(n.split("_", 1)[0], i)
     return {
         "available": True,
         "file_id": file_id,
         "well": well,
         "electrodes": names,
+        "wells": wells,
         "electrode_index": [index[r[0]] for r in rows],
         "time_s": [_clean(float(r[1])) for r in rows],
-        "n_spikes": int(total),
-        "truncated": int(total) > len(rows),
+        "count": [int(r[2]) for r in rows],
+        "n_spikes": total,
+        "n_marks": len(rows),
+        "decimated": bin_s is not None,
+        "bin_s": bin_s,
+        "start_s": lo,
+        "stop_s": hi,
+        "duration_s": duration,
     }
 
 
@@ -734,61 +840,108 @@ def metrics(con: DuckDBPyConnection) -> dict[str, Any]:
     return {"available": bool(out), "metrics": out, "message": "" if out else "no metric views"}
 
 
-def trajectory(con: DuckDBPyConnection, metric: str) -> dict[str, Any]:
-    """A metric over timepoints by condition: mean, SD and n of its observations.
+def trajectory(con: DuckDBPyConnection, metric: str, *, lab: str | None = None) -> dict[str, Any]:
+    """A metric per condition x timepoint: n, mean, SD, SEM and every observation.
+
+    The numbers are those of the catalog's summary views: a metric defined over
+    active electrodes (:attr:`Metric.active_wells_only`) counts only wells with
+    at least one active electrode, exactly as ``well_metrics_by_condition`` does.
 
     Parameters
     ----------
     metric
         A key of :data:`METRICS`.
+    lab
+        Only this lab's observations (None: every lab pooled).
 
     Returns
     -------
     dict
-        ``timepoints`` (natural order) and ``series``: per condition the lists
-        ``timepoint``, ``mean``, ``sd`` (sample SD, None for n < 2) and ``n``.
+        ``timepoints`` (natural order), ``conditions`` and ``series``: per
+        condition the lists ``timepoint``, ``mean``, ``sd`` (sample SD, None for
+        n < 2), ``sem`` (SD / sqrt(n)), ``n`` and ``points`` (per group, each
+        observation's ``value``, ``file_id`` and ``well``); ``observation_rule``
+        says which observations count.
     """
     m = _METRIC_BY_KEY.get(metric)
     if m is None:
         raise SpecError(f"unknown metric {metric!r}; known: {', '.join(_METRIC_BY_KEY)}")
-    needed = ["file_id", m.column, "condition", "timepoint"]
+    needed = ["file_id", m.column, *PARTITION]
     if m.per_file:
         needed.append("stimulus_kind")
+    if m.unit_of_observation == "well":
+        needed.append("well")
+    if m.active_wells_only:
+        needed.append("n_active_electrodes")
+    empty = {"metric": m.key, "label": m.label, "timepoints": [], "conditions": [], "series": []}
     reason = _need(con, m.view, needed)
     if reason:
-        return _unavailable(reason, metric=m.key, label=m.label, timepoints=[], series=[])
+        return _unavailable(reason, **empty)
     if m.per_file:
         source = (
-            f"SELECT file_id, any_value(condition) AS condition, "  # noqa: S608
-            f"any_value(timepoint) AS timepoint, max({m.column}) AS value "
+            f"SELECT file_id, NULL::VARCHAR AS well, any_value(lab) AS lab, "  # noqa: S608
+            f"any_value(condition) AS condition, any_value(timepoint) AS timepoint, "
+            f"max({m.column}) AS value "
             f"FROM {m.view} WHERE stimulus_kind = 'long_square' GROUP BY file_id"
         )
     else:
-        source = f"SELECT condition, timepoint, {m.column} AS value FROM {m.view}"  # noqa: S608
+        well = "well" if m.unit_of_observation == "well" else "NULL::VARCHAR"
+        where = "n_active_electrodes > 0" if m.active_wells_only else "true"
+        source = (
+            f"SELECT file_id, {well} AS well, lab, condition, timepoint, "  # noqa: S608
+            f"{m.column} AS value FROM {m.view} WHERE {where}"
+        )
+    params: list[Any] = []
+    lab_filter = ""
+    if lab is not None:
+        lab_filter = "AND lab = ?"
+        params.append(spec.validate_partition_value("lab", lab))
     rows = _records(
         con,
         f"""
-        SELECT condition, timepoint, avg(value) AS mean, stddev_samp(value) AS sd,
-               count(value) AS n
+        SELECT condition, timepoint, file_id, well, value::DOUBLE AS value
         FROM ({source})
-        WHERE value IS NOT NULL AND isfinite(value::DOUBLE)
-        GROUP BY condition, timepoint
-        """,  # noqa: S608  (identifiers whitelisted)
+        WHERE value IS NOT NULL AND isfinite(value::DOUBLE) {lab_filter}
+        ORDER BY file_id, well
+        """,  # noqa: S608  (identifiers whitelisted, values parameters)
+        params,
     )
-    timepoints = sorted({r["timepoint"] for r in rows}, key=timepoint_key)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["condition"]), str(r["timepoint"])), []).append(
+            {"value": r["value"], "file_id": r["file_id"], "well": r["well"]}
+        )
+    timepoints = sorted({tp for _c, tp in groups}, key=timepoint_key)
     series: dict[str, dict[str, list[Any]]] = {}
-    for r in sorted(rows, key=lambda r: (str(r["condition"]), timepoint_key(r["timepoint"]))):
-        s = series.setdefault(str(r["condition"]), {"timepoint": [], "mean": [], "sd": [], "n": []})
-        s["timepoint"].append(r["timepoint"])
-        s["mean"].append(r["mean"])
-        s["sd"].append(r["sd"])
-        s["n"].append(int(r["n"]))
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], timepoint_key(kv[0][1])))
+    for (cond, tp), points in ordered:
+        values = [p["value"] for p in points]
+        n = len(values)
+        mean = math.fsum(values) / n
+        sd = statistics.stdev(values) if n > 1 else None
+        s = series.setdefault(
+            cond, {"timepoint": [], "mean": [], "sd": [], "sem": [], "n": [], "points": []}
+        )
+        s["timepoint"].append(tp)
+        s["mean"].append(mean)
+        s["sd"].append(sd)
+        s["sem"].append(sd / math.sqrt(n) if sd is not None else None)
+        s["n"].append(n)
+        s["points"].append(points)
+    rule = (
+        f"one value per {m.unit_of_observation}"
+        + ("; wells without an active electrode are left out" if m.active_wells_only else "")
+        + ("; the cell's largest long-square rate" if m.per_file else "")
+    )
     return {
         "available": bool(rows),
         "message": "" if rows else f"no values of {m.key} yet",
         "metric": m.key,
         "label": m.label,
+        "lab": lab,
         "unit_of_observation": m.unit_of_observation,
+        "observation_rule": rule,
         "timepoints": timepoints,
+        "conditions": list(series),
         "series": [{"condition": c, **v} for c, v in series.items()],
     }
