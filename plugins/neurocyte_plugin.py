@@ -27,7 +27,26 @@ Endpoints (all GET, under ``/neurocyte``)::
     /api/metrics                    metrics with a trajectory
     /api/trajectory/{metric}[?lab=]  n, mean ± SEM, points per condition x timepoint
     /api/raw/{file_id}?start_s=&stop_s=[&well=&electrode=&sweep=&format=json|npy]
+    /search.html, /cell.html?file_id=, /plate.html?file_id=   the other pages
+    /api/search?lab=&condition=&...&date_from=&date_to=&q=    faceted search
+    /api/cells/{file_id}            the cell page: metadata, QC, features, sweeps, f-I
+    /api/cells/{file_id}/sweeps/{n} response + stimulus + spikes + spike waveforms
+    /api/plates/{file_id}           the plate page: metadata, plate map, wells
+    /api/plates/{file_id}/network-bursts[?well=&start_s=&stop_s=]
+    /api/plates/{file_id}/by-div?metric=   a well metric over the plate's DIVs
+    /api/download/{view}.csv|parquet[?file_id=&lab=&condition=&timepoint=&...]  streamed
+    /api/download/nwb/{file_id}     a patch-clamp recording as NWB (metadata, features)
+    /api/download/original/{file_id}  the source file (checked against its file_id)
+    /qc-report/, /qc-report/{file_id}  offline QC reports: every batch; one file's
+    /api/curation[?file_id=]        curator actions (curation_log), newest first
+    /api/excluded                   excluded recordings, wells, sweeps with reasons
+    /api/me                         the user, their roles, whether they are a curator
     /qc-docs/{path}                 the GX Data Docs site
+
+    POST /api/curation              a curator action (curator role): note, exclude,
+                                    restore, accept_quarantined on a recording, well
+                                    or sweep, with a reason; appended to curation_log,
+                                    then the catalog is republished
 """
 
 from __future__ import annotations
@@ -35,6 +54,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -43,7 +63,15 @@ from typing import Annotated, Any, Final, Literal
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from pydantic import BaseModel, Field
 
 from transforms import spec
 from transforms.errors import LakeError, NeurocyteError, UnsupportedRecording
@@ -56,6 +84,8 @@ URL_PREFIX: Final = "/neurocyte"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "neurocyte_static"
 #: Largest raw window returned as JSON samples (per channel, after decimation).
 RAW_JSON_MAX_POINTS: Final = 20_000
+#: The HTML pages besides the overview (``/neurocyte/<page>.html``): shells holding no data.
+PAGES: Final = frozenset({"search", "cell", "plate"})
 
 
 def plotly_js_path() -> Path | None:
@@ -72,6 +102,52 @@ def _airflow_user_dependency() -> Callable[..., Any]:
     from airflow.api_fastapi.core_api.security import get_user
 
     return get_user
+
+
+#: Airflow roles that make a user a Neurocyte **curator** (may write curation actions),
+#: comma-separated, case-insensitive. The simple auth manager's roles are viewer, user,
+#: op and admin; with FAB, create a role named ``neurocyte_curator`` (or list yours).
+CURATOR_ROLES_ENV: Final = "NEUROCYTE_CURATOR_ROLES"
+DEFAULT_CURATOR_ROLES: Final = ("admin", "op", "neurocyte_curator")
+
+
+def user_roles(user: Any) -> tuple[str, ...]:
+    """The Airflow roles of a user, lower case: the simple auth manager's one ``role``
+    or FAB's ``roles`` (objects with a ``name``)."""
+    names: list[str] = []
+    role = getattr(user, "role", None)
+    if isinstance(role, str) and role:
+        names.append(role)
+    for r in getattr(user, "roles", None) or ():
+        name = getattr(r, "name", r)
+        if isinstance(name, str) and name:
+            names.append(name)
+    return tuple(n.strip().lower() for n in names)
+
+
+def curator_roles() -> frozenset[str]:
+    """The roles granting the curator role (``$NEUROCYTE_CURATOR_ROLES`` or the default)."""
+    import os
+
+    raw = os.environ.get(CURATOR_ROLES_ENV)
+    names = raw.split(",") if raw else DEFAULT_CURATOR_ROLES
+    return frozenset(n.strip().lower() for n in names if n.strip())
+
+
+def is_curator(user: Any) -> bool:
+    """Whether an Airflow user holds the Neurocyte curator role."""
+    return bool(set(user_roles(user)) & curator_roles())
+
+
+class CurationRequest(BaseModel):
+    """A curator action (see :mod:`transforms.lake.curation`)."""
+
+    action: Literal["note", "exclude", "restore", "accept_quarantined"]
+    target_kind: Literal["recording", "well", "sweep"]
+    file_id: str = Field(min_length=64, max_length=64)
+    reason: str = Field(min_length=1, max_length=4000)
+    well: str | None = None
+    sweep_number: int | None = None
 
 
 def _status_for(exc: NeurocyteError) -> int:
@@ -105,7 +181,8 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    guards = [Depends(_airflow_user_dependency())] if require_auth else []
+    get_user = _airflow_user_dependency()
+    guards = [Depends(get_user)] if require_auth else []
     api = APIRouter(prefix="/api", dependencies=guards)
 
     def lake_root() -> str:
@@ -137,6 +214,12 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/{page}.html", include_in_schema=False)
+    def page(page: str) -> FileResponse:
+        if page not in PAGES:
+            raise HTTPException(404, f"no page {page!r}")
+        return FileResponse(STATIC_DIR / f"{page}.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -171,6 +254,28 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
         if not target.is_file():
             raise HTTPException(404, f"no Data Docs page {path!r}")
         return FileResponse(target)
+
+    @app.get("/qc-report", include_in_schema=False, dependencies=guards)
+    def qc_report_root() -> RedirectResponse:
+        return RedirectResponse("qc-report/")
+
+    @app.get("/qc-report/", include_in_schema=False, dependencies=guards)
+    def qc_report_index() -> HTMLResponse:
+        from transforms.serve import qc_report
+
+        with catalog() as con:
+            if con is None:
+                raise HTTPException(404, "no catalog yet")
+            return HTMLResponse(qc_report.index(con))
+
+    @app.get("/qc-report/{file_id}", include_in_schema=False, dependencies=guards)
+    def qc_report_file(file_id: str) -> HTMLResponse:
+        from transforms.serve import qc_report
+
+        with catalog() as con:
+            if con is None:
+                raise HTTPException(404, "no catalog yet")
+            return HTMLResponse(qc_report.file_report(con, file_id, lake=lake_root()))
 
     @api.get("/overview")
     def overview() -> dict[str, Any]:
@@ -247,6 +352,215 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
             lambda con: dashboard.trajectory(con, metric, lab=lab),
             {"metric": metric, "timepoints": [], "series": []},
         )
+
+    @api.get("/search")
+    def search(
+        kind: Annotated[list[str] | None, Query()] = None,
+        lab: Annotated[list[str] | None, Query()] = None,
+        condition: Annotated[list[str] | None, Query()] = None,
+        timepoint: Annotated[list[str] | None, Query()] = None,
+        subject: Annotated[list[str] | None, Query()] = None,
+        species: Annotated[list[str] | None, Query()] = None,
+        protocol: Annotated[list[str] | None, Query()] = None,
+        qc_status: Annotated[list[str] | None, Query()] = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        q: str | None = None,
+    ) -> dict[str, Any]:
+        filters = {
+            "kind": kind or [],
+            "lab": lab or [],
+            "condition": condition or [],
+            "timepoint": timepoint or [],
+            "subject": subject or [],
+            "species": species or [],
+            "protocol": protocol or [],
+            "qc_status": qc_status or [],
+        }
+        return run(
+            lambda con: dashboard.search(
+                con, filters=filters, date_from=date_from, date_to=date_to, text=q
+            ),
+            {"results": [], "facets": {}},
+        )
+
+    @api.get("/cells/{file_id}")
+    def cell_page(file_id: str) -> dict[str, Any]:
+        return run(lambda con: dashboard.cell_page(con, file_id, lake=lake_root()), {})
+
+    @api.get("/cells/{file_id}/sweeps/{sweep}")
+    def sweep_detail(
+        file_id: str, sweep: int, max_points: Annotated[int, Query(ge=100, le=50_000)] = 4000
+    ) -> dict[str, Any]:
+        return run(
+            lambda con: dashboard.sweep_detail(
+                con, file_id, sweep, lake=lake_root(), max_points=max_points
+            ),
+            {},
+        )
+
+    @api.get("/plates/{file_id}")
+    def plate_page(file_id: str) -> dict[str, Any]:
+        return run(lambda con: dashboard.plate_page(con, file_id, lake=lake_root()), {})
+
+    @api.get("/plates/{file_id}/network-bursts")
+    def network_bursts(
+        file_id: str,
+        well: str | None = None,
+        start_s: float | None = None,
+        stop_s: float | None = None,
+    ) -> dict[str, Any]:
+        return run(
+            lambda con: dashboard.network_bursts(
+                con, file_id, well=well, start_s=start_s, stop_s=stop_s
+            ),
+            {"bursts": []},
+        )
+
+    @api.get("/plates/{file_id}/by-div")
+    def by_div(file_id: str, metric: str = "mean_firing_rate_hz") -> dict[str, Any]:
+        return run(
+            lambda con: dashboard.well_metric_by_div(con, file_id, metric=metric),
+            {"timepoints": [], "wells": []},
+        )
+
+    @api.get("/curation")
+    def curation(file_id: str | None = None) -> dict[str, Any]:
+        return run(lambda con: dashboard.curation_log(con, file_id=file_id), {"actions": []})
+
+    @api.get("/excluded")
+    def excluded() -> dict[str, Any]:
+        return run(dashboard.excluded, {"excluded": []})
+
+    @api.get("/me")
+    def me(user: Any = Depends(get_user)) -> dict[str, Any]:  # noqa: B008
+        return {
+            "user": user.get_name(),
+            "roles": list(user_roles(user)),
+            "curator": is_curator(user),
+        }
+
+    @api.post("/curation", status_code=201)
+    def curate(
+        body: CurationRequest,
+        user: Any = Depends(get_user),  # noqa: B008  (a local: Annotated cannot name it)
+    ) -> dict[str, Any]:
+        """Append one curator action to ``curation_log`` and republish the catalog."""
+        from transforms.lake import catalog as lake_catalog
+        from transforms.lake import curation
+
+        if not is_curator(user):
+            raise HTTPException(
+                403,
+                f"curation needs the curator role (Airflow roles {sorted(curator_roles())}); "
+                f"{user.get_name()} has {list(user_roles(user)) or 'none'}",
+            )
+        action = curation.CurationAction(
+            action=body.action,
+            target_kind=body.target_kind,
+            file_id=body.file_id,
+            reason=body.reason,
+            well=body.well,
+            sweep_number=body.sweep_number,
+        )
+        with catalog() as con:
+            if con is None:
+                raise HTTPException(409, "no catalog yet: nothing to curate")
+            problem = dashboard.check_curation_target(
+                con,
+                action=action.action,
+                file_id=action.file_id,
+                well=action.well,
+                sweep_number=action.sweep_number,
+            )
+        if problem:
+            raise HTTPException(404, problem)
+        row = curation.record(
+            action, curator=user.get_name(), curator_roles=user_roles(user), lake=lake_root()
+        )
+        lake_catalog.publish(lake=lake_root())
+        return {"recorded": row}
+
+    @api.get("/download/{view}.{fmt}", response_model=None)
+    def download(
+        view: str,
+        fmt: Literal["csv", "parquet"],
+        file_id: Annotated[list[str] | None, Query()] = None,
+        lab: Annotated[list[str] | None, Query()] = None,
+        condition: Annotated[list[str] | None, Query()] = None,
+        timepoint: Annotated[list[str] | None, Query()] = None,
+        subject: Annotated[list[str] | None, Query()] = None,
+        species: Annotated[list[str] | None, Query()] = None,
+        protocol: Annotated[list[str] | None, Query()] = None,
+        well: Annotated[list[str] | None, Query()] = None,
+    ) -> StreamingResponse:
+        """A view filtered by facets, streamed in record batches (never whole in memory)."""
+        from transforms.serve import downloads
+
+        filters = {
+            "file_id": file_id or [],
+            "lab": lab or [],
+            "condition": condition or [],
+            "timepoint": timepoint or [],
+            "subject": subject or [],
+            "species": species or [],
+            "protocol": protocol or [],
+            "well": well or [],
+        }
+        con = dashboard.open_catalog(lake_root())
+        if con is None:
+            raise HTTPException(404, "no catalog yet")
+        try:
+            chunks = downloads.stream(con, view, filters, fmt=fmt)
+        except BaseException:
+            con.close()
+            raise
+
+        def body() -> Iterator[bytes]:
+            try:
+                yield from chunks
+            finally:
+                con.close()
+
+        media = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
+        return StreamingResponse(
+            body(),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{view}.{fmt}"'},
+        )
+
+    @api.get("/download/nwb/{file_id}", response_model=None)
+    def download_nwb(file_id: str) -> FileResponse:
+        """A published patch-clamp recording with its metadata and features as NWB."""
+        import tempfile
+
+        from starlette.background import BackgroundTask
+
+        from transforms.serve.export import export_recording_nwb
+
+        spec.check_file_id(file_id)
+        tmp = Path(tempfile.mkdtemp(prefix="neurocyte-nwb-"))
+        out = tmp / f"{file_id[:12]}.nwb"
+        try:
+            export_recording_nwb(file_id, out, lake=lake_root())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return FileResponse(
+            out,
+            media_type="application/x-nwb",
+            filename=out.name,
+            background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
+        )
+
+    @api.get("/download/original/{file_id}", response_model=None)
+    def download_original(file_id: str) -> FileResponse:
+        """The source file as it was ingested (checked against its file_id first)."""
+        from transforms.serve.raw import locate, verify_source
+
+        record = locate(file_id, lake=lake_root())
+        verify_source(record)
+        return FileResponse(record.source_path, filename=record.source_path.name)
 
     @api.get("/raw/{file_id}", response_model=None)
     def raw(

@@ -453,6 +453,48 @@ async function drawTrajectory(data) {
   });
 }
 
+/* ---------------------------------------------------------------- curation */
+
+async function loadCuration() {
+  try {
+    const [me, log, ex] = await Promise.all([getJSON("api/me"), getJSON("api/curation"), getJSON("api/excluded")]);
+    document.getElementById("me").textContent = `${me.user} (${me.roles.join(", ") || "no role"}) ${me.curator ? "is a curator" : "is not a curator: read only"}`;
+    const exBody = document.querySelector("#excluded-table tbody");
+    exBody.replaceChildren();
+    for (const x of ex.excluded || []) {
+      exBody.append(el("tr", { "data-file-id": x.file_id, "data-well": x.well ?? "" },
+        el("td", { text: x.target_kind }), el("td", { text: x.file_name || x.file_id.slice(0, 12) }),
+        el("td", { text: x.well ?? (x.sweep_number ?? "—") }), el("td", { class: "reason", text: x.reason }),
+        el("td", { text: x.curator }), el("td", { text: x.excluded_at })));
+    }
+    const body = document.querySelector("#curation-table tbody");
+    body.replaceChildren();
+    for (const a of log.actions || []) {
+      body.append(el("tr", { "data-action": a.action },
+        el("td", { text: a.acted_at }), el("td", { text: a.curator }), el("td", { text: a.action }),
+        el("td", { text: a.target_kind }), el("td", { text: a.file_id.slice(0, 12) }),
+        el("td", { text: a.well ?? (a.sweep_number ?? "—") }), el("td", { class: "reason", text: a.reason })));
+    }
+  } catch (err) {
+    document.getElementById("me").textContent = `Could not load: ${err.message}`;
+  }
+}
+
+document.getElementById("curation-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const body = { action: form.get("action"), target_kind: form.get("target_kind"), file_id: form.get("file_id"), reason: form.get("reason") };
+  if (body.target_kind === "well") body.well = form.get("well");
+  if (body.target_kind === "sweep") body.sweep_number = Number(form.get("sweep_number"));
+  const out = document.getElementById("curation-result");
+  out.textContent = "recording…";
+  const r = await fetch("api/curation", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body) });
+  const j = await r.json().catch(() => ({}));
+  out.textContent = r.ok ? `recorded (${j.recorded.action_id.slice(0, 8)})` : `refused: ${typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)}`;
+  out.dataset.state = r.ok ? "ok" : "error";
+  if (r.ok) { loadCuration(); loadOverview(); loadCells(); loadPlates(); loadTrajectory(); }
+});
+
 /* ---------------------------------------------------------------- wiring */
 
 document.getElementById("cell-select").addEventListener("change", (e) => selectCell(e.target.value));
@@ -469,4 +511,5 @@ if (!window.Plotly) {
   loadCells();
   loadPlates();
   loadMetrics();
+  loadCuration();
 }
