@@ -1343,7 +1343,8 @@ def sweep_detail(
     from transforms.serve.raw import envelope, fetch_snippet
 
     out = sweep_trace(con, file_id, sweep, lake=lake, max_points=max_points)
-    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=3600.0)
+    duration_s = out["n_samples"] / out["sampling_rate_hz"]
+    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration_s)
     fs = snip.sampling_rate_hz
     stim = None
     if snip.command is not None:
