@@ -108,7 +108,8 @@ def test_cell_page_has_metadata_qc_features_with_units_and_sweeps(sample: Sample
     assert page["qc"]["status"] == "published"
     features = {(f["analysis"], f["feature"]): f for f in page["features"]}
     (rheo,) = con.execute(
-        "SELECT rheobase_pa FROM icephys_cell_features WHERE file_id = ? AND analysis = 'long_square'",
+        "SELECT rheobase_pa FROM icephys_cell_features "
+        "WHERE file_id = ? AND analysis = 'long_square'",
         [fid],
     ).fetchone()
     assert features[("long_square", "rheobase_pa")]["value"] == pytest.approx(rheo)
