@@ -38,6 +38,11 @@ Endpoints (all GET, under ``/neurocyte``)::
     /api/download/nwb/{file_id}     a patch-clamp recording as NWB (metadata, features)
     /api/download/original/{file_id}  the source file (checked against its file_id)
     /qc-report/, /qc-report/{file_id}  offline QC reports: every batch; one file's
+    POST /api/uploads               open a resumable upload (curator role): file name,
+                                    size, lab/condition/timepoint, sidecar fields
+    PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk); 409 + where to resume
+    /api/uploads/{id}               bytes received, stage: uploading, landed, published,
+                                    quarantined or failed (with the reason)
     /api/curation[?file_id=]        curator actions (curation_log), newest first
     /api/excluded                   excluded recordings, wells, sweeps with reasons
     /api/me                         the user, their roles, whether they are a curator
@@ -51,6 +56,7 @@ Endpoints (all GET, under ``/neurocyte``)::
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -139,6 +145,17 @@ def is_curator(user: Any) -> bool:
     return bool(set(user_roles(user)) & curator_roles())
 
 
+class UploadRequest(BaseModel):
+    """An upload session: the file, its partition and its sidecar fields."""
+
+    file_name: str = Field(min_length=1, max_length=200)
+    size_bytes: int = Field(gt=0)
+    lab: str
+    condition: str
+    timepoint: str
+    sidecar: dict[str, str] = Field(default_factory=dict)
+
+
 class CurationRequest(BaseModel):
     """A curator action (see :mod:`transforms.lake.curation`)."""
 
@@ -151,6 +168,10 @@ class CurationRequest(BaseModel):
 
 
 def _status_for(exc: NeurocyteError) -> int:
+    from transforms.serve.upload import UploadConflict
+
+    if isinstance(exc, UploadConflict):
+        return 409
     if isinstance(exc, LakeError):
         return 404
     if isinstance(exc, UnsupportedRecording):
@@ -158,7 +179,9 @@ def _status_for(exc: NeurocyteError) -> int:
     return 400
 
 
-def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI:
+def create_app(
+    lake: str | None = None, *, require_auth: bool = True, landing: str | None = None
+) -> FastAPI:
     """Build the Neurocyte FastAPI app.
 
     Parameters
@@ -168,6 +191,8 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
     require_auth
         Guard the API and Data Docs with Airflow's authentication (needs a
         running Airflow api-server). Tests of the queries alone may pass False.
+    landing
+        Landing zone uploads go to; None reads ``$NEUROCYTE_LANDING`` per request.
 
     Returns
     -------
@@ -424,6 +449,94 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
             {"timepoints": [], "wells": []},
         )
 
+    def require_curator(user: Any) -> None:
+        if not is_curator(user):
+            raise HTTPException(
+                403,
+                f"this needs the curator role (Airflow roles {sorted(curator_roles())}); "
+                f"{user.get_name()} has {list(user_roles(user)) or 'none'}",
+            )
+
+    def landing_root() -> str:
+        return spec.landing_root(landing)
+
+    def upload_state(session: dict[str, Any]) -> dict[str, Any]:
+        """The session plus where its file is in the pipeline (from ingest_log)."""
+        from transforms.lake.storage import sha256
+
+        out = {k: v for k, v in session.items() if k != "user"}
+        out["stage"] = "uploading"
+        if not session["done"]:
+            return out
+        out["stage"] = "landed: waiting for the ingest DAG"
+        path = Path(landing_root()) / session["destination"]
+        if not path.is_file():
+            return out
+        file_id = sha256(path)
+        out["file_id"] = file_id
+        with catalog() as con:
+            attempt = None if con is None else dashboard.latest_attempt(con, file_id)
+        if attempt is not None:
+            out["stage"] = attempt["status"]
+            out["reason"] = attempt["reason"]
+        return out
+
+    @api.post("/uploads", status_code=201)
+    def upload_start(
+        body: UploadRequest,
+        user: Any = Depends(get_user),  # noqa: B008
+    ) -> dict[str, Any]:
+        """Open a resumable upload (curator role); send its bytes with PUT."""
+        from transforms.serve import upload
+
+        require_curator(user)
+        return upload.start(
+            landing_root(),
+            file_name=body.file_name,
+            size_bytes=body.size_bytes,
+            lab=body.lab,
+            condition=body.condition,
+            timepoint=body.timepoint,
+            sidecar=dict(body.sidecar),
+            user=user.get_name(),
+        )
+
+    @api.get("/uploads/{upload_id}")
+    def upload_status(upload_id: str) -> dict[str, Any]:
+        """Bytes received (where to resume) and the file's stage in the pipeline."""
+        from transforms.serve import upload
+
+        return upload_state(upload.status(landing_root(), upload_id))
+
+    @api.put("/uploads/{upload_id}")
+    async def upload_chunk(
+        upload_id: str,
+        offset: int,
+        request: Request,
+        user: Any = Depends(get_user),  # noqa: B008
+    ) -> dict[str, Any]:
+        """Bytes of the request body written at ``offset``, streamed to disk chunk by
+        chunk (409 with the received size when ``offset`` is not where it ends)."""
+        from starlette.concurrency import run_in_threadpool
+
+        from transforms.serve import upload
+
+        require_curator(user)
+        state = await run_in_threadpool(upload.status, landing_root(), upload_id)
+        if offset != state["received_bytes"] and not state["done"]:
+            raise HTTPException(409, {"detail": "resume at received_bytes", **upload_state(state)})
+        received = offset
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            state = await run_in_threadpool(
+                functools.partial(
+                    upload.append, landing_root(), upload_id, offset=received, chunks=[chunk]
+                )
+            )
+            received = state["received_bytes"]
+        return await run_in_threadpool(upload_state, state)
+
     @api.get("/curation")
     def curation(file_id: str | None = None) -> dict[str, Any]:
         return run(lambda con: dashboard.curation_log(con, file_id=file_id), {"actions": []})
@@ -449,12 +562,7 @@ def create_app(lake: str | None = None, *, require_auth: bool = True) -> FastAPI
         from transforms.lake import catalog as lake_catalog
         from transforms.lake import curation
 
-        if not is_curator(user):
-            raise HTTPException(
-                403,
-                f"curation needs the curator role (Airflow roles {sorted(curator_roles())}); "
-                f"{user.get_name()} has {list(user_roles(user)) or 'none'}",
-            )
+        require_curator(user)
         action = curation.CurationAction(
             action=body.action,
             target_kind=body.target_kind,

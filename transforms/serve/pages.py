@@ -37,6 +37,8 @@ from transforms.pipeline import qc
 PARTITION: Final = spec.PARTITION_COLUMNS
 #: Most marks sent for one raster (beyond it spikes are binned per electrode, never cut).
 RASTER_MAX_SPIKES: Final = 20_000
+#: Longest sweep read when the catalog does not say (raw access's longest window).
+MAX_SWEEP_S: Final = 600.0
 #: Points per displayed sweep trace (min/max envelope).
 TRACE_MAX_POINTS: Final = 4_000
 
@@ -575,7 +577,7 @@ def sweep_trace(
         ``sampling_rate_hz``, ``spikes`` (see :func:`sweep_spikes`) and the
         sweep's ``stim_amp_pa`` / ``spike_count`` where known.
     """
-    from transforms.serve.raw import envelope, fetch_snippet
+    from transforms.serve.raw import fetch_snippet
 
     spec.check_file_id(file_id)
     rows = []
@@ -586,8 +588,22 @@ def sweep_trace(
             "WHERE file_id = ? AND sweep_number = ?",
             [file_id, int(sweep)],
         )
-    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else 3600.0
+    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
     snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    return _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
+
+
+def _trace_of(
+    con: DuckDBPyConnection,
+    snip: Any,
+    file_id: str,
+    sweep: int,
+    rows: list[dict[str, Any]],
+    *,
+    max_points: int,
+) -> dict[str, Any]:
+    from transforms.serve.raw import envelope
+
     idx, y = envelope(snip.data[:, 0], max_points)
     t = snip.start_s + idx / snip.sampling_rate_hz
     return {
@@ -1216,7 +1232,7 @@ _HIDDEN: Final = frozenset(
 )
 
 
-def _latest_attempt(con: DuckDBPyConnection, file_id: str) -> dict[str, Any] | None:
+def latest_attempt(con: DuckDBPyConnection, file_id: str) -> dict[str, Any] | None:
     rows = _records(
         con,
         f"SELECT file_id, file_name, status, reason, lab, condition, timepoint, batch_id, "  # noqa: S608
@@ -1239,7 +1255,7 @@ def cell_page(con: DuckDBPyConnection, file_id: str, *, lake: str | None = None)
         (its actions) and ``excluded`` (its excluded sweeps).
     """
     spec.check_file_id(file_id)
-    attempt = _latest_attempt(con, file_id)
+    attempt = latest_attempt(con, file_id)
     if attempt is None:
         raise SpecError(f"no ingested file has file_id {file_id}")
     rec = []
@@ -1342,9 +1358,18 @@ def sweep_detail(
 
     from transforms.serve.raw import envelope, fetch_snippet
 
-    out = sweep_trace(con, file_id, sweep, lake=lake, max_points=max_points)
-    duration_s = out["n_samples"] / out["sampling_rate_hz"]
-    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration_s)
+    spec.check_file_id(file_id)
+    rows = []
+    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
+        rows = _records(
+            con,
+            "SELECT duration_s, stim_amp_pa, spike_count FROM icephys_sweeps "
+            "WHERE file_id = ? AND sweep_number = ?",
+            [file_id, int(sweep)],
+        )
+    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
+    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    out = _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
     fs = snip.sampling_rate_hz
     stim = None
     if snip.command is not None:
@@ -1380,7 +1405,7 @@ def plate_page(con: DuckDBPyConnection, file_id: str, *, lake: str | None = None
         map), ``curation``.
     """
     spec.check_file_id(file_id)
-    attempt = _latest_attempt(con, file_id)
+    attempt = latest_attempt(con, file_id)
     if attempt is None:
         raise SpecError(f"no ingested file has file_id {file_id}")
     have = columns(con, "mea_recordings")
