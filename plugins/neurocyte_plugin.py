@@ -91,7 +91,7 @@ STATIC_DIR: Final = Path(__file__).resolve().parent / "neurocyte_static"
 #: Largest raw window returned as JSON samples (per channel, after decimation).
 RAW_JSON_MAX_POINTS: Final = 20_000
 #: The HTML pages besides the overview (``/neurocyte/<page>.html``): shells holding no data.
-PAGES: Final = frozenset({"search", "cell", "plate"})
+PAGES: Final = frozenset({"search", "cell", "plate", "upload"})
 
 
 def plotly_js_path() -> Path | None:
@@ -467,6 +467,9 @@ def create_app(
         out = {k: v for k, v in session.items() if k != "user"}
         out["stage"] = "uploading"
         if not session["done"]:
+            return out
+        if spec.recording_kind(session["file_name"]) is None:
+            out["stage"] = "landed: plate map (read with the recordings beside it)"
             return out
         out["stage"] = "landed: waiting for the ingest DAG"
         path = Path(landing_root()) / session["destination"]

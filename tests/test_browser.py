@@ -109,6 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "NEUROCYTE_LAKE": str(sample.lake),
+        "NEUROCYTE_LANDING": str(root / "upload_landing"),
     }
     (home / "passwords.json").write_text(json.dumps(PASSWORDS))
     subprocess.run(
@@ -141,7 +142,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(f"{base}/api/v2/monitor/health", proc, log)
-        yield {"base": base, "sample": sample, "log": log}
+        yield {"base": base, "sample": sample, "log": log, "landing": root / "upload_landing"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -509,5 +510,53 @@ def test_qc_report_of_a_quarantined_file_works_offline(server, browser) -> None:
         assert color == "rgb(11, 114, 133)"  # styled by its own inline CSS
         _shot(report, "qc_report_quarantined_offline")
         assert outside == []
+    finally:
+        context.close()
+
+
+def test_upload_page_streams_files_and_follows_them_to_published(server, browser) -> None:
+    """Drop a real ABF, and a spike list with its plate map, on the upload page; the
+    page streams them, and follows them to published once the ingest ran (here the
+    DAG's own function, run by the test: this api-server has no scheduler)."""
+    from tests.conftest import ABF_DIR
+    from transforms.pipeline import ingest_paths
+
+    shared_mea = ABF_DIR.parent / "mea"
+    files = [
+        ABF_DIR / "File_axon_5.abf",
+        shared_mea / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz",
+        shared_mea / "exampleRecording_1012016_plate1_expLog.csv",
+    ]
+    context = _login(browser, server)
+    page = context.new_page()
+    try:
+        page.goto(f"{server['base']}/neurocyte/upload.html")
+        page.fill("#upload-form input[name=lab]", "labUp")
+        page.fill("#upload-form input[name=condition]", "WT")
+        page.fill("#upload-form input[name=timepoint]", "DIV3")
+        page.fill("#upload-form input[name=species]", "Mus musculus")
+        page.set_input_files("#file-input", [str(f) for f in files])
+        for f in files:
+            page.wait_for_function(
+                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
+                "?.dataset.stage?.startsWith('landed')",
+                arg=f.name,
+                timeout=120_000,
+            )
+        _shot(page, "upload_landed")
+        landing = server["landing"]
+        landed = landing / "labUp" / "WT" / "DIV3"
+        assert sorted(p.name for p in landed.iterdir() if not p.name.endswith(".meta.json")) == (
+            sorted(f.name for f in files)
+        )
+        ingest_paths([landed], lake=str(server["sample"].lake), landing=str(landing))
+        for f in files[:2]:
+            page.wait_for_function(
+                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
+                "?.dataset.stage === 'published'",
+                arg=f.name,
+                timeout=120_000,
+            )
+        _shot(page, "upload_published")
     finally:
         context.close()

@@ -309,7 +309,87 @@ async function platePage() {
   await Promise.all([loadHeat(), loadRaster()]);
 }
 
+/* ---------------------------------------------------------------- upload */
+
+const CHUNK_BYTES = 1024 * 1024;
+
+async function uploadPage() {
+  const drop = el("div", { id: "drop-zone", class: "drop", text: "Drop ABF, NWB, .raw/.spk, spike lists and plate maps here, or choose files" });
+  const picker = el("input", { id: "file-input", type: "file", multiple: "" });
+  const form = el("form", { id: "upload-form", class: "curation" });
+  for (const [name, label, req] of [["lab", "Lab", true], ["condition", "Condition", true], ["timepoint", "Timepoint", true], ["subject", "Subject", false], ["species", "Species", false], ["sex", "Sex", false], ["age", "Age (P60D)", false], ["genotype", "Genotype", false], ["strain", "Strain", false], ["notes", "Notes", false]]) {
+    form.append(el("label", { text: `${label} ` }, el("input", Object.assign({ name, size: name === "notes" ? "40" : "12" }, req ? { required: "" } : {}))));
+  }
+  const list = el("table", { class: "data", id: "upload-table" });
+  list.append(el("thead", {}, el("tr", {}, ...["File", "Bytes", "Sent", "Stage", "Reason"].map((h) => el("th", { text: h })))), el("tbody"));
+  main.append(el("h2", { text: "Upload recordings" }),
+    el("p", { class: "hint", text: "Files stream to the landing zone in 1 MiB chunks and resume after a dropped connection; the form's values become the sidecar. The ingest DAG is then triggered and each file followed to published or quarantined." }),
+    form, drop, picker, list);
+  // A drop's files (a spike list with its plate map) all land before the DAG is triggered once.
+  const handle = async (files) => {
+    if (!form.reportValidity()) return;
+    const values = new FormData(form);
+    const done = await Promise.all([...files].map((f) => uploadOne(f, values, list.tBodies[0])));
+    const landed = done.filter(Boolean);
+    if (!landed.length) return;
+    const trig = await fetch("../api/v2/dags/neurocyte_ingest/dagRuns", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ logical_date: null, conf: { max_wait_s: 0 } }) }).catch(() => null);
+    const note = trig && trig.ok ? "ingest DAG triggered" : "the ingest DAG picks it up at its next scheduled run";
+    await Promise.all(landed.map((f) => follow(f, note)));
+  };
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); handle(e.dataTransfer.files); });
+  picker.addEventListener("change", () => handle(picker.files));
+}
+
+async function uploadOne(file, form, body) {
+  const stage = el("td", { class: "stage", text: "starting" }), sent = el("td", { class: "num", text: "0" }), why = el("td", { class: "reason" });
+  const row = el("tr", { "data-file": file.name }, el("td", { text: file.name }), el("td", { class: "num", text: String(file.size) }), sent, stage, why);
+  body.append(row);
+  const sidecar = {};
+  for (const k of ["subject", "species", "sex", "age", "genotype", "strain", "notes"]) if (form.get(k)) sidecar[k] = form.get(k);
+  const post = await fetch("api/uploads", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ file_name: file.name, size_bytes: file.size, lab: form.get("lab"), condition: form.get("condition"), timepoint: form.get("timepoint"), sidecar }) });
+  const session = await post.json().catch(() => ({}));
+  if (!post.ok) { stage.textContent = "refused"; why.textContent = typeof session.detail === "string" ? session.detail : JSON.stringify(session.detail); row.dataset.stage = "refused"; return; }
+  let offset = 0, tries = 0, state = session;
+  while (offset < file.size) {
+    try {
+      const r = await fetch(`api/uploads/${session.upload_id}?offset=${offset}`, { method: "PUT", credentials: "same-origin", body: file.slice(offset, offset + CHUNK_BYTES) });
+      state = await r.json();
+      if (r.status === 409) state = await getJSON(`api/uploads/${session.upload_id}`);  // resume where the server is
+      else if (!r.ok) throw new Error(state.detail || r.statusText);
+      offset = state.received_bytes; tries = 0;
+      sent.textContent = String(offset);
+    } catch (err) {
+      if (++tries > 5) { stage.textContent = "upload failed"; why.textContent = err.message; return; }
+      await new Promise((res) => setTimeout(res, 1000 * tries));
+      try { offset = (await getJSON(`api/uploads/${session.upload_id}`)).received_bytes; } catch (e) { /* retried above */ }
+    }
+  }
+  stage.textContent = state.stage; row.dataset.stage = state.stage;
+  return { file, session, stage, why, row };
+}
+
+/* Follow an uploaded file through the pipeline (Airflow's REST API triggered the DAG). */
+async function follow({ file, session, stage, why, row }, note) {
+  why.textContent = note;
+  if (stage.textContent.startsWith("landed: plate map")) return;
+  for (;;) {  // follow the file: landed -> published | quarantined | failed
+    await new Promise((res) => setTimeout(res, 2000));
+    const st = await getJSON(`api/uploads/${session.upload_id}`).catch(() => null);
+    if (!st) continue;
+    stage.textContent = st.stage; row.dataset.stage = st.stage;
+    if (st.reason) why.textContent = st.reason;
+    if (["published", "quarantined", "failed"].includes(st.stage)) {
+      if (st.file_id && st.stage !== "failed") why.append(" ", el("a", { href: `${/spike_list|\.raw$|\.spk$/i.test(file.name) ? "plate" : "cell"}.html?file_id=${st.file_id}`, text: "open" }));
+      return;
+    }
+  }
+}
+
 const page = document.body.dataset.page;
-const run = { search: searchPage, cell: cellPage, plate: platePage }[page];
+const run = { search: searchPage, cell: cellPage, plate: platePage, upload: uploadPage }[page];
 if (!window.Plotly) main.append(el("p", { class: "empty", text: "plotly.js did not load (vendor/plotly.min.js)." }));
 else run().catch((err) => { main.append(el("p", { class: "empty", id: "page-error", text: `Could not load: ${err.message}` })); });
