@@ -230,7 +230,8 @@ def create_app(
                     "message": f"no catalog at {spec.catalog_path(lake_root())} yet",
                     **empty,
                 }
-            return fn(con)
+            with dashboard.schema_cache(con):
+                return fn(con)
 
     @app.exception_handler(NeurocyteError)
     async def neurocyte_error(_request: Request, exc: NeurocyteError) -> JSONResponse:

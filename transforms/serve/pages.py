@@ -19,7 +19,9 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -180,14 +182,47 @@ def open_catalog(lake: str | None = None) -> DuckDBPyConnection | None:
     return connect(lake=lake, read_only=True)
 
 
+#: The catalog's schema (view -> columns) read once for the duration of
+#: :func:`schema_cache`, for the connection it was read from.
+_SCHEMA: ContextVar[tuple[DuckDBPyConnection, dict[str, set[str]]] | None] = ContextVar(
+    "neurocyte_catalog_schema", default=None
+)
+
+
+@contextmanager
+def schema_cache(con: DuckDBPyConnection) -> Iterator[None]:
+    """Within the block, :func:`views` and :func:`columns` of ``con`` are answered from one
+    read of its schema (a page request asks for dozens; each is a catalog query)."""
+    rows = con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    token = _SCHEMA.set((con, found))
+    try:
+        yield
+    finally:
+        _SCHEMA.reset(token)
+
+
+def _cached(con: DuckDBPyConnection) -> dict[str, set[str]] | None:
+    got = _SCHEMA.get()
+    return got[1] if got is not None and got[0] is con else None
+
+
 def views(con: DuckDBPyConnection) -> set[str]:
     """Names of the views (and tables) in the catalog."""
+    cached = _cached(con)
+    if cached is not None:
+        return set(cached)
     rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     return {r[0] for r in rows}
 
 
 def columns(con: DuckDBPyConnection, view: str) -> set[str]:
     """Column names of a view (empty when it does not exist)."""
+    cached = _cached(con)
+    if cached is not None:
+        return set(cached.get(view, ()))
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
     ).fetchall()
