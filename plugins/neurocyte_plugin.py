@@ -61,6 +61,7 @@ import io
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -90,6 +91,9 @@ URL_PREFIX: Final = "/neurocyte"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "neurocyte_static"
 #: Largest raw window returned as JSON samples (per channel, after decimation).
 RAW_JSON_MAX_POINTS: Final = 20_000
+#: Serialises this process's catalog publishes after curation actions (log_seq and the
+#: temporary catalog file name are per process).
+_PUBLISH_LOCK: Final = threading.Lock()
 #: The HTML pages besides the overview (``/neurocyte/<page>.html``): shells holding no data.
 PAGES: Final = frozenset({"search", "cell", "plate", "upload"})
 
@@ -587,10 +591,12 @@ def create_app(
             )
         if problem:
             raise HTTPException(404, problem)
-        row = curation.record(
-            action, curator=user.get_name(), curator_roles=user_roles(user), lake=lake_root()
-        )
-        lake_catalog.publish(lake=lake_root())
+        # One publish at a time in this process: publish writes <catalog>.<pid>.tmp.
+        with _PUBLISH_LOCK:
+            row = curation.record(
+                action, curator=user.get_name(), curator_roles=user_roles(user), lake=lake_root()
+            )
+            lake_catalog.publish(lake=lake_root())
         return {"recorded": row}
 
     @api.get("/download/{view}.{fmt}", response_model=None)

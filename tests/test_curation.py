@@ -293,3 +293,31 @@ def test_every_endpoint_requires_an_airflow_login(lake: Lake) -> None:
                 assert r.status_code == 401, (method, route.path, r.status_code)
                 checked += 1
     assert checked >= 15
+
+
+def test_concurrent_actions_are_all_logged_in_order(lake: Lake, as_user) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [as_user(f"c{k}", "op") for k in range(3)]
+    before = len(_log_rows(lake))
+
+    def note(k: int) -> int:
+        r = clients[k].post(
+            "/api/curation",
+            json={
+                "action": "note",
+                "target_kind": "recording",
+                "file_id": lake.plate_id,
+                "reason": f"note {k}",
+            },
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(note, range(3))) == [201, 201, 201]
+    rows = _log_rows(lake)
+    assert len(rows) == before + 3
+    seqs = [r["log_seq"] for r in rows]
+    assert len(set(seqs)) == len(seqs)  # one order, no ties within one api-server
+    (n,) = _query(lake, "SELECT count(*) FROM curation_log WHERE reason LIKE 'note %'")[0]
+    assert n == 3  # the republished catalog holds every action
