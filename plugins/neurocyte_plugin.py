@@ -26,7 +26,7 @@ Endpoints (all GET, under ``/neurocyte``)::
     /api/plates/{file_id}/heatmap[?metric=]
     /api/metrics                    metrics with a trajectory
     /api/trajectory/{metric}[?lab=]  n, mean ± SEM, points per condition x timepoint
-    /api/raw/{file_id}?start_s=&stop_s=[&well=&electrode=&sweep=&format=json|npy]
+    /api/raw/{file_id}?start_s=&stop_s=[&well=&electrode=&sweep=&format=json|npy|nwb]
     /search.html, /cell.html?file_id=, /plate.html?file_id=   the other pages
     /api/search?lab=&condition=&...&date_from=&date_to=&q=    faceted search
     /api/cells/{file_id}            the cell page: metadata, QC, features, sweeps, f-I
@@ -688,10 +688,12 @@ def create_app(
         well: Annotated[list[str] | None, Query()] = None,
         electrode: Annotated[list[str] | None, Query()] = None,
         sweep: int | None = None,
-        format: Literal["json", "npy"] = "json",
+        format: Literal["json", "npy", "nwb"] = "json",
         max_points: Annotated[int, Query(ge=2, le=RAW_JSON_MAX_POINTS)] = 2000,
     ) -> Response | dict[str, Any]:
-        """A raw window: ``.npy`` bytes (float32, samples × channels) or decimated JSON."""
+        """A raw window: ``.npy`` bytes (float32, samples × channels; time base and units in
+        the X-Neurocyte-Snippet header), NWB (the window with its time base and units) or
+        decimated JSON."""
         from transforms.serve.raw import envelope, fetch_snippet
 
         snip = fetch_snippet(
@@ -705,6 +707,24 @@ def create_app(
         )
         meta = snip.metadata()
         meta.pop("source_path", None)  # server paths stay on the server
+        if format == "nwb":  # the window with its time base and units, as NWB
+            import tempfile
+
+            from starlette.background import BackgroundTask
+
+            tmp = Path(tempfile.mkdtemp(prefix="neurocyte-raw-"))
+            try:
+                out = snip.save(tmp / f"{file_id[:12]}_snippet.nwb")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return FileResponse(
+                out,
+                media_type="application/x-nwb",
+                filename=out.name,
+                headers={"X-Neurocyte-Snippet": json.dumps(meta)},
+                background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
+            )
         if format == "npy":
             import numpy as np
 

@@ -258,3 +258,27 @@ def test_qc_report_names_the_file_and_its_failed_expectations_offline(
     assert batches and all(f"data-batch='{b}'" in index.text for b in batches)
     page = client.get(f"/qc-report/{bad.file_id}")
     assert page.status_code == 200 and "gain-error" in page.text
+
+
+def test_raw_window_as_nwb_has_its_time_base_and_units(
+    sample: SampleLake, con, client, tmp_path: Path
+) -> None:
+    import h5py
+
+    from transforms.serve.raw import fetch_snippet
+
+    fid = dashboard.plates(con)["plates"][0]["file_id"]
+    params = {"well": "B2", "start_s": 1.0, "stop_s": 1.5, "format": "nwb"}
+    r = client.get(f"/api/raw/{fid}", params=params)
+    assert r.status_code == 200, r.text
+    out = tmp_path / "w.nwb"
+    out.write_bytes(r.content)
+    expected = fetch_snippet(fid, lake=str(sample.lake), well="B2", start_s=1.0, stop_s=1.5)
+    with h5py.File(out, "r") as f:
+        (name,) = list(f["acquisition"])
+        series = f["acquisition"][name]
+        data = series["data"]
+        assert data.shape == expected.data.shape
+        assert series["starting_time"][()] == pytest.approx(expected.start_s, abs=1e-6)
+        assert series["starting_time"].attrs["rate"] == pytest.approx(expected.sampling_rate_hz)
+        assert data.attrs["unit"] in ("volts", "V")
