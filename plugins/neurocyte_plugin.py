@@ -596,6 +596,26 @@ def create_app(
             row = curation.record(
                 action, curator=user.get_name(), curator_roles=user_roles(user), lake=lake_root()
             )
+            if action.action == "accept_quarantined":
+                from transforms.pipeline.accept import publish_quarantined
+
+                try:
+                    publish_quarantined(
+                        action.file_id, curator=user.get_name(), why=action.reason, lake=lake_root()
+                    )
+                except NeurocyteError as exc:  # the log says the acceptance did not go through
+                    curation.record(
+                        curation.CurationAction(
+                            action="note",
+                            target_kind="recording",
+                            file_id=action.file_id,
+                            reason=f"accepting failed: {exc}",
+                        ),
+                        curator=user.get_name(),
+                        curator_roles=user_roles(user),
+                        lake=lake_root(),
+                    )
+                    raise
             lake_catalog.publish(lake=lake_root())
         return {"recorded": row}
 

@@ -321,3 +321,58 @@ def test_concurrent_actions_are_all_logged_in_order(lake: Lake, as_user) -> None
     assert len(set(seqs)) == len(seqs)  # one order, no ties within one api-server
     (n,) = _query(lake, "SELECT count(*) FROM curation_log WHERE reason LIKE 'note %'")[0]
     assert n == 3  # the republished catalog holds every action
+
+
+def test_accepting_a_quarantined_file_publishes_its_rows(tmp_path: Path) -> None:
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    from transforms.pipeline import ingest_paths
+    from transforms.synth.demo import generate_demo
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    generate_demo(landing, cells_per_group=1)
+    bad = next(landing.rglob("*gain-error.abf"))
+    (out,) = ingest_paths([bad], lake=str(lake), landing=str(landing)).outcomes
+    assert out.status == "quarantined"
+    app = _plugin().create_app(str(lake))
+    app.dependency_overrides[get_user] = lambda: _user("rita", "op")
+    with TestClient(app) as c:
+        assert c.get("/api/cells").json()["cells"] == []
+        r = c.post(
+            "/api/curation",
+            json={
+                "action": "accept_quarantined",
+                "target_kind": "recording",
+                "file_id": out.file_id,
+                "reason": "gain set wrong in the rig file; values are a known x10 error",
+            },
+        )
+        assert r.status_code == 201, r.text
+        cells = c.get("/api/cells").json()["cells"]
+        assert [x["file_id"] for x in cells] == [out.file_id]
+        lake_ = Lake(lake, "0" * 64, out.file_id)
+        (n_sql,) = _query(
+            lake_, "SELECT count(*) FROM icephys_sweeps WHERE file_id = ?", [out.file_id]
+        )[0]
+        assert n_sql == out.rows["icephys_sweeps"]
+        (status, reason) = _query(
+            lake_,
+            "SELECT status, reason FROM ingest_log WHERE file_id = ? ORDER BY log_seq DESC",
+            [out.file_id],
+        )[0]
+        assert status == "published" and "accepted after review by rita" in reason
+        # the quarantined row stays on record
+        kinds = [r[0] for r in _query(lake_, "SELECT status FROM ingest_log", [])]
+        assert sorted(kinds) == ["published", "quarantined"]
+        # once published, it cannot be accepted again
+        r = c.post(
+            "/api/curation",
+            json={
+                "action": "accept_quarantined",
+                "target_kind": "recording",
+                "file_id": out.file_id,
+                "reason": "again",
+            },
+        )
+        assert r.status_code == 404 and "not quarantined" in r.json()["detail"]
