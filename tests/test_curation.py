@@ -35,6 +35,14 @@ def _plugin() -> Any:
     return importlib.import_module("neurocyte_plugin")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Airflow's DB prepared before the plugin imports Airflow (see tests/airflow_env)."""
+    from tests.airflow_env import prepare
+
+    return prepare(tmp_path_factory.mktemp("airflow"))
+
+
 @dataclass(frozen=True)
 class Lake:
     lake: Path

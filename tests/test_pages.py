@@ -26,6 +26,14 @@ from transforms.serve import downloads, qc_report
 from transforms.serve import pages as dashboard
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Airflow's DB prepared before the plugin imports Airflow (see tests/airflow_env)."""
+    from tests.airflow_env import prepare
+
+    return prepare(tmp_path_factory.mktemp("airflow"))
+
+
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleLake:
     return build_sample_lake(tmp_path_factory.mktemp("pages"))

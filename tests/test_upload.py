@@ -15,10 +15,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ABF_DIR, REPO_ROOT
 from transforms.lake.storage import sha256
 
 REAL_ABF = ABF_DIR / "171116sh_0018.abf"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Airflow's DB prepared before the plugin imports Airflow (see tests/airflow_env)."""
+    from tests.airflow_env import prepare
+
+    return prepare(tmp_path_factory.mktemp("airflow"))
 
 
 def _client(lake: Path, landing: Path, role: str) -> Any:
