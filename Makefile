@@ -16,7 +16,7 @@ help:
 	@echo "make test-slow  the slow integration tests only"
 	@echo "make lint       ruff (lint + format check), mypy, import-linter layers"
 	@echo "make bench      benchmarks, with figures and ratios to baselines"
-	@echo "make airflow    airflow standalone with the project's DAGs (UI on :8080)"
+	@echo "make airflow    airflow standalone with the project's DAGs (UI on :8080; AIRFLOW_PORT=...)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -77,9 +77,24 @@ bench: sync system-deps
 	@$(UV) sync --frozen --quiet --compile-bytecode --group bench  # spikeinterface: a reference
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) --group bench python $$b || exit 1; done
 
+# `make airflow [AIRFLOW_PORT=8081] [AIRFLOW_ALL_ADMINS=True]`: the execution API URL is
+# derived from the port (tasks reach the api-server there; a port change alone breaks every
+# task), the DAGs start unpaused, LocalExecutor workers = CPU cores (not 32), and the
+# simple auth manager has named users with roles (passwords printed at start and kept in
+# airflow_home/simple_auth_manager_passwords.json.generated); all-admins only when asked.
+AIRFLOW_PORT ?= 8080
+AIRFLOW_PARALLELISM ?= $(shell nproc 2>/dev/null || echo 2)
+AIRFLOW_USERS ?= admin:admin,curator:op,viewer:viewer
+AIRFLOW_ALL_ADMINS ?= False
 airflow: sync
 	NEUROCYTE_LAKE=$${NEUROCYTE_LAKE:-$(CURDIR)/lake} NEUROCYTE_LANDING=$${NEUROCYTE_LANDING:-$(CURDIR)/landing} \
-	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
+	AIRFLOW__CORE__PARALLELISM=$(AIRFLOW_PARALLELISM) \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=$(AIRFLOW_USERS) \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=$(AIRFLOW_ALL_ADMINS) \
 	AIRFLOW_HOME=$(CURDIR)/airflow_home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	$(RUN) airflow standalone

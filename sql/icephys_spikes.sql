@@ -2,4 +2,8 @@
 CREATE OR REPLACE VIEW icephys_spikes AS
 SELECT t.*
 FROM {{ source }} AS t
-SEMI JOIN published AS p ON t.file_id = p.file_id AND t.ingest_id = p.ingest_id;
+SEMI JOIN published AS p ON t.file_id = p.file_id AND t.ingest_id = p.ingest_id
+-- curation: rows of excluded recordings and sweeps (see the excluded view) are left out
+ANTI JOIN excluded AS x ON x.file_id = t.file_id
+    AND (x.target_kind = 'recording'
+         OR (x.target_kind = 'sweep' AND x.sweep_number = t.sweep_number));

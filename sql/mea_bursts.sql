@@ -2,4 +2,7 @@
 CREATE OR REPLACE VIEW mea_bursts AS
 SELECT t.*
 FROM {{ source }} AS t
-SEMI JOIN published AS p ON t.file_id = p.file_id AND t.ingest_id = p.ingest_id;
+SEMI JOIN published AS p ON t.file_id = p.file_id AND t.ingest_id = p.ingest_id
+-- curation: rows of excluded recordings and wells (see the excluded view) are left out
+ANTI JOIN excluded AS x ON x.file_id = t.file_id
+    AND (x.target_kind = 'recording' OR (x.target_kind = 'well' AND x.well = t.well));

@@ -1,16 +1,22 @@
-"""The Neurocyte page in a real browser, served by a real Airflow api-server.
+"""The Neurocyte pages in a real browser, served by a real Airflow api-server.
 
 A lake is built by real ingest (demo ABFs with a quarantined gain-error file, a
 pyABF sample, a synthetic MEA plate); ``airflow api-server`` runs with the
-project's plugins folder (SQLite metadata DB, simple auth manager, all admins);
-headless Debian Chromium, driven by Playwright, opens the page alone and inside
-the Airflow UI, checks that every chart is drawn from real data, follows a
-quarantined file's Data Docs link, and keeps screenshots in ``artifacts/browser``.
+project's plugins folder (SQLite metadata DB, simple auth manager with named
+users: ``curator`` (role op, a Neurocyte curator) and ``viewer`` (role viewer),
+logged in through Airflow's own ``/auth/token``); headless Debian Chromium, driven
+by Playwright, opens the pages alone and inside the Airflow UI, checks that every
+chart is drawn from real data and agrees with SQL, that a newer cell selection wins
+over a slower earlier response, excludes a well as the curator (a viewer may not),
+opens a quarantined file's QC report with every non-local request blocked, and
+keeps screenshots in ``artifacts/browser``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +43,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
+PASSWORDS = {"curator": "curator-pw-for-tests", "viewer": "viewer-pw-for-tests"}
 CHARTS = (
     "chart-status",
     "chart-fi",
@@ -97,10 +104,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "curator:op,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "NEUROCYTE_LAKE": str(sample.lake),
+        "NEUROCYTE_LANDING": str(root / "upload_landing"),
     }
+    (home / "passwords.json").write_text(json.dumps(PASSWORDS))
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=env,
@@ -131,7 +142,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(f"{base}/api/v2/monitor/health", proc, log)
-        yield {"base": base, "sample": sample, "log": log}
+        yield {"base": base, "sample": sample, "log": log, "landing": root / "upload_landing"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -153,6 +164,21 @@ def browser(server):
             b.close()
 
 
+def _login(browser, server, user: str = "curator"):
+    """A browser context holding the user's Airflow JWT cookie (from POST /auth/token)."""
+    req = urllib.request.Request(
+        f"{server['base']}/auth/token",
+        data=json.dumps({"username": user, "password": PASSWORDS[user]}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        token = json.loads(r.read())["access_token"]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies([{"name": "_token", "value": token, "url": server["base"]}])
+    return context
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -168,7 +194,7 @@ def _wait_charts(target) -> None:
 
 
 def test_page_draws_every_chart_from_real_data(server, browser) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = _login(browser, server)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -180,18 +206,24 @@ def test_page_draws_every_chart_from_real_data(server, browser) -> None:
         assert states == dict.fromkeys(CHARTS, "ready"), states
         for c in CHARTS:
             assert page.locator(f"#{c} svg.main-svg").count() >= 1, c
-        # one f-I trace per published cell with long-square sweeps
+        # one f-I trace per published cell with QC-passing long-square sweeps, plus one
+        # trace of QC-failed sweeps on their own axes when there are any
         curves = page.request.get(f"{server['base']}/neurocyte/api/fi").json()["curves"]
         assert len(curves) >= 5
-        assert page.locator("#chart-fi .scatterlayer .trace").count() == len(curves)
+        passing = sum(any(q is not False for q in c["qc_pass"]) for c in curves)
+        failed = sum(q is False for c in curves for q in c["qc_pass"])
+        assert page.get_attribute("#chart-fi", "data-failed-sweeps") == str(failed)
+        assert page.locator("#chart-fi .scatterlayer .trace").count() == passing + (failed > 0)
         # example sweeps: three traces read from the raw file, spike markers drawn
         assert page.locator("#chart-sweeps .scatterlayer .trace").count() >= 4
         assert page.locator("#chart-sweeps .scatterlayer .trace .points path").count() > 0
         assert page.locator("#chart-raster .scatterlayer .trace .points path").count() > 100
         assert page.locator("#chart-heatmap .heatmaplayer .hm image").count() == 1
         assert page.locator("#chart-status .barlayer .trace").count() >= 1
-        assert page.locator("#chart-trajectory .scatterlayer .trace").count() == 2  # WT, KO
+        # group view: per condition (WT, KO) the points and the mean ± SEM with n
+        assert page.locator("#chart-trajectory .scatterlayer .trace").count() == 4
         assert page.locator("#chart-trajectory .errorbars path").count() > 0
+        assert "n=" in page.inner_text("#chart-trajectory")
         # the overview table shows the quarantined file's partition
         assert "1 quarantined" in page.inner_text("#totals")
         # switching cell and metric redraws
@@ -207,7 +239,7 @@ def test_page_draws_every_chart_from_real_data(server, browser) -> None:
 
 
 def test_quarantined_file_links_to_its_failed_expectations(server, browser) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = _login(browser, server)
     page = context.new_page()
     try:
         page.goto(f"{server['base']}/neurocyte/")
@@ -235,7 +267,7 @@ def test_quarantined_file_links_to_its_failed_expectations(server, browser) -> N
 
 
 def test_page_is_in_the_airflow_navigation(server, browser) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = _login(browser, server)
     page = context.new_page()
     try:
         page.goto(f"{server['base']}/")
@@ -259,3 +291,272 @@ def _wait_for_frames(page, timeout_s: float = 60) -> list:
             return frames
         page.wait_for_timeout(250)
     raise AssertionError(f"no Neurocyte iframe in {[f.url for f in page.frames]}")
+
+
+def _catalog(server):
+    import duckdb
+
+    return duckdb.connect(str(server["sample"].lake / "catalog.duckdb"), read_only=True)
+
+
+def test_every_api_endpoint_answers_401_without_a_login(server, browser) -> None:
+    context = browser.new_context()
+    try:
+        fid = "a" * 64
+        for path in (
+            "api/overview",
+            "api/search",
+            f"api/cells/{fid}",
+            f"api/plates/{fid}",
+            "api/curation",
+            "api/download/mea_spikes.csv",
+            "qc-report/",
+            "qc-docs/index.html",
+        ):
+            r = context.request.get(f"{server['base']}/neurocyte/{path}")
+            assert r.status == 401, (path, r.status)
+        r = context.request.post(f"{server['base']}/neurocyte/api/curation", data={})
+        assert r.status == 401
+    finally:
+        context.close()
+
+
+def test_a_newer_cell_selection_wins_over_a_slower_earlier_response(server, browser) -> None:
+    context = _login(browser, server)
+    page = context.new_page()
+    try:
+        page.goto(f"{server['base']}/neurocyte/")
+        _wait_charts(page)
+        cells = page.request.get(f"{server['base']}/neurocyte/api/cells").json()["cells"]
+        first, last = cells[0], cells[-1]
+        slow = f"**/api/cells/{first['file_id']}/sweeps*"
+
+        def delayed(route) -> None:
+            time.sleep(2.0)  # the first cell's sweeps answer late
+            route.continue_()
+
+        page.route(slow, delayed)
+        page.select_option("#cell-select", first["file_id"])
+        page.wait_for_timeout(100)
+        page.select_option("#cell-select", last["file_id"])
+        name = last["cell_id"] or last["file_name"]
+        page.wait_for_function(
+            "name => document.querySelector('#chart-sweeps .gtitle')?.textContent.includes(name)",
+            arg=name,
+            timeout=60_000,
+        )
+        page.wait_for_timeout(3000)  # past the slow response
+        assert page.get_attribute("#chart-sweeps", "data-file-id") == last["file_id"]
+        title = page.text_content("#chart-sweeps .gtitle") or ""
+        assert name in title
+        _shot(page, "fast_switch_last_cell_wins")
+    finally:
+        context.close()
+
+
+def test_search_then_cell_and_plate_pages_agree_with_sql(server, browser) -> None:
+    context = _login(browser, server)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    con = _catalog(server)
+    try:
+        page.goto(f"{server['base']}/neurocyte/search.html")
+        page.locator("#results-table").wait_for(timeout=60_000)
+        page.locator("input[data-facet='condition'][value='KO']").check()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#results-table tbody tr')]"
+            ".every(tr => tr.children[5].textContent.split(',').includes('KO'))"
+        )
+        _shot(page, "search_condition_ko")
+        link = page.locator("#results-table tr[data-kind='cell'] a.result-link").first
+        fid = link.get_attribute("href").split("file_id=")[1]
+        link.click()
+        page.wait_for_url("**/cell.html?file_id=*")
+        page.wait_for_function(
+            "() => ['chart-sweep','chart-cell-fi'].every(id =>"
+            " document.getElementById(id)?.dataset.state === 'ready')",
+            timeout=90_000,
+        )
+        (n_feat,) = con.execute(
+            "SELECT count(*) FROM (UNPIVOT (SELECT * EXCLUDE (file_id, ingest_id, "
+            "transform_version, params_json, lab, condition, timepoint, timepoint_days, "
+            "analysis) FROM icephys_cell_features WHERE file_id = ?) ON COLUMNS(*) "
+            "INTO NAME k VALUE v)",
+            [fid],
+        ).fetchone()
+        assert page.locator("#feature-table tbody tr").count() == n_feat
+        sweep = int(page.get_attribute("#chart-sweep", "data-sweep"))
+        (n_spikes,) = con.execute(
+            "SELECT spike_count FROM icephys_sweeps WHERE file_id = ? AND sweep_number = ?",
+            [fid, sweep],
+        ).fetchone()
+        if n_spikes:
+            assert f"spikes ({n_spikes})" in page.inner_text("#chart-sweep")
+        assert page.get_attribute("#chart-stimulus", "data-state") == "ready"
+        _shot(page, "cell_page")
+        plate = con.execute("SELECT DISTINCT file_id FROM mea_recordings").fetchone()[0]
+        page.goto(f"{server['base']}/neurocyte/plate.html?file_id={plate}")
+        page.wait_for_function(
+            "() => ['chart-plate-heatmap','chart-plate-raster','chart-by-div'].every(id =>"
+            " document.getElementById(id)?.dataset.state === 'ready')",
+            timeout=90_000,
+        )
+        (n_wells,) = con.execute(
+            "SELECT count(*) FROM mea_recordings WHERE file_id = ?", [plate]
+        ).fetchone()
+        assert (
+            page.locator("#plate-map td[data-well]").filter(has_text=re.compile(r"\w")).count()
+            == n_wells
+        )
+        page.select_option("#heatmap-metric", "weighted_mean_firing_rate_hz")
+        page.wait_for_function(
+            "() => document.getElementById('chart-plate-heatmap').dataset.metric"
+            " === 'weighted_mean_firing_rate_hz'"
+        )
+        (n_nb,) = con.execute(
+            "SELECT count(*) FROM mea_network_bursts WHERE file_id = ?", [plate]
+        ).fetchone()
+        assert page.get_attribute("#chart-plate-raster", "data-network-bursts") == str(n_nb)
+        _shot(page, "plate_page")
+        assert errors == []
+    finally:
+        con.close()
+        context.close()
+
+
+def test_curator_excludes_a_well_and_the_group_view_changes(server, browser) -> None:
+    con = _catalog(server)
+    plate, well, cond = con.execute(
+        "SELECT file_id, well, condition FROM mea_well_metrics ORDER BY well LIMIT 1"
+    ).fetchone()
+    con.close()
+    viewer = _login(browser, server, "viewer")
+    try:
+        r = viewer.request.post(
+            f"{server['base']}/neurocyte/api/curation",
+            data={
+                "action": "exclude",
+                "target_kind": "well",
+                "file_id": plate,
+                "well": well,
+                "reason": "viewer tries",
+            },
+        )
+        assert r.status == 403
+    finally:
+        viewer.close()
+    context = _login(browser, server)
+    page = context.new_page()
+    try:
+        page.goto(f"{server['base']}/neurocyte/")
+        _wait_charts(page)
+        url = f"{server['base']}/neurocyte/api/trajectory/mean_firing_rate_hz"
+        before = {s["condition"]: s["n"][0] for s in page.request.get(url).json()["series"]}
+        form = page.locator("#curation-form")
+        form.locator("select[name=action]").select_option("exclude")
+        form.locator("select[name=target_kind]").select_option("well")
+        form.locator("input[name=file_id]").fill(plate)
+        form.locator("input[name=well]").fill(well)
+        form.locator("input[name=reason]").fill("electrode short (browser test)")
+        form.locator("button[type=submit]").click()
+        page.wait_for_function(
+            "() => document.getElementById('curation-result').dataset.state === 'ok'",
+            timeout=60_000,
+        )
+        page.locator(f"#excluded-table tr[data-well='{well}']").wait_for(timeout=30_000)
+        after = {s["condition"]: s["n"][0] for s in page.request.get(url).json()["series"]}
+        assert after[cond] == before[cond] - 1
+        con = _catalog(server)
+        try:
+            rows = con.execute(
+                "SELECT curator, action, reason FROM curation_log WHERE well = ?", [well]
+            ).fetchall()
+        finally:
+            con.close()
+        assert ("curator", "exclude", "electrode short (browser test)") in rows
+        _shot(page, "curation_excluded_well")
+    finally:
+        context.close()
+
+
+def test_qc_report_of_a_quarantined_file_works_offline(server, browser) -> None:
+    context = _login(browser, server)
+    page = context.new_page()
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(server["base"]):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    try:
+        page.goto(f"{server['base']}/neurocyte/search.html?qc_status=quarantined")
+        link = page.locator("#results-table a.result-link").first
+        link.wait_for(timeout=60_000)
+        link.click()
+        page.locator("#qc-report-link").wait_for(timeout=60_000)
+        with context.expect_page() as popup:
+            page.locator("#qc-report-link").click()
+        report = popup.value
+        report.route("**/*", only_local)
+        report.wait_for_load_state("load")
+        assert "WT-P14-c01-gain-error.abf" in report.inner_text("#file-name")
+        assert "v_baseline_mv" in report.inner_text("body")
+        color = report.evaluate("getComputedStyle(document.querySelector('h1')).color")
+        assert color == "rgb(11, 114, 133)"  # styled by its own inline CSS
+        _shot(report, "qc_report_quarantined_offline")
+        assert outside == []
+    finally:
+        context.close()
+
+
+def test_upload_page_streams_files_and_follows_them_to_published(server, browser) -> None:
+    """Drop a real ABF, and a spike list with its plate map, on the upload page; the
+    page streams them, and follows them to published once the ingest ran (here the
+    DAG's own function, run by the test: this api-server has no scheduler)."""
+    from tests.conftest import ABF_DIR
+    from transforms.pipeline import ingest_paths
+
+    shared_mea = ABF_DIR.parent / "mea"
+    files = [
+        ABF_DIR / "File_axon_5.abf",
+        shared_mea / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz",
+        shared_mea / "exampleRecording_1012016_plate1_expLog.csv",
+    ]
+    context = _login(browser, server)
+    page = context.new_page()
+    try:
+        page.goto(f"{server['base']}/neurocyte/upload.html")
+        page.fill("#upload-form input[name=lab]", "labUp")
+        page.fill("#upload-form input[name=condition]", "WT")
+        page.fill("#upload-form input[name=timepoint]", "DIV3")
+        page.fill("#upload-form input[name=species]", "Mus musculus")
+        page.set_input_files("#file-input", [str(f) for f in files])
+        for f in files:
+            page.wait_for_function(
+                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
+                "?.dataset.stage?.startsWith('landed')",
+                arg=f.name,
+                timeout=120_000,
+            )
+        _shot(page, "upload_landed")
+        landing = server["landing"]
+        landed = landing / "labUp" / "WT" / "DIV3"
+        assert sorted(p.name for p in landed.iterdir() if not p.name.endswith(".meta.json")) == (
+            sorted(f.name for f in files)
+        )
+        ingest_paths([landed], lake=str(server["sample"].lake), landing=str(landing))
+        for f in files[:2]:
+            page.wait_for_function(
+                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
+                "?.dataset.stage === 'published'",
+                arg=f.name,
+                timeout=120_000,
+            )
+        _shot(page, "upload_published")
+    finally:
+        context.close()

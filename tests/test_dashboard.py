@@ -189,14 +189,48 @@ def test_raster_and_heatmap_match_the_plate_ground_truth(sample: SampleLake, con
     n_true = sum(len(t) for e, t in plate.spike_times_s.items() if e.startswith(busy + "_"))
     assert ras["n_spikes"] == pytest.approx(n_true, rel=0.05)
     assert all(e.startswith(busy + "_") for e in ras["electrodes"])
-    assert (
-        len(ras["time_s"])
-        == len(ras["electrode_index"])
-        == min(ras["n_spikes"], dashboard.RASTER_MAX_SPIKES)
+    assert len(ras["time_s"]) == len(ras["electrode_index"]) == len(ras["count"])
+
+
+def test_raster_decimates_the_whole_recording_never_the_first_spikes(sample: SampleLake, con):
+    fid = dashboard.plates(con)["plates"][0]["file_id"]
+    full = dashboard.raster(con, fid)
+    (total, last, duration), *_ = con.execute(
+        "SELECT count(*), max(s.time_s), any_value(r.duration_s) FROM mea_spikes s "
+        "JOIN mea_recordings r USING (file_id, well) WHERE file_id = ?",
+        [fid],
+    ).fetchall()
+    assert full["n_spikes"] == total and not full["decimated"]
+    assert full["count"] == [1] * total
+    cap = 3 * len(full["electrodes"])
+    assert total > cap
+    small = dashboard.raster(con, fid, max_marks=cap)
+    assert small["decimated"] and small["n_marks"] <= cap
+    # every spike is accounted for, and the marks span the whole recording
+    assert sum(small["count"]) == small["n_spikes"] == total
+    assert small["stop_s"] == pytest.approx(duration)
+    assert max(small["time_s"]) > last - 2 * small["bin_s"]
+    assert min(small["time_s"]) < min(full["time_s"]) + 2 * small["bin_s"]
+    # per electrode, the binned counts are the spikes of that electrode
+    per_e: dict[str, int] = {}
+    for i, n in zip(small["electrode_index"], small["count"], strict=True):
+        per_e[small["electrodes"][i]] = per_e.get(small["electrodes"][i], 0) + n
+    truth = dict(
+        con.execute(
+            "SELECT electrode, count(*) FROM mea_spikes WHERE file_id = ? GROUP BY 1", [fid]
+        ).fetchall()
     )
-    capped = dashboard.raster(con, fid, max_spikes=10)
-    assert capped["truncated"] and len(capped["time_s"]) == 10
-    assert capped["time_s"] == sorted(capped["time_s"])
+    assert per_e == truth
+    # a window holds only its spikes
+    win = dashboard.raster(con, fid, start_s=1.0, stop_s=2.0)
+    assert all(1.0 <= t <= 2.0 for t in win["time_s"])
+    (in_win,) = con.execute(
+        "SELECT count(*) FROM mea_spikes WHERE file_id = ? AND time_s BETWEEN 1 AND 2", [fid]
+    ).fetchone()
+    assert win["n_spikes"] == in_win
+    # electrodes in plate order: A1's before A2's before B1's
+    wells = list(full["wells"])
+    assert wells == sorted(wells, key=lambda w: (w[0], int(w[1:])))
 
 
 def test_trajectory_is_mean_and_sd_by_condition_and_timepoint(con) -> None:
@@ -219,8 +253,62 @@ def test_trajectory_is_mean_and_sd_by_condition_and_timepoint(con) -> None:
                 assert sd is None
     wells = dashboard.trajectory(con, "mean_firing_rate_hz")
     assert wells["timepoints"] == ["DIV14"] and sum(s["n"][0] for s in wells["series"]) == 12
+    for s in out["series"] + wells["series"]:
+        for n, sd, sem, pts in zip(s["n"], s["sd"], s["sem"], s["points"], strict=True):
+            assert len(pts) == n
+            assert sem is None if sd is None else sem == pytest.approx(sd / np.sqrt(n))
     with pytest.raises(SpecError, match="unknown metric"):
         dashboard.trajectory(con, "rheobase_pa; DROP VIEW ingest_log")
+
+
+def test_group_view_has_the_numbers_of_well_metrics_by_condition(con) -> None:
+    """The chart's numbers are the SQL view's: n, mean and SD per lab x condition x
+    timepoint (WMFR over wells with an active electrode, as the view defines it)."""
+    rows = con.execute(
+        "SELECT lab, condition, timepoint, n_wells, n_active_wells, wmfr_hz_mean, wmfr_hz_sd, "
+        "mfr_hz_mean, nb_frequency_hz_mean, sttc_mean FROM well_metrics_by_condition"
+    ).fetchall()
+    assert rows
+    # the sample plate has silent wells, so the active-well rule matters
+    assert any(r[3] > r[4] for r in rows)
+    checks = {
+        "weighted_mean_firing_rate_hz": (5, 6, 4),
+        "mean_firing_rate_hz": (7, None, 3),
+        "nb_frequency_hz": (8, None, 4),
+    }
+    for lab in {r[0] for r in rows}:
+        for metric, (mean_i, sd_i, n_i) in checks.items():
+            view = dashboard.trajectory(con, metric, lab=lab)
+            got = {
+                (s["condition"], tp): (mean, sd, n)
+                for s in view["series"]
+                for tp, mean, sd, n in zip(s["timepoint"], s["mean"], s["sd"], s["n"], strict=True)
+            }
+            for r in rows:
+                if r[0] != lab or r[n_i] == 0:
+                    continue
+                mean, sd, n = got[(r[1], r[2])]
+                assert n == r[n_i], (metric, r)
+                assert mean == pytest.approx(r[mean_i], rel=1e-9, abs=1e-12), (metric, r)
+                if sd_i is not None and r[sd_i] is not None:
+                    assert sd == pytest.approx(r[sd_i], rel=1e-9, abs=1e-12), (metric, r)
+
+
+def test_fi_curves_carry_sweep_qc_as_sql_has_it(con) -> None:
+    out = dashboard.fi_curves(con)
+    sql = {
+        (f, sw): (ok, why)
+        for f, sw, ok, why in con.execute(
+            "SELECT file_id, sweep_number, qc_pass, qc_reasons FROM icephys_sweeps "
+            "WHERE stimulus_kind = 'long_square' AND stim_amp_pa IS NOT NULL"
+        ).fetchall()
+    }
+    got = {
+        (c["file_id"], sw): (ok, why)
+        for c in out["curves"]
+        for sw, ok, why in zip(c["sweep_number"], c["qc_pass"], c["qc_reasons"], strict=True)
+    }
+    assert got == sql
 
 
 def test_missing_views_say_no_data_instead_of_failing() -> None:

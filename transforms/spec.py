@@ -111,6 +111,9 @@ MEA_TABLES: Final = (
 )
 DATA_TABLES: Final = (*ICEPHYS_TABLES, *MEA_TABLES)
 ALL_TABLES: Final = (*DATA_TABLES, INGEST_LOG)
+#: Curators' append-only audit trail (notes, exclusions, restores, accepted
+#: quarantines: who, when, what, why). Not partitioned, never pruned or rewritten.
+CURATION_LOG: Final = "curation_log"
 
 #: ``not_retried``: a file whose latest attempt failed or was quarantined, seen again with
 #: the same content, metadata and transform version (see :mod:`transforms.pipeline.identity`).
@@ -264,9 +267,10 @@ def _join(root: str, *parts: str) -> str:
 
 
 def table_uri(table: str, lake: str | None = None) -> str:
-    """Location of a Delta table; ``table`` must be one of :data:`ALL_TABLES`."""
-    if table not in ALL_TABLES:
-        raise SpecError(f"unknown table {table!r}; known: {', '.join(ALL_TABLES)}")
+    """Location of a Delta table: one of :data:`ALL_TABLES` or :data:`CURATION_LOG`."""
+    if table not in ALL_TABLES and table != CURATION_LOG:
+        known = ", ".join((*ALL_TABLES, CURATION_LOG))
+        raise SpecError(f"unknown table {table!r}; known: {known}")
     return _join(lake_root(lake), "tables", table)
 
 

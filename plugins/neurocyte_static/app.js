@@ -15,8 +15,24 @@ function colorFor(condition) {
   return state.conditionColor[key];
 }
 
-async function getJSON(url) {
-  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+/* A newer selection always wins: each chart (key) has at most one request in flight;
+ * starting another aborts the previous one, and a response that arrives after a newer
+ * request began is dropped (current() is false), so a slow answer for an earlier
+ * selection can never be drawn under a later one's name. */
+const inflight = {};
+let requestSeq = 0;
+function begin(key) {
+  const prev = inflight[key];
+  if (prev) prev.controller.abort();
+  const token = { controller: new AbortController(), seq: ++requestSeq };
+  inflight[key] = token;
+  return { signal: token.controller.signal, seq: token.seq, current: () => inflight[key] === token };
+}
+
+function isAbort(err) { return err && (err.name === "AbortError" || err.name === "StaleResponse"); }
+
+async function getJSON(url, signal) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal });
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   if (!response.ok) {
@@ -54,9 +70,12 @@ async function guarded(div, fn) {
   try {
     await fn();
   } catch (err) {
+    if (isAbort(err)) return;  // superseded by a newer selection: its own request draws
     setMessage(div, "error", `Could not load: ${err.message}`);
   }
 }
+
+function stale() { const e = new Error("superseded"); e.name = "StaleResponse"; return e; }
 
 /* ---------------------------------------------------------------- overview */
 
@@ -171,38 +190,75 @@ function drawFI(fi) {
   }
   const yKey = document.getElementById("fi-y").value;
   const seen = new Set();
-  const traces = state.fi.map((c) => {
+  const traces = [];
+  const failed = { x: [], y: [], text: [], ids: [], color: [] };
+  for (const c of state.fi) {
     const selected = c.file_id === state.selectedCell;
+    const ok = { x: [], y: [], sweep: [] };
+    c.stim_amp_pa.forEach((amp, k) => {
+      if (c.qc_pass[k] === false) {
+        failed.x.push(amp); failed.y.push(c[yKey][k]); failed.ids.push(c.file_id);
+        failed.color.push(colorFor(c.condition));
+        failed.text.push(`${c.cell_id || c.file_name}, sweep ${c.sweep_number[k]}<br>QC failed: ${c.qc_reasons[k] || "?"}`);
+      } else { ok.x.push(amp); ok.y.push(c[yKey][k]); ok.sweep.push(c.sweep_number[k]); }
+    });
+    if (!ok.x.length) continue;
     const legend = !seen.has(c.condition);
     seen.add(c.condition);
-    return {
+    traces.push({
       type: "scatter", mode: "lines+markers", name: String(c.condition), legendgroup: String(c.condition),
-      showlegend: legend, x: c.stim_amp_pa, y: c[yKey], customdata: c.sweep_number,
+      showlegend: legend, x: ok.x, y: ok.y, customdata: ok.sweep,
       text: c.cell_id || c.file_name,
       hovertemplate: "%{text}<br>%{x} pA → %{y}<br>sweep %{customdata}<extra></extra>",
       line: { color: colorFor(c.condition), width: selected ? 4 : 1.5 },
       marker: { size: selected ? 8 : 5 }, opacity: selected ? 1 : 0.55,
       meta: c.file_id,
-    };
-  });
-  plot(div, traces, {
-    title: { text: "f-I curves (long-square sweeps)" },
-    xaxis: { title: { text: "stimulus amplitude (pA)" } },
-    yaxis: { title: { text: yKey === "spike_count" ? "spike count" : "mean rate (Hz)" } },
-  }).then(() => {
+    });
+  }
+  const yTitle = yKey === "spike_count" ? "spike count" : "mean rate (Hz)";
+  const layout = {
+    title: { text: "f-I curves (long-square sweeps that pass sweep QC)" },
+    xaxis: { title: { text: "stimulus amplitude (pA)" }, anchor: "y" },
+    yaxis: { title: { text: yTitle }, domain: failed.x.length ? [0.36, 1] : [0, 1] },
+  };
+  if (failed.x.length) {
+    // QC-failed sweeps on their own axes below: shown and labelled, never stretching the curves' axes.
+    traces.push({
+      type: "scatter", mode: "markers", name: `QC-failed sweeps (${failed.x.length}, not in the curves)`,
+      x: failed.x, y: failed.y, text: failed.text, xaxis: "x2", yaxis: "y2", meta: "qc-failed",
+      hovertemplate: "%{text}<br>%{x} pA → %{y}<extra></extra>",
+      marker: { symbol: "x-thin-open", size: 8, color: failed.color, line: { width: 1.5 } },
+    });
+    layout.xaxis2 = { anchor: "y2", title: { text: "QC-failed sweeps: stimulus amplitude (pA)" } };
+    layout.yaxis2 = { domain: [0, 0.2], title: { text: yTitle } };
+    layout.margin = { l: 60, r: 20, t: 36, b: 50 };
+  }
+  div.dataset.failedSweeps = String(failed.x.length);
+  plot(div, traces, layout).then(() => {
     div.on("plotly_click", (ev) => {
       const id = ev.points && ev.points[0] && ev.points[0].data.meta;
-      if (id) { state.selectedCell = id; document.getElementById("cell-select").value = id; drawFI(); loadSweeps(); }
+      if (id && id !== "qc-failed") { selectCell(id); }
     });
   });
+}
+
+function selectCell(id) {
+  state.selectedCell = id;
+  document.getElementById("cell-select").value = id;
+  drawFI();
+  loadSweeps();
 }
 
 async function loadSweeps() {
   const div = document.getElementById("chart-sweeps");
   if (!state.selectedCell) { setMessage(div, "empty", "No published cell."); return; }
+  const fileId = state.selectedCell;
+  const req = begin("sweeps");
   setMessage(div, "loading", "Reading sweeps from the raw file…");
+  div.dataset.fileId = fileId;
   await guarded(div, async () => {
-    const data = await getJSON(`api/cells/${state.selectedCell}/sweeps`);
+    const data = await getJSON(`api/cells/${fileId}/sweeps`, req.signal);
+    if (!req.current()) throw stale();
     if (!data.available || !(data.sweeps || []).length) { setMessage(div, "empty", data.message || "No sweeps."); return; }
     const traces = [];
     data.sweeps.forEach((s, i) => {
@@ -220,8 +276,9 @@ async function loadSweeps() {
       }
     });
     const unit = data.sweeps[0].unit;
+    const cell = state.cells.find((c) => c.file_id === fileId) || {};
     await plot(div, traces, {
-      title: { text: "Example sweeps with detected spikes (raw file)" },
+      title: { text: `${cell.cell_id || cell.file_name || fileId.slice(0, 12)}: example sweeps with detected spikes` },
       xaxis: { title: { text: "time from sweep start (s)" } },
       yaxis: { title: { text: `response (${unit})` } },
     });
@@ -257,8 +314,10 @@ async function loadPlates() {
 async function loadHeatmap() {
   const div = document.getElementById("chart-heatmap");
   const plate = document.getElementById("plate-select").value;
+  const req = begin("heatmap");
   await guarded(div, async () => {
-    const data = await getJSON(`api/plates/${plate}/heatmap`);
+    const data = await getJSON(`api/plates/${plate}/heatmap`, req.signal);
+    if (!req.current()) throw stale();
     const wellSelect = document.getElementById("well-select");
     const current = wellSelect.value;
     wellSelect.replaceChildren(el("option", { value: "", text: "all wells" }));
@@ -276,27 +335,44 @@ async function loadHeatmap() {
   });
 }
 
+function drawRaster(div, data, title) {
+  const wells = Object.entries(data.wells || {});
+  // One tick per well (readable for 12 to 96 wells); hover names the electrode.
+  const tickEvery = Math.max(1, Math.ceil(wells.length / 24));
+  const ticks = wells.filter((_, k) => k % tickEvery === 0);
+  const counted = data.decimated;
+  const n = data.n_spikes.toLocaleString("en-US");
+  const span = `${(+data.start_s).toFixed(1)}–${(+data.stop_s).toFixed(1)} s`;
+  const label = counted
+    ? `decimated: all ${n} spikes of ${span} as ${data.n_marks.toLocaleString("en-US")} marks, one per electrode per ${(data.bin_s * 1000).toPrecision(3)} ms bin with ≥ 1 spike`
+    : `all ${n} spikes of ${span}`;
+  div.dataset.decimated = String(!!counted);
+  div.dataset.nSpikes = String(data.n_spikes);
+  return plot(div, [{
+    type: "scatter", mode: "markers", name: "spikes", x: data.time_s, y: data.electrode_index,
+    text: data.electrode_index.map((i, k) => `${data.electrodes[i]}${counted ? `, ${data.count[k]} spikes in bin` : ""}`),
+    hovertemplate: "%{text}<br>%{x:.4f} s<extra></extra>",
+    marker: { symbol: "line-ns-open", size: 5, color: "#1f2933", line: { width: 1 } },
+  }], {
+    title: { text: `${title}<br><sup>${label}</sup>` },
+    xaxis: { title: { text: "time (s)" }, range: [data.start_s, data.stop_s] },
+    yaxis: { title: { text: "well (electrodes)" }, tickmode: "array", tickvals: ticks.map(([, i]) => i), ticktext: ticks.map(([w]) => w), autorange: "reversed", zeroline: false },
+    showlegend: false, margin: { l: 60, r: 20, t: 60, b: 50 },
+  });
+}
+
 async function loadRaster() {
   const div = document.getElementById("chart-raster");
   const plate = document.getElementById("plate-select").value;
   const well = document.getElementById("well-select").value;
+  const req = begin("raster");
   await guarded(div, async () => {
-    const query = new URLSearchParams({ max_spikes: "10000" });
+    const query = new URLSearchParams({ max_marks: "20000" });
     if (well) query.set("well", well);
-    const data = await getJSON(`api/plates/${plate}/raster?${query}`);
+    const data = await getJSON(`api/plates/${plate}/raster?${query}`, req.signal);
+    if (!req.current()) throw stale();
     if (!data.available || !data.time_s.length) { setMessage(div, "empty", data.message || "No spikes."); return; }
-    const trunc = data.truncated ? ` (first ${data.time_s.length} of ${data.n_spikes} spikes)` : "";
-    await plot(div, [{
-      type: "scatter", mode: "markers", name: "spikes", x: data.time_s, y: data.electrode_index,
-      text: data.electrode_index.map((i) => data.electrodes[i]),
-      hovertemplate: "%{text}<br>%{x:.4f} s<extra></extra>",
-      marker: { symbol: "line-ns-open", size: 6, color: "#1f2933", line: { width: 1 } },
-    }], {
-      title: { text: `Raster, ${well || "all wells"}${trunc}` },
-      xaxis: { title: { text: "time (s)" } },
-      yaxis: { title: { text: "electrode" }, tickmode: "array", tickvals: data.electrodes.map((_, i) => i).filter((i) => data.electrodes.length <= 32 || i % Math.ceil(data.electrodes.length / 32) === 0), ticktext: data.electrodes.filter((_, i) => data.electrodes.length <= 32 || i % Math.ceil(data.electrodes.length / 32) === 0), autorange: "reversed" },
-      showlegend: false,
-    });
+    await drawRaster(div, data, `Raster, ${well || "all wells"}`);
   });
 }
 
@@ -310,9 +386,11 @@ async function loadMetrics() {
     select.replaceChildren();
     for (const m of data.metrics || []) select.append(el("option", { value: m.key, text: `${m.label} — per ${m.unit}` }));
     if (!(data.metrics || []).length) { setMessage(div, "empty", data.message || "No metrics yet."); return; }
-    // Start with the first metric that has values.
+    // Start with the first metric that has values (unless the user picks one meanwhile).
+    const req = begin("trajectory");
     for (const m of data.metrics) {
-      const t = await getJSON(`api/trajectory/${m.key}`);
+      const t = await getJSON(`api/trajectory/${m.key}`, req.signal);
+      if (!req.current()) return;
       if (t.available) { select.value = m.key; await drawTrajectory(t); return; }
     }
     await loadTrajectory();
@@ -322,30 +400,104 @@ async function loadMetrics() {
 async function loadTrajectory() {
   const div = document.getElementById("chart-trajectory");
   const metric = document.getElementById("metric-select").value;
-  await guarded(div, async () => drawTrajectory(await getJSON(`api/trajectory/${metric}`)));
+  const req = begin("trajectory");
+  await guarded(div, async () => {
+    const data = await getJSON(`api/trajectory/${metric}`, req.signal);
+    if (!req.current()) throw stale();
+    await drawTrajectory(data);
+  });
+}
+
+/* Group view: condition x timepoint, mean ± SEM with n, every observation drawn, the
+ * conditions dodged side by side at each timepoint so no error bars overlap. */
+function groupTraces(data) {
+  const conds = data.series.map((s) => s.condition);
+  const width = 0.7;
+  const step = conds.length > 1 ? width / conds.length : 0;
+  const traces = [];
+  data.series.forEach((s, k) => {
+    const offset = (k - (conds.length - 1) / 2) * step;
+    const color = colorFor(s.condition);
+    const xs = s.timepoint.map((tp) => data.timepoints.indexOf(tp) + offset);
+    const px = [], py = [], ptext = [];
+    s.points.forEach((pts, g) => pts.forEach((p, m) => {
+      // a fixed spread (not random), so the same data always draws the same
+      const jitter = pts.length > 1 ? ((m / (pts.length - 1)) - 0.5) * step * 0.5 : 0;
+      px.push(xs[g] + jitter); py.push(p.value);
+      ptext.push(`${p.well ? p.well + " of " : ""}${p.file_id.slice(0, 10)}`);
+    }));
+    traces.push({
+      type: "scatter", mode: "markers", name: `${s.condition} (points)`, legendgroup: s.condition, showlegend: false,
+      x: px, y: py, text: ptext, hovertemplate: `${s.condition}: %{y:.4g}<br>%{text}<extra></extra>`,
+      marker: { color, size: 5, opacity: 0.45 }, meta: "points",
+    });
+    traces.push({
+      type: "scatter", mode: "lines+markers+text", name: s.condition, legendgroup: s.condition,
+      x: xs, y: s.mean, text: s.n.map((n) => `n=${n}`), textposition: "middle right", textfont: { size: 10, color },
+      error_y: { type: "data", array: s.sem.map((v) => v ?? 0), visible: true, color, thickness: 1.5, width: 5 },
+      customdata: s.n.map((n, g) => [n, s.sem[g], s.sd[g], s.timepoint[g]]),
+      hovertemplate: `${s.condition} %{customdata[3]}: %{y:.4g} ± %{customdata[1]:.3g} SEM (SD %{customdata[2]:.3g}, n=%{customdata[0]})<extra></extra>`,
+      line: { color }, marker: { color, size: 10, symbol: "diamond" }, meta: "means",
+    });
+  });
+  return traces;
 }
 
 async function drawTrajectory(data) {
   const div = document.getElementById("chart-trajectory");
   if (!data.available) { setMessage(div, "empty", data.message || "No values yet."); return; }
-  const traces = data.series.map((s) => ({
-    type: "scatter", mode: "lines+markers", name: `${s.condition}`, x: s.timepoint, y: s.mean,
-    error_y: { type: "data", array: s.sd.map((v) => v ?? 0), visible: true },
-    customdata: s.n, hovertemplate: `${s.condition} %{x}: %{y:.3g} ± %{error_y.array:.3g} (n=%{customdata})<extra></extra>`,
-    line: { color: colorFor(s.condition) }, marker: { color: colorFor(s.condition), size: 8 },
-  }));
-  await plot(div, traces, {
-    title: { text: `${data.label}: mean ± SD per ${data.unit_of_observation}` },
-    xaxis: { title: { text: "timepoint" }, type: "category", categoryorder: "array", categoryarray: data.timepoints },
-    yaxis: { title: { text: data.label } },
+  await plot(div, groupTraces(data), {
+    title: { text: `${data.label}: mean ± SEM per condition × timepoint (n = ${data.unit_of_observation}s)<br><sup>${data.observation_rule || ""}</sup>` },
+    xaxis: { title: { text: "timepoint" }, tickmode: "array", tickvals: data.timepoints.map((_, i) => i), ticktext: data.timepoints, range: [-0.6, data.timepoints.length - 0.4], zeroline: false },
+    yaxis: { title: { text: data.label } }, margin: { l: 60, r: 20, t: 60, b: 50 },
   });
 }
 
+/* ---------------------------------------------------------------- curation */
+
+async function loadCuration() {
+  try {
+    const [me, log, ex] = await Promise.all([getJSON("api/me"), getJSON("api/curation"), getJSON("api/excluded")]);
+    document.getElementById("me").textContent = `${me.user} (${me.roles.join(", ") || "no role"}) ${me.curator ? "is a curator" : "is not a curator: read only"}`;
+    const exBody = document.querySelector("#excluded-table tbody");
+    exBody.replaceChildren();
+    for (const x of ex.excluded || []) {
+      exBody.append(el("tr", { "data-file-id": x.file_id, "data-well": x.well ?? "" },
+        el("td", { text: x.target_kind }), el("td", { text: x.file_name || x.file_id.slice(0, 12) }),
+        el("td", { text: x.well ?? (x.sweep_number ?? "—") }), el("td", { class: "reason", text: x.reason }),
+        el("td", { text: x.curator }), el("td", { text: x.excluded_at })));
+    }
+    const body = document.querySelector("#curation-table tbody");
+    body.replaceChildren();
+    for (const a of log.actions || []) {
+      body.append(el("tr", { "data-action": a.action },
+        el("td", { text: a.acted_at }), el("td", { text: a.curator }), el("td", { text: a.action }),
+        el("td", { text: a.target_kind }), el("td", { text: a.file_id.slice(0, 12) }),
+        el("td", { text: a.well ?? (a.sweep_number ?? "—") }), el("td", { class: "reason", text: a.reason })));
+    }
+  } catch (err) {
+    document.getElementById("me").textContent = `Could not load: ${err.message}`;
+  }
+}
+
+document.getElementById("curation-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const body = { action: form.get("action"), target_kind: form.get("target_kind"), file_id: form.get("file_id"), reason: form.get("reason") };
+  if (body.target_kind === "well") body.well = form.get("well");
+  if (body.target_kind === "sweep") body.sweep_number = Number(form.get("sweep_number"));
+  const out = document.getElementById("curation-result");
+  out.textContent = "recording…";
+  const r = await fetch("api/curation", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body) });
+  const j = await r.json().catch(() => ({}));
+  out.textContent = r.ok ? `recorded (${j.recorded.action_id.slice(0, 8)})` : `refused: ${typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)}`;
+  out.dataset.state = r.ok ? "ok" : "error";
+  if (r.ok) { loadCuration(); loadOverview(); loadCells(); loadPlates(); loadTrajectory(); }
+});
+
 /* ---------------------------------------------------------------- wiring */
 
-document.getElementById("cell-select").addEventListener("change", (e) => {
-  state.selectedCell = e.target.value; drawFI(); loadSweeps();
-});
+document.getElementById("cell-select").addEventListener("change", (e) => selectCell(e.target.value));
 document.getElementById("fi-y").addEventListener("change", () => drawFI());
 document.getElementById("plate-select").addEventListener("change", () => { document.getElementById("well-select").value = ""; loadHeatmap(); loadRaster(); });
 document.getElementById("well-select").addEventListener("change", () => loadRaster());
@@ -359,4 +511,5 @@ if (!window.Plotly) {
   loadCells();
   loadPlates();
   loadMetrics();
+  loadCuration();
 }

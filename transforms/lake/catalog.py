@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"\{\{\s*source\s*\}\}")
 
-#: View build order: ``published`` first, every data view joins on it.
-VIEW_ORDER = ("ingest_log", "published", *spec.DATA_TABLES)
+#: View build order: ``curation_log`` and ``excluded`` (the curators' exclusions) and
+#: ``published`` first: every data view joins on both.
+VIEW_ORDER = ("ingest_log", spec.CURATION_LOG, "excluded", "published", *spec.DATA_TABLES)
+#: Views of other views (no ``{{ source }}``), in VIEW_ORDER.
+_DERIVED_VIEWS: Final = frozenset({"excluded"})
 
 #: The catalog's macro (``sql/<name>.sql``) giving its own directory, and the DuckDB
 #: variable that overrides it (an ATTACHed catalog, a custom ``temp_directory``).
@@ -106,7 +109,7 @@ def consistent_cut(*, lake: str | None = None) -> dict[str, TableSnapshot]:
     for _ in range(CUT_ATTEMPTS):
         log = _snapshot(spec.INGEST_LOG, lake=lake)
         cut = {spec.INGEST_LOG: log}
-        for table in spec.DATA_TABLES:
+        for table in (*spec.DATA_TABLES, spec.CURATION_LOG):
             cut[table] = _snapshot(table, lake=lake)
         after = lakeio.table_version(spec.INGEST_LOG, lake=lake)
         if after == log.version:
@@ -138,6 +141,10 @@ def _file_list(uris: tuple[str, ...], *, base: Path | None) -> str:
 def _source_expr(table: str, snap: TableSnapshot, *, base: Path | None = None) -> str:
     """``read_parquet([...])`` over a table's pinned snapshot (paths relative to ``base``)."""
     if snap.version < 0 or not snap.uris:
+        if table == spec.CURATION_LOG:
+            from transforms.lake.curation import empty_source_sql
+
+            return empty_source_sql()
         if table == spec.INGEST_LOG:
             return (
                 "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id, "
@@ -145,8 +152,14 @@ def _source_expr(table: str, snap: TableSnapshot, *, base: Path | None = None) -
                 "NULL::VARCHAR AS source_path, NULL::VARCHAR AS file_name, "
                 "NULL::TIMESTAMPTZ AS finished_at, NULL::BIGINT AS log_seq WHERE false)"
             )
-        return "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id WHERE false)"
+        # well and sweep_number: the columns the views' curation ANTI JOIN names
+        return (
+            "(SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS ingest_id, "
+            "NULL::VARCHAR AS well, NULL::BIGINT AS sweep_number WHERE false)"
+        )
     files = _file_list(snap.uris, base=base)
+    if table == spec.CURATION_LOG:
+        return f"read_parquet({files}, union_by_name = true)"
     if table == spec.INGEST_LOG:
         source = f"read_parquet({files}, union_by_name = true)"
         if "log_seq" not in snap.columns:  # a log written before the column existed
@@ -168,6 +181,8 @@ def render_view(name: str, cut: dict[str, TableSnapshot], *, base: Path | None =
     path = sql_dir() / f"{name}.sql"
     if not path.is_file():
         raise LakeError(f"no view definition {path}")
+    if name in _DERIVED_VIEWS:
+        return path.read_text(encoding="utf-8")
     table = spec.INGEST_LOG if name == "published" else name
     source = _source_expr(table, cut[table], base=base)
     text = path.read_text(encoding="utf-8")

@@ -59,7 +59,6 @@ def landing_links(
     return storage.settled(links, settle_s=settle_s, now=now)
 
 
-
 def new_files(
     *,
     landing: str | None = None,

@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,8 +37,10 @@ from transforms.pipeline import qc
 
 #: Partition columns, in display order.
 PARTITION: Final = spec.PARTITION_COLUMNS
-#: Most spikes sent for one raster (the earliest ones are kept).
+#: Most marks sent for one raster (beyond it spikes are binned per electrode, never cut).
 RASTER_MAX_SPIKES: Final = 20_000
+#: Longest sweep read when the catalog does not say (raw access's longest window).
+MAX_SWEEP_S: Final = 600.0
 #: Points per displayed sweep trace (min/max envelope).
 TRACE_MAX_POINTS: Final = 4_000
 
@@ -61,6 +66,10 @@ class Metric:
         What one value is: ``cell`` or ``well``.
     per_file
         Aggregate ``column`` per ``file_id`` with ``max`` first (sweep-level columns).
+    active_wells_only
+        Only wells with at least one active electrode count (the rule of
+        ``well_metrics_by_condition``: a metric defined over active electrodes has
+        no value for a well without any, so its stored 0 is not an observation).
     """
 
     key: str
@@ -69,6 +78,7 @@ class Metric:
     label: str
     unit_of_observation: str
     per_file: bool = False
+    active_wells_only: bool = False
 
 
 METRICS: Final[tuple[Metric, ...]] = (
@@ -111,6 +121,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "weighted_mean_firing_rate_hz",
         "Well weighted mean firing rate (Hz)",
         "well",
+        active_wells_only=True,
     ),
     Metric(
         "n_active_electrodes",
@@ -120,6 +131,22 @@ METRICS: Final[tuple[Metric, ...]] = (
         "well",
     ),
     Metric("nb_count", "mea_well_metrics", "nb_count", "Network bursts per well", "well"),
+    Metric(
+        "nb_frequency_hz",
+        "mea_well_metrics",
+        "nb_frequency_hz",
+        "Network burst frequency (Hz)",
+        "well",
+        active_wells_only=True,
+    ),
+    Metric(
+        "nb_percentage",
+        "mea_well_metrics",
+        "nb_percentage",
+        "Spikes in network bursts (%)",
+        "well",
+        active_wells_only=True,
+    ),
     Metric("sttc", "mea_well_metrics", "sttc", "Spike time tiling coefficient", "well"),
 )
 _METRIC_BY_KEY: Final = {m.key: m for m in METRICS}
@@ -155,14 +182,47 @@ def open_catalog(lake: str | None = None) -> DuckDBPyConnection | None:
     return connect(lake=lake, read_only=True)
 
 
+#: The catalog's schema (view -> columns) read once for the duration of
+#: :func:`schema_cache`, for the connection it was read from.
+_SCHEMA: ContextVar[tuple[DuckDBPyConnection, dict[str, set[str]]] | None] = ContextVar(
+    "neurocyte_catalog_schema", default=None
+)
+
+
+@contextmanager
+def schema_cache(con: DuckDBPyConnection) -> Iterator[None]:
+    """Within the block, :func:`views` and :func:`columns` of ``con`` are answered from one
+    read of its schema (a page request asks for dozens; each is a catalog query)."""
+    rows = con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    token = _SCHEMA.set((con, found))
+    try:
+        yield
+    finally:
+        _SCHEMA.reset(token)
+
+
+def _cached(con: DuckDBPyConnection) -> dict[str, set[str]] | None:
+    got = _SCHEMA.get()
+    return got[1] if got is not None and got[0] is con else None
+
+
 def views(con: DuckDBPyConnection) -> set[str]:
     """Names of the views (and tables) in the catalog."""
+    cached = _cached(con)
+    if cached is not None:
+        return set(cached)
     rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     return {r[0] for r in rows}
 
 
 def columns(con: DuckDBPyConnection, view: str) -> set[str]:
     """Column names of a view (empty when it does not exist)."""
+    cached = _cached(con)
+    if cached is not None:
+        return set(cached.get(view, ()))
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [view]
     ).fetchall()
@@ -402,7 +462,9 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
     dict
         ``curves``: per cell ``file_id``, ``cell_id``, ``file_name``, partition and
         the lists ``stim_amp_pa``, ``spike_count``, ``avg_rate_hz``,
-        ``sweep_number``, ``qc_pass`` sorted by amplitude.
+        ``sweep_number``, ``qc_pass``, ``qc_reasons`` sorted by amplitude (the
+        page draws QC-failed sweeps apart, on their own axes, labelled with
+        their reasons, so they never stretch the curves' axes).
     """
     needed = ("file_id", "sweep_number", "stimulus_kind", "stim_amp_pa", "spike_count")
     reason = _need(con, "icephys_sweeps", needed)
@@ -411,6 +473,7 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
     have = columns(con, "icephys_sweeps")
     rate = "s.avg_rate_hz" if "avg_rate_hz" in have else "NULL::DOUBLE"
     qc_pass = "s.qc_pass" if "qc_pass" in have else "NULL::BOOLEAN"
+    qc_reasons = "s.qc_reasons" if "qc_reasons" in have else "NULL::VARCHAR"
     rec_cols = columns(con, "icephys_recordings")
     cell_id = "r.cell_id" if "cell_id" in rec_cols else "NULL::VARCHAR"
     file_name = "r.file_name" if "file_name" in rec_cols else "NULL::VARCHAR"
@@ -429,7 +492,7 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
         SELECT s.file_id, {cell_id} AS cell_id, {file_name} AS file_name,
                {part + "," if part else ""}
                s.sweep_number, s.stim_amp_pa, s.spike_count, {rate} AS avg_rate_hz,
-               {qc_pass} AS qc_pass
+               {qc_pass} AS qc_pass, {qc_reasons} AS qc_reasons
         FROM icephys_sweeps s {join}
         WHERE {where}
         ORDER BY s.file_id, s.stim_amp_pa, s.sweep_number
@@ -450,9 +513,17 @@ def fi_curves(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[st
                 "avg_rate_hz": [],
                 "sweep_number": [],
                 "qc_pass": [],
+                "qc_reasons": [],
             },
         )
-        for key in ("stim_amp_pa", "spike_count", "avg_rate_hz", "sweep_number", "qc_pass"):
+        for key in (
+            "stim_amp_pa",
+            "spike_count",
+            "avg_rate_hz",
+            "sweep_number",
+            "qc_pass",
+            "qc_reasons",
+        ):
             c[key].append(r[key])
     ordered = sorted(
         curves.values(),
@@ -542,7 +613,7 @@ def sweep_trace(
         ``sampling_rate_hz``, ``spikes`` (see :func:`sweep_spikes`) and the
         sweep's ``stim_amp_pa`` / ``spike_count`` where known.
     """
-    from transforms.serve.raw import envelope, fetch_snippet
+    from transforms.serve.raw import fetch_snippet
 
     spec.check_file_id(file_id)
     rows = []
@@ -553,8 +624,22 @@ def sweep_trace(
             "WHERE file_id = ? AND sweep_number = ?",
             [file_id, int(sweep)],
         )
-    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else 3600.0
+    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
     snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    return _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
+
+
+def _trace_of(
+    con: DuckDBPyConnection,
+    snip: Any,
+    file_id: str,
+    sweep: int,
+    rows: list[dict[str, Any]],
+    *,
+    max_points: int,
+) -> dict[str, Any]:
+    from transforms.serve.raw import envelope
+
     idx, y = envelope(snip.data[:, 0], max_points)
     t = snip.start_s + idx / snip.sampling_rate_hz
     return {
@@ -611,53 +696,125 @@ def _check_well(well: str) -> str:
     return well
 
 
+def _electrode_key(name: str) -> tuple[int, int, str]:
+    well = name.split("_", 1)[0]
+    m = _WELL.match(well)
+    if m is None:
+        return (99, 0, name)
+    return (ord(m.group(1)) - ord("A"), int(m.group(2)), name)
+
+
 def raster(
     con: DuckDBPyConnection,
     file_id: str,
     *,
     well: str | None = None,
-    max_spikes: int = RASTER_MAX_SPIKES,
+    start_s: float | None = None,
+    stop_s: float | None = None,
+    max_marks: int = RASTER_MAX_SPIKES,
 ) -> dict[str, Any]:
-    """Spike raster of a plate (or one well): electrode vs time from ``mea_spikes``.
+    """Spike raster of a plate (or one well) over a time window, decimated honestly.
+
+    Every spike of the window is accounted for. When the window holds at most
+    ``max_marks`` spikes each is one mark; otherwise the window is cut into equal
+    bins, ``n_bins = max_marks // n_electrodes``, and each electrode has one mark
+    per bin holding at least one spike, at the bin's centre, with the bin's spike
+    count (``count``). The counts sum to ``n_spikes``; nothing is dropped, and
+    the window is never cut to its first spikes. (With more electrodes than
+    ``max_marks``, one bin: one mark per electrode.)
+
+    Parameters
+    ----------
+    well
+        One well (None: the whole plate).
+    start_s, stop_s
+        The window (default: the whole recording, 0 to its ``duration_s``).
+    max_marks
+        Most marks returned.
 
     Returns
     -------
     dict
-        ``electrodes`` (row order), ``electrode_index`` and ``time_s`` per spike,
-        ``n_spikes`` (total, before truncation) and ``truncated``.
+        ``electrodes`` (row order: well, then electrode), ``wells`` (each well's
+        first row index), ``electrode_index``, ``time_s`` and ``count`` per mark,
+        ``n_spikes`` (in the window), ``n_marks``, ``decimated``, ``bin_s`` (None
+        when not decimated), ``start_s``, ``stop_s``, ``duration_s``.
     """
     spec.check_file_id(file_id)
-    if isinstance(max_spikes, bool) or not 1 <= int(max_spikes) <= 1_000_000:
-        raise SpecError(f"max_spikes must be in 1..1000000, got {max_spikes!r}")
+    if isinstance(max_marks, bool) or not 1 <= int(max_marks) <= 1_000_000:
+        raise SpecError(f"max_marks must be in 1..1000000, got {max_marks!r}")
+    empty = {"electrodes": [], "electrode_index": [], "time_s": [], "count": [], "n_spikes": 0}
     reason = _need(con, "mea_spikes", ("file_id", "electrode", "time_s"))
     if reason:
-        return _unavailable(reason, electrodes=[], electrode_index=[], time_s=[], n_spikes=0)
-    where, params = "file_id = ?", [file_id]
+        return _unavailable(reason, **empty)
+    where: str = "file_id = ?"
+    params: list[Any] = [file_id]
     if well is not None:
         have_well = "well" in columns(con, "mea_spikes")
         where += " AND well = ?" if have_well else " AND split_part(electrode, '_', 1) = ?"
         params.append(_check_well(well))
-    counted = con.execute(
-        f"SELECT count(*) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
+    duration: float | None = None
+    if not _need(con, "mea_recordings", ("file_id", "duration_s")):
+        got = con.execute(
+            "SELECT max(duration_s) FROM mea_recordings WHERE file_id = ?", [file_id]
+        ).fetchone()
+        duration = float(got[0]) if got and got[0] is not None else None
+    last = con.execute(
+        f"SELECT max(time_s) FROM mea_spikes WHERE {where}",  # noqa: S608  (constant SQL)
         params,
     ).fetchone()
-    total = int(counted[0]) if counted else 0
-    rows = con.execute(
-        f"SELECT electrode, time_s FROM mea_spikes WHERE {where} "  # noqa: S608
-        "ORDER BY time_s LIMIT ?",
-        [*params, int(max_spikes)],
-    ).fetchall()
-    names = sorted({r[0] for r in rows})
+    last_s = float(last[0]) if last and last[0] is not None else 0.0
+    lo = 0.0 if start_s is None else float(start_s)
+    hi = float(stop_s) if stop_s is not None else max(duration or 0.0, last_s)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+        raise SpecError(f"raster window must have start_s <= stop_s, got {lo}..{hi}")
+    where += " AND time_s >= ? AND time_s <= ?"
+    params += [lo, hi]
+    stats = con.execute(
+        f"SELECT count(*), count(DISTINCT electrode) FROM mea_spikes WHERE {where}",  # noqa: S608
+        params,
+    ).fetchone()
+    total, n_elec = (int(stats[0]), int(stats[1])) if stats else (0, 0)
+    bin_s: float | None = None
+    if total <= max_marks:
+        rows = con.execute(
+            f"SELECT electrode, time_s, 1 FROM mea_spikes WHERE {where} "  # noqa: S608
+            "ORDER BY time_s",
+            params,
+        ).fetchall()
+    else:
+        n_bins = max(1, int(max_marks) // max(1, n_elec))
+        bin_s = max((hi - lo) / n_bins, 1e-9)
+        rows = con.execute(
+            f"""
+            SELECT electrode, ? + (least(floor((time_s - ?) / ?), ? - 1) + 0.5) * ? AS t,
+                   count(*) AS n
+            FROM mea_spikes WHERE {where}
+            GROUP BY electrode, t ORDER BY t
+            """,  # noqa: S608  (constant SQL, values parameters)
+            [lo, lo, bin_s, n_bins, bin_s, *params],
+        ).fetchall()
+    names = sorted({r[0] for r in rows}, key=_electrode_key)
     index = {n: i for i, n in enumerate(names)}
+    wells: dict[str, int] = {}
+    for i, n in enumerate(names):
+        wells.setdefault(n.split("_", 1)[0], i)
     return {
         "available": True,
         "file_id": file_id,
         "well": well,
         "electrodes": names,
+        "wells": wells,
         "electrode_index": [index[r[0]] for r in rows],
         "time_s": [_clean(float(r[1])) for r in rows],
-        "n_spikes": int(total),
-        "truncated": int(total) > len(rows),
+        "count": [int(r[2]) for r in rows],
+        "n_spikes": total,
+        "n_marks": len(rows),
+        "decimated": bin_s is not None,
+        "bin_s": bin_s,
+        "start_s": lo,
+        "stop_s": hi,
+        "duration_s": duration,
     }
 
 
@@ -735,61 +892,696 @@ def metrics(con: DuckDBPyConnection) -> dict[str, Any]:
     return {"available": bool(out), "metrics": out, "message": "" if out else "no metric views"}
 
 
-def trajectory(con: DuckDBPyConnection, metric: str) -> dict[str, Any]:
-    """A metric over timepoints by condition: mean, SD and n of its observations.
+def trajectory(con: DuckDBPyConnection, metric: str, *, lab: str | None = None) -> dict[str, Any]:
+    """A metric per condition x timepoint: n, mean, SD, SEM and every observation.
+
+    The numbers are those of the catalog's summary views: a metric defined over
+    active electrodes (:attr:`Metric.active_wells_only`) counts only wells with
+    at least one active electrode, exactly as ``well_metrics_by_condition`` does.
 
     Parameters
     ----------
     metric
         A key of :data:`METRICS`.
+    lab
+        Only this lab's observations (None: every lab pooled).
 
     Returns
     -------
     dict
-        ``timepoints`` (natural order) and ``series``: per condition the lists
-        ``timepoint``, ``mean``, ``sd`` (sample SD, None for n < 2) and ``n``.
+        ``timepoints`` (natural order), ``conditions`` and ``series``: per
+        condition the lists ``timepoint``, ``mean``, ``sd`` (sample SD, None for
+        n < 2), ``sem`` (SD / sqrt(n)), ``n`` and ``points`` (per group, each
+        observation's ``value``, ``file_id`` and ``well``); ``observation_rule``
+        says which observations count.
     """
     m = _METRIC_BY_KEY.get(metric)
     if m is None:
         raise SpecError(f"unknown metric {metric!r}; known: {', '.join(_METRIC_BY_KEY)}")
-    needed = ["file_id", m.column, "condition", "timepoint"]
+    needed = ["file_id", m.column, *PARTITION]
     if m.per_file:
         needed.append("stimulus_kind")
+    if m.unit_of_observation == "well":
+        needed.append("well")
+    if m.active_wells_only:
+        needed.append("n_active_electrodes")
+    empty = {"metric": m.key, "label": m.label, "timepoints": [], "conditions": [], "series": []}
     reason = _need(con, m.view, needed)
     if reason:
-        return _unavailable(reason, metric=m.key, label=m.label, timepoints=[], series=[])
+        return _unavailable(reason, **empty)
     if m.per_file:
         source = (
-            f"SELECT file_id, any_value(condition) AS condition, "  # noqa: S608
-            f"any_value(timepoint) AS timepoint, max({m.column}) AS value "
+            f"SELECT file_id, NULL::VARCHAR AS well, any_value(lab) AS lab, "  # noqa: S608
+            f"any_value(condition) AS condition, any_value(timepoint) AS timepoint, "
+            f"max({m.column}) AS value "
             f"FROM {m.view} WHERE stimulus_kind = 'long_square' GROUP BY file_id"
         )
     else:
-        source = f"SELECT condition, timepoint, {m.column} AS value FROM {m.view}"  # noqa: S608
+        well = "well" if m.unit_of_observation == "well" else "NULL::VARCHAR"
+        where = "n_active_electrodes > 0" if m.active_wells_only else "true"
+        source = (
+            f"SELECT file_id, {well} AS well, lab, condition, timepoint, "  # noqa: S608
+            f"{m.column} AS value FROM {m.view} WHERE {where}"
+        )
+    params: list[Any] = []
+    lab_filter = ""
+    if lab is not None:
+        lab_filter = "AND lab = ?"
+        params.append(spec.validate_partition_value("lab", lab))
     rows = _records(
         con,
         f"""
-        SELECT condition, timepoint, avg(value) AS mean, stddev_samp(value) AS sd,
-               count(value) AS n
+        SELECT condition, timepoint, file_id, well, value::DOUBLE AS value
         FROM ({source})
-        WHERE value IS NOT NULL AND isfinite(value::DOUBLE)
-        GROUP BY condition, timepoint
-        """,  # noqa: S608  (identifiers whitelisted)
+        WHERE value IS NOT NULL AND isfinite(value::DOUBLE) {lab_filter}
+        ORDER BY file_id, well
+        """,  # noqa: S608  (identifiers whitelisted, values parameters)
+        params,
     )
-    timepoints = sorted({r["timepoint"] for r in rows}, key=timepoint_key)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["condition"]), str(r["timepoint"])), []).append(
+            {"value": r["value"], "file_id": r["file_id"], "well": r["well"]}
+        )
+    timepoints = sorted({tp for _c, tp in groups}, key=timepoint_key)
     series: dict[str, dict[str, list[Any]]] = {}
-    for r in sorted(rows, key=lambda r: (str(r["condition"]), timepoint_key(r["timepoint"]))):
-        s = series.setdefault(str(r["condition"]), {"timepoint": [], "mean": [], "sd": [], "n": []})
-        s["timepoint"].append(r["timepoint"])
-        s["mean"].append(r["mean"])
-        s["sd"].append(r["sd"])
-        s["n"].append(int(r["n"]))
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], timepoint_key(kv[0][1])))
+    for (cond, tp), points in ordered:
+        values = [p["value"] for p in points]
+        n = len(values)
+        mean = math.fsum(values) / n
+        sd = statistics.stdev(values) if n > 1 else None
+        s = series.setdefault(
+            cond, {"timepoint": [], "mean": [], "sd": [], "sem": [], "n": [], "points": []}
+        )
+        s["timepoint"].append(tp)
+        s["mean"].append(mean)
+        s["sd"].append(sd)
+        s["sem"].append(sd / math.sqrt(n) if sd is not None else None)
+        s["n"].append(n)
+        s["points"].append(points)
+    rule = (
+        f"one value per {m.unit_of_observation}"
+        + ("; wells without an active electrode are left out" if m.active_wells_only else "")
+        + ("; the cell's largest long-square rate" if m.per_file else "")
+    )
     return {
         "available": bool(rows),
         "message": "" if rows else f"no values of {m.key} yet",
         "metric": m.key,
         "label": m.label,
+        "lab": lab,
         "unit_of_observation": m.unit_of_observation,
+        "observation_rule": rule,
         "timepoints": timepoints,
+        "conditions": list(series),
         "series": [{"condition": c, **v} for c, v in series.items()],
+    }
+
+
+# --------------------------------------------------------------------------- curation
+
+
+def curation_log(con: DuckDBPyConnection, *, file_id: str | None = None) -> dict[str, Any]:
+    """Curator actions, newest first (all, or one recording's), from ``curation_log``."""
+    if "curation_log" not in views(con):
+        return _unavailable("this catalog has no curation_log view yet", actions=[])
+    where, params = "true", []
+    if file_id is not None:
+        where, params = "file_id = ?", [spec.check_file_id(file_id)]
+    rows = _records(
+        con,
+        "SELECT action_id, log_seq, acted_at, curator, curator_roles, action, target_kind, "  # noqa: S608
+        f"file_id, well, sweep_number, reason FROM curation_log WHERE {where} "
+        "ORDER BY log_seq DESC, acted_at DESC",
+        params,
+    )
+    return {"available": True, "actions": rows}
+
+
+def excluded(con: DuckDBPyConnection) -> dict[str, Any]:
+    """Every excluded recording, well and sweep with who excluded it, when and why."""
+    if "excluded" not in views(con):
+        return _unavailable("this catalog has no excluded view yet", excluded=[])
+    rows = _records(
+        con,
+        """
+        SELECT x.target_kind, x.file_id, l.file_name, x.well, x.sweep_number, x.reason,
+               x.curator, x.excluded_at
+        FROM excluded x
+        LEFT JOIN (SELECT file_id, any_value(file_name) AS file_name FROM ingest_log
+                   GROUP BY file_id) l USING (file_id)
+        ORDER BY x.excluded_at DESC
+        """,
+    )
+    return {"available": True, "excluded": rows}
+
+
+def check_curation_target(
+    con: DuckDBPyConnection,
+    *,
+    action: str,
+    file_id: str,
+    well: str | None = None,
+    sweep_number: int | None = None,
+) -> str | None:
+    """None if the target exists in the lake, else what is wrong with it.
+
+    A recording must have been ingested (any status); a well must be one of a
+    published plate's wells, a sweep one of a published cell's sweeps (read
+    from the tables, excluded rows included); only a file whose latest attempt
+    is quarantined can be accepted.
+    """
+    spec.check_file_id(file_id)
+    attempts = _records(
+        con,
+        f"SELECT status FROM ({_LATEST_ATTEMPTS}) WHERE file_id = ?",  # noqa: S608
+        [file_id],
+    )
+    if not attempts:
+        return f"no ingested file has file_id {file_id}"
+    if action == "accept_quarantined" and attempts[0]["status"] != "quarantined":
+        return f"file {file_id[:12]} is {attempts[0]['status']}, not quarantined"
+    if well is not None:
+        found = _records(
+            con,
+            "SELECT 1 FROM mea_recordings WHERE file_id = ? AND well = ? "
+            "UNION ALL SELECT 1 FROM excluded WHERE file_id = ? AND well = ?",
+            [file_id, _check_well(well), file_id, well],
+        )
+        if not found and "mea_recordings" in views(con):
+            return f"plate {file_id[:12]} has no well {well}"
+    if sweep_number is not None and "icephys_sweeps" in views(con):
+        found = _records(
+            con,
+            "SELECT 1 FROM icephys_sweeps WHERE file_id = ? AND sweep_number = ? "
+            "UNION ALL SELECT 1 FROM excluded WHERE file_id = ? AND sweep_number = ?",
+            [file_id, int(sweep_number), file_id, int(sweep_number)],
+        )
+        if not found:
+            return f"cell {file_id[:12]} has no sweep {sweep_number}"
+    return None
+
+
+# --------------------------------------------------------------------------- search
+
+
+#: Facets of the recordings catalog, in display order.
+FACETS: Final = (
+    "kind",
+    "lab",
+    "condition",
+    "timepoint",
+    "subject",
+    "species",
+    "protocol",
+    "qc_status",
+)
+
+
+def _catalog_rows(con: DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One row per ingested file (its latest attempt) with its recording's metadata."""
+    if _need(con, "ingest_log", ("file_id", "status", "source_path", "finished_at")):
+        return []
+    parts = []
+    rec = columns(con, "icephys_recordings")
+    if {"file_id", "cell_id", "recorded_at"} <= rec:
+        opt = {
+            c: (f"any_value({c})" if c in rec else "NULL::VARCHAR")
+            for c in ("subject", "species", "protocol")
+        }
+        parts.append(
+            "SELECT file_id, 'cell' AS kind, any_value(cell_id) AS name, "  # noqa: S608
+            f"{opt['subject']} AS subject, {opt['species']} AS species, "
+            f"{opt['protocol']} AS protocol, any_value(recorded_at)::VARCHAR AS recorded_at, "
+            "NULL::VARCHAR AS conditions FROM icephys_recordings GROUP BY file_id"
+        )
+    mea = columns(con, "mea_recordings")
+    if {"file_id", "well", "condition"} <= mea:
+        when = "any_value(recorded_at)::VARCHAR" if "recorded_at" in mea else "NULL::VARCHAR"
+        name = "any_value(plate_sn)" if "plate_sn" in mea else "NULL::VARCHAR"
+        parts.append(
+            f"SELECT file_id, 'plate' AS kind, {name} AS name, NULL::VARCHAR AS subject, "  # noqa: S608
+            "NULL::VARCHAR AS species, NULL::VARCHAR AS protocol, "
+            f"{when} AS recorded_at, "
+            "string_agg(DISTINCT condition, ',' ORDER BY condition) AS conditions "
+            "FROM mea_recordings GROUP BY file_id"
+        )
+    recs = " UNION ALL ".join(parts) or (
+        "SELECT NULL::VARCHAR AS file_id, NULL::VARCHAR AS kind, NULL::VARCHAR AS name, "
+        "NULL::VARCHAR AS subject, NULL::VARCHAR AS species, NULL::VARCHAR AS protocol, "
+        "NULL::VARCHAR AS recorded_at, NULL::VARCHAR AS conditions WHERE false"
+    )
+    excl = (
+        "(SELECT DISTINCT file_id FROM excluded WHERE target_kind = 'recording')"
+        if "excluded" in views(con)
+        else "(SELECT NULL::VARCHAR AS file_id WHERE false)"
+    )
+    return _records(
+        con,
+        f"""
+        SELECT l.file_id, l.file_name, l.source_format,
+               CASE WHEN l.file_id IN (SELECT file_id FROM {excl}) THEN 'excluded'
+                    ELSE l.status END AS qc_status,
+               l.reason, l.lab,
+               coalesce(l.condition, r.conditions) AS condition, l.timepoint,
+               coalesce(r.kind, CASE WHEN l.source_format IN ('abf1', 'abf2') THEN 'cell'
+                                     ELSE 'file' END) AS kind,
+               r.name, r.subject, r.species, r.protocol,
+               coalesce(r.recorded_at, l.finished_at::VARCHAR) AS date
+        FROM ({_LATEST_ATTEMPTS}) l LEFT JOIN ({recs}) r USING (file_id)
+        ORDER BY l.lab, l.file_name
+        """,  # noqa: S608  (constant SQL)
+    )
+
+
+def _matches(row: dict[str, Any], key: str, wanted: Sequence[str]) -> bool:
+    if not wanted:
+        return True
+    value = row.get(key)
+    if key == "condition" and isinstance(value, str):
+        return bool(set(value.split(",")) & set(wanted))
+    return value in wanted
+
+
+def search(
+    con: DuckDBPyConnection,
+    *,
+    filters: Mapping[str, Sequence[str]] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """Faceted search over every ingested file (latest attempt) and its metadata.
+
+    Parameters
+    ----------
+    filters
+        Facet (one of :data:`FACETS`) -> accepted values (any of them matches; a
+        plate matches a condition when one of its wells has it).
+    date_from, date_to
+        ISO dates bounding the recording date (acquisition start, else ingest).
+    text
+        A substring of the file name, cell or plate name (case-insensitive).
+
+    Returns
+    -------
+    dict
+        ``results`` (rows: file_id, file_name, kind, name, qc_status, reason and
+        the facets) and ``facets``: per facet the values with counts among the
+        files matching every *other* facet (so choosing a value never hides the
+        alternatives).
+    """
+    filters = {k: list(v) for k, v in (filters or {}).items() if v}
+    unknown = set(filters) - set(FACETS)
+    if unknown:
+        raise SpecError(f"unknown facet {sorted(unknown)}; known: {', '.join(FACETS)}")
+    rows = _catalog_rows(con)
+    needle = (text or "").strip().lower()
+
+    def other_ok(row: dict[str, Any], skip: str | None) -> bool:
+        date = (row.get("date") or "")[:10]
+        if date_from and date < date_from:
+            return False
+        if date_to and date > date_to:
+            return False
+        if needle and not any(
+            needle in str(row.get(k) or "").lower() for k in ("file_name", "name", "file_id")
+        ):
+            return False
+        return all(_matches(row, k, v) for k, v in filters.items() if k != skip)
+
+    facets: dict[str, list[dict[str, Any]]] = {}
+    for facet in FACETS:
+        counts: dict[str, int] = {}
+        for row in rows:
+            if not other_ok(row, facet):
+                continue
+            value = row.get(facet)
+            values = value.split(",") if facet == "condition" and value else [value]
+            for v in values:
+                if v is not None:
+                    counts[str(v)] = counts.get(str(v), 0) + 1
+        keyf = timepoint_key if facet == "timepoint" else (lambda v: (0, 0.0, v))
+        facets[facet] = [
+            {"value": v, "count": n, "selected": v in filters.get(facet, [])}
+            for v, n in sorted(counts.items(), key=lambda kv: keyf(kv[0]))
+        ]
+    results = [r for r in rows if other_ok(r, None)]
+    dates = sorted((r.get("date") or "")[:10] for r in rows if r.get("date"))
+    return {
+        "available": True,
+        "results": results,
+        "n_results": len(results),
+        "facets": facets,
+        "date_range": [dates[0], dates[-1]] if dates else [None, None],
+    }
+
+
+# --------------------------------------------------------------------------- recording pages
+
+#: Units by column-name suffix (README: units are in column names).
+_UNIT_SUFFIXES: Final = (
+    ("_mv_per_ms", "mV/ms"),
+    ("_hz_per_pa", "Hz/pA"),
+    ("_mohm", "MΩ"),
+    ("_mv", "mV"),
+    ("_pa", "pA"),
+    ("_ms", "ms"),
+    ("_hz", "Hz"),
+    ("_s", "s"),
+    ("_uv", "µV"),
+    ("_r2", ""),
+)
+
+
+def unit_of(column: str) -> str:
+    """The unit a column's name states (``tau_ms`` -> ``ms``), else ``""``."""
+    for suffix, unit in _UNIT_SUFFIXES:
+        if column.endswith(suffix):
+            return unit
+    return ""
+
+
+_HIDDEN: Final = frozenset(
+    {"file_id", "ingest_id", "transform_version", "params_json", *PARTITION, "timepoint_days"}
+)
+
+
+def latest_attempt(con: DuckDBPyConnection, file_id: str) -> dict[str, Any] | None:
+    rows = _records(
+        con,
+        f"SELECT file_id, file_name, status, reason, lab, condition, timepoint, batch_id, "  # noqa: S608
+        f"finished_at FROM ({_LATEST_ATTEMPTS}) WHERE file_id = ? LIMIT 1",
+        [file_id],
+    )
+    return rows[0] if rows else None
+
+
+def cell_page(con: DuckDBPyConnection, file_id: str, *, lake: str | None = None) -> dict[str, Any]:
+    """Everything the per-cell page shows, from the catalog (no raw file read).
+
+    Returns
+    -------
+    dict
+        ``recording`` (metadata row), ``qc`` (the latest attempt's status and
+        reason, its QC report links, the sweeps failing sweep QC with reasons),
+        ``features`` (per analysis: column, value, unit), ``sweeps`` (number,
+        kind, amplitude, spike count, QC), ``fi`` (this cell's curve), ``curation``
+        (its actions) and ``excluded`` (its excluded sweeps).
+    """
+    spec.check_file_id(file_id)
+    attempt = latest_attempt(con, file_id)
+    if attempt is None:
+        raise SpecError(f"no ingested file has file_id {file_id}")
+    rec = []
+    if not _need(con, "icephys_recordings", ("file_id",)):
+        rec = _records(con, "SELECT * FROM icephys_recordings WHERE file_id = ?", [file_id])
+    recording = {k: v for k, v in (rec[0] if rec else {}).items() if k not in ("params_json",)}
+    recording.pop("source_path", None)
+    features: list[dict[str, Any]] = []
+    if not _need(con, "icephys_cell_features", ("file_id",)):
+        for row in _records(
+            con, "SELECT * FROM icephys_cell_features WHERE file_id = ?", [file_id]
+        ):
+            analysis = row.get("analysis") or "long_square"
+            for k, v in row.items():
+                if k in _HIDDEN or k == "analysis" or v is None:
+                    continue
+                features.append(
+                    {"analysis": analysis, "feature": k, "value": v, "unit": unit_of(k)}
+                )
+    sweeps: list[dict[str, Any]] = []
+    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number")):
+        have = columns(con, "icephys_sweeps")
+        cols = [
+            c
+            for c in (
+                "sweep_number",
+                "stimulus_kind",
+                "stim_amp_pa",
+                "stim_amp_mv",
+                "stim_start_s",
+                "stim_end_s",
+                "spike_count",
+                "avg_rate_hz",
+                "v_baseline_mv",
+                "qc_pass",
+                "qc_reasons",
+            )
+            if c in have
+        ]
+        sweeps = _records(
+            con,
+            f"SELECT {', '.join(cols)} FROM icephys_sweeps WHERE file_id = ? "  # noqa: S608
+            "ORDER BY sweep_number",
+            [file_id],
+        )
+    fi = fi_curves(con, file_id=file_id)["curves"] if sweeps else []
+    docs = []
+    if "qc_report" in columns(con, "ingest_log"):
+        got = _records(
+            con,
+            f"SELECT qc_report FROM ({_LATEST_ATTEMPTS}) WHERE file_id = ?",  # noqa: S608
+            [file_id],
+        )
+        if got:
+            docs = _docs_links(got[0]["qc_report"], attempt.get("reason"), lake=lake)
+    cur = curation_log(con, file_id=file_id).get("actions", [])
+    excl = [x for x in excluded(con).get("excluded", []) if x["file_id"] == file_id]
+    return {
+        "available": True,
+        "file_id": file_id,
+        "attempt": attempt,
+        "recording": recording,
+        "qc": {
+            "status": attempt["status"],
+            "reason": attempt["reason"],
+            "docs": docs,
+            "failed_sweeps": [
+                {"sweep_number": s["sweep_number"], "qc_reasons": s.get("qc_reasons")}
+                for s in sweeps
+                if s.get("qc_pass") is False
+            ],
+        },
+        "features": features,
+        "sweeps": sweeps,
+        "fi": fi[0] if fi else None,
+        "curation": cur,
+        "excluded": excl,
+    }
+
+
+def sweep_detail(
+    con: DuckDBPyConnection,
+    file_id: str,
+    sweep: int,
+    *,
+    lake: str | None = None,
+    max_points: int = TRACE_MAX_POINTS,
+) -> dict[str, Any]:
+    """One sweep's response and stimulus (read from the raw file) with its spikes.
+
+    Returns
+    -------
+    dict
+        :func:`sweep_trace`'s fields plus ``stimulus`` (``t_s``, ``y``, ``unit``;
+        the command waveform as the file stores it, None when it has none) and
+        ``waveforms`` (each detected spike's response from 2 ms before to 5 ms
+        after its threshold, ``t_ms`` relative to the threshold).
+    """
+    import numpy as np
+
+    from transforms.serve.raw import envelope, fetch_snippet
+
+    spec.check_file_id(file_id)
+    rows = []
+    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
+        rows = _records(
+            con,
+            "SELECT duration_s, stim_amp_pa, spike_count FROM icephys_sweeps "
+            "WHERE file_id = ? AND sweep_number = ?",
+            [file_id, int(sweep)],
+        )
+    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
+    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    out = _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
+    fs = snip.sampling_rate_hz
+    stim = None
+    if snip.command is not None:
+        idx, y = envelope(np.asarray(snip.command, dtype=np.float64), max_points)
+        stim = {
+            "t_s": [round(float(snip.start_s + k / fs), 6) for k in idx],
+            "y": [_clean(float(v)) for v in y],
+            "unit": snip.command_unit,
+        }
+    trace = snip.data[:, 0]
+    pre, post = round(0.002 * fs), round(0.005 * fs)
+    t_ms = [round((k - pre) * 1000.0 / fs, 4) for k in range(pre + post)]
+    waveforms = []
+    for t in out["spikes"].get("threshold_t_s") or out["spikes"].get("peak_t_s") or []:
+        if t is None:
+            continue
+        k = round((t - snip.start_s) * fs)
+        if k - pre < 0 or k + post > len(trace):
+            continue
+        waveforms.append([_clean(float(v)) for v in trace[k - pre : k + post]])
+    return {**out, "stimulus": stim, "waveforms": {"t_ms": t_ms, "y": waveforms}}
+
+
+def plate_page(con: DuckDBPyConnection, file_id: str, *, lake: str | None = None) -> dict[str, Any]:
+    """Everything the per-plate page shows apart from the charts' own queries.
+
+    Returns
+    -------
+    dict
+        ``plate`` (one row of plate metadata), ``wells`` (per well: condition,
+        timepoint, dose, dose units, active electrodes, excluded reason), the
+        layout (``rows``, ``cols``), ``qc``, ``metrics`` (the well metrics one can
+        map), ``curation``.
+    """
+    spec.check_file_id(file_id)
+    attempt = latest_attempt(con, file_id)
+    if attempt is None:
+        raise SpecError(f"no ingested file has file_id {file_id}")
+    have = columns(con, "mea_recordings")
+    plate: dict[str, Any] = {}
+    wells: list[dict[str, Any]] = []
+    if {"file_id", "well"} <= have:
+        meta = [
+            c
+            for c in (
+                "file_name",
+                "source_kind",
+                "plate_type",
+                "n_wells",
+                "n_electrodes",
+                "sampling_rate_hz",
+                "duration_s",
+                "recorded_at",
+                "plate_sn",
+                "instrument",
+                "axis_version",
+                "plate_map",
+                "lab",
+                "timepoint",
+            )
+            if c in have
+        ]
+        got = _records(
+            con,
+            f"SELECT {', '.join(f'any_value({c}) AS {c}' for c in meta)} "  # noqa: S608
+            "FROM mea_recordings WHERE file_id = ?",
+            [file_id],
+        )
+        plate = got[0] if got else {}
+        wcols = [c for c in ("well", "condition", "timepoint", "dose", "dose_units") if c in have]
+        wells = _records(
+            con,
+            f"SELECT {', '.join('r.' + c for c in wcols)}, m.n_active_electrodes, "  # noqa: S608
+            "m.spike_count FROM mea_recordings r "
+            "LEFT JOIN mea_well_metrics m USING (file_id, well) WHERE r.file_id = ?",
+            [file_id],
+        )
+    excl = [x for x in excluded(con).get("excluded", []) if x["file_id"] == file_id]
+    by_well = {x["well"]: x for x in excl if x["target_kind"] == "well"}
+    for x in by_well.values():
+        wells.append({"well": x["well"], "excluded": x["reason"]})
+    for w in wells:
+        w.setdefault("excluded", None)
+    wells.sort(key=lambda w: _electrode_key(w["well"] + "_"))
+    rcs = [_well_rc(w["well"]) for w in wells if _WELL.match(w["well"] or "")]
+    n_rows = max((r for r, _c in rcs), default=-1) + 1
+    n_cols = max((c for _r, c in rcs), default=-1) + 1
+    return {
+        "available": bool(plate),
+        "file_id": file_id,
+        "attempt": attempt,
+        "plate": plate,
+        "wells": wells,
+        "rows": [chr(ord("A") + i) for i in range(n_rows)],
+        "cols": list(range(1, n_cols + 1)),
+        "metrics": [
+            {"key": m.key, "label": m.label} for m in METRICS if m.view == "mea_well_metrics"
+        ],
+        "curation": curation_log(con, file_id=file_id).get("actions", []),
+        "excluded": excl,
+    }
+
+
+def network_bursts(
+    con: DuckDBPyConnection,
+    file_id: str,
+    *,
+    well: str | None = None,
+    start_s: float | None = None,
+    stop_s: float | None = None,
+) -> dict[str, Any]:
+    """Network bursts of a plate (or a well) overlapping a window, for the raster."""
+    spec.check_file_id(file_id)
+    if _need(con, "mea_network_bursts", ("file_id", "well", "start_s", "end_s")):
+        return _unavailable("no network bursts in this catalog", bursts=[])
+    where = "file_id = ? AND end_s >= ? AND start_s <= ?"
+    params: list[Any] = [file_id, start_s or 0.0, stop_s if stop_s is not None else 1e12]
+    if well is not None:
+        where += " AND well = ?"
+        params.append(_check_well(well))
+    rows = _records(
+        con,
+        f"SELECT well, start_s, end_s, n_spikes, n_electrodes FROM mea_network_bursts "  # noqa: S608
+        f"WHERE {where} ORDER BY start_s LIMIT 5000",
+        params,
+    )
+    return {"available": True, "bursts": rows}
+
+
+def well_metric_by_div(con: DuckDBPyConnection, file_id: str, *, metric: str) -> dict[str, Any]:
+    """One well metric of this plate's wells over the timepoints (DIV) of the same plate.
+
+    The same plate is the same ``plate_sn`` in the same lab (recordings of one
+    plate on several days); without a serial number, only this recording.
+
+    Returns
+    -------
+    dict
+        ``timepoints`` (in time order) and ``wells``: per well its ``condition``
+        and the ``value`` per timepoint (None where not recorded).
+    """
+    spec.check_file_id(file_id)
+    m = _METRIC_BY_KEY.get(metric)
+    if m is None or m.view != "mea_well_metrics":
+        keys = [k.key for k in METRICS if k.view == "mea_well_metrics"]
+        raise SpecError(f"unknown well metric {metric!r}; known: {', '.join(keys)}")
+    if _need(con, "mea_well_metrics", ("file_id", "well", m.column, *PARTITION)):
+        return _unavailable("no well metrics", timepoints=[], wells=[])
+    if "plate_sn" in columns(con, "mea_recordings"):
+        same = (
+            "SELECT DISTINCT r2.file_id FROM mea_recordings r1 JOIN mea_recordings r2 "
+            "ON r1.lab = r2.lab AND r1.plate_sn = r2.plate_sn WHERE r1.file_id = ? "
+            "UNION SELECT ?"
+        )
+    else:
+        same = "SELECT ? UNION SELECT ?"
+    rows = _records(
+        con,
+        f"SELECT well, condition, timepoint, {m.column} AS value FROM mea_well_metrics "  # noqa: S608
+        f"WHERE file_id IN ({same})",
+        [file_id, file_id],
+    )
+    timepoints = sorted({r["timepoint"] for r in rows}, key=timepoint_key)
+    wells: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        w = wells.setdefault(
+            r["well"], {"well": r["well"], "condition": r["condition"], "value": {}}
+        )
+        w["value"][r["timepoint"]] = r["value"]
+    ordered = sorted(wells.values(), key=lambda w: _electrode_key(w["well"] + "_"))
+    for w in ordered:
+        w["value"] = [w["value"].get(tp) for tp in timepoints]
+    return {
+        "available": bool(rows),
+        "metric": m.key,
+        "label": m.label,
+        "timepoints": timepoints,
+        "wells": ordered,
     }

@@ -409,8 +409,27 @@ def _open_mea(path: Path) -> Any:
     return formats.open_continuous(path)
 
 
+#: Decoded patch-clamp recordings kept per process (a cell page asks for several sweeps
+#: of one file in a row; an NWB file takes seconds to decode).
+ICEPHYS_CACHE_SIZE: Final = 8
+_icephys_cache: dict[tuple[str, int, int], Any] = {}
+_icephys_lock = threading.Lock()
+
+
 def _read_icephys(path: Path) -> Any:
-    return formats.read_icephys(path)
+    """The decoded recording, cached by (path, size, mtime): a changed file is re-read."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _icephys_lock:
+        hit = _icephys_cache.get(key)
+    if hit is not None:
+        return hit
+    rec = formats.read_icephys(path)
+    with _icephys_lock:
+        _icephys_cache[key] = rec
+        while len(_icephys_cache) > ICEPHYS_CACHE_SIZE:
+            _icephys_cache.pop(next(iter(_icephys_cache)))
+    return rec
 
 
 def _check_window(start_s: float, stop_s: float) -> tuple[float, float]:
