@@ -21,3 +21,13 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"sample data not found at {SHARED} (set NEUROCYTE_SHARED)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Airflow's metadata DB prepared before a test imports the plugin (which imports
+    Airflow, binding its DB): a later in-process DAG test would otherwise find no tables
+    (see tests/airflow_env.py). Modules using the plugin name it in ``pytestmark``."""
+    from tests.airflow_env import prepare
+
+    return prepare(tmp_path_factory.mktemp("airflow"))

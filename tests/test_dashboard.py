@@ -25,6 +25,9 @@ from tests.conftest import ABF_DIR, REPO_ROOT
 from transforms.errors import SpecError
 from transforms.serve import pages as dashboard
 
+#: the plugin imports Airflow: its DB is prepared first (tests/conftest.airflow_db)
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
 DEMO_LEVELS_PA = [-110.0 + 30.0 * k for k in range(12)]
 REAL_ABF = "171116sh_0018.abf"
 

@@ -15,6 +15,9 @@ from transforms.errors import LakeError, SpecError
 from transforms.pipeline import ingest_paths
 from transforms.serve.release import make_release, reproduce_release
 
+#: the plugin imports Airflow: its DB is prepared first (tests/conftest.airflow_db)
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:

@@ -73,7 +73,7 @@ def test_without_the_recheck_the_interleaving_loses_the_file(
     (the old publish: the log named the old attempt, the data no longer held it)."""
     path, lake, landing, old = one_published_cell
     first = lakeio.table_version(spec.INGEST_LOG, lake=str(lake))
-    monkeypatch.setattr(catalog.lakeio, "table_version", lambda *_a, **_k: first)
+    monkeypatch.setattr(lakeio, "table_version", lambda *_a, **_k: first)
     _publish_with_a_replacement_after_the_log_read(monkeypatch, path, lake, landing)
     assert query(lake, "SELECT ingest_id FROM published") == [(old,)]
     assert query(lake, "SELECT count(*) FROM icephys_sweeps") == [(0,)]

@@ -16,6 +16,9 @@ from transforms.pipeline import ingest_paths
 from transforms.pipeline.outcome import Outcome, now_utc, record_failure
 from transforms.untrusted import REASON_MAX_CHARS
 
+#: the plugin imports Airflow: its DB is prepared first (tests/conftest.airflow_db)
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
 SPIKE_LIST = MEA_DIR / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz"
 #: Room for the file name and the pointer to the full text after the capped head.
 SLACK = 400

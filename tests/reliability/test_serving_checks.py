@@ -15,6 +15,9 @@ from transforms.pipeline import ingest_paths
 from transforms.serve import raw
 from transforms.serve.raw import fetch_snippet
 
+#: the plugin imports Airflow: its DB is prepared first (tests/conftest.airflow_db)
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:

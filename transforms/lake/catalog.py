@@ -346,9 +346,6 @@ def _allowed(listed: str, catalog_dir: Path) -> list[str]:
 def _lock_down(con: DuckDBPyConnection, *, lake: str | None, catalog_dir: Path) -> None:
     import duckdb
 
-    from transforms.lake import delta as lakeio
-    from transforms.lake import storage
-
     root = spec.lake_root(lake)
     locked, external = con.execute(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
@@ -365,10 +362,14 @@ def _lock_down(con: DuckDBPyConnection, *, lake: str | None, catalog_dir: Path) 
         rows = con.execute("SELECT DISTINCT path FROM _catalog_files").fetchall()
         allowed = sorted({a for r in rows for a in _allowed(str(r[0]), catalog_dir)})
     else:  # a catalog published before the list existed: its lake's files
+        from transforms.lake import delta as lakeio
+
         allowed = sorted(
             {lakeio.local_path(u) for t in spec.ALL_TABLES for u in _table_files(t, lake=lake)}
         )
     if spec.is_remote(root):
+        from transforms.lake import storage  # pyarrow: only for a remote lake
+
         storage.require_httpfs(con)  # views over s3:// read through it: load before locking
     try:
         con.execute("SET allowed_paths = ?", [allowed])

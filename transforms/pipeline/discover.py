@@ -97,7 +97,7 @@ def new_files(
     for link in landing_links(landing=landing, settle_s=settle_s, now=now):
         # refused at staging, logged under the link's own path: listed again only if
         # the link changes
-        if include_attempted or index.known_file_id(link.uri, modified_at=link.mtime) is None:
+        if include_attempted or not index.refused_since(link.uri, modified_at=link.mtime):
             out.append(Candidate(link.uri, link.name, spec.UNREADABLE_FILE_ID, 0))
     for file_id, copies in by_content.items():
         last = index.latest.get(file_id)

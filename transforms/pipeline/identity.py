@@ -221,10 +221,15 @@ class AttemptIndex:
         self.latest: dict[str, Attempt] = {}
         self._keys: dict[str, tuple[int, float, str]] = {}
         self.by_path: dict[str, tuple[float, str]] = {}
+        #: When a path with no readable content (a refused link) was last attempted.
+        self.refused_at: dict[str, float] = {}
         for row in rows:
             fid = row["file_id"]
             started = row.get("started_at")
             ts = started.timestamp() if isinstance(started, datetime) else 0.0
+            if fid == spec.UNREADABLE_FILE_ID:
+                path = row["source_path"]
+                self.refused_at[path] = max(self.refused_at.get(path, -1.0), ts)
             if (
                 fid != spec.UNREADABLE_FILE_ID
                 and ts >= self.by_path.get(row["source_path"], (-1.0, ""))[0]
@@ -262,6 +267,10 @@ class AttemptIndex:
     def verdict(self, file_id: str, digest: str | None, *, force: bool = False) -> Verdict | None:
         """:func:`decide` against the latest decisive attempt of ``file_id``."""
         return decide(self.latest.get(file_id), digest, force=force)
+
+    def refused_since(self, source_path: str, *, modified_at: float) -> bool:
+        """True if ``source_path`` (unreadable: a link) was refused after ``modified_at``."""
+        return self.refused_at.get(source_path, -1.0) >= modified_at
 
     def known_file_id(self, source_path: str, *, modified_at: float) -> str | None:
         """The content hash of ``source_path`` if an attempt read it after ``modified_at``."""

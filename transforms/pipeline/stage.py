@@ -274,7 +274,8 @@ def stage_file(
                 f"{path.name}: changed while it was being read (size {before.st_size} -> "
                 f"{after.st_size} bytes); it is retried once it has settled"
             )
-        if not source_uri and part in (None, 0):  # raw access's change detector baseline
+        if archived is None and not source_uri and part in (None, 0):
+            # raw access's change detector baseline (an archive is verified on read)
             fp = fingerprints.Fingerprint.of(path, before)
             fingerprints.remember(path, fp, file_id=outcome.file_id, lake=lake)
         stage = spec.staging_dir(outcome.ingest_id, lake)
