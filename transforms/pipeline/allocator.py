@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from typing import Final
 
@@ -30,6 +31,8 @@ ENV_SWITCH: Final = "NEUROCYTE_MALLOC_TUNING"
 
 _M_TRIM_THRESHOLD: Final = -1  # from glibc's <malloc.h>
 _M_MMAP_THRESHOLD: Final = -3
+
+log = logging.getLogger(__name__)
 
 _applied: dict[str, int] = {}
 
@@ -84,3 +87,61 @@ def _glibc() -> ctypes.CDLL | None:
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return None  # musl and others: no glibc malloc to tune
     return libc
+
+
+#: The worker's memory budget in MiB (unset or ``0``: no budget).
+ENV_MEMORY_MB: Final = "NEUROCYTE_WORKER_MEMORY_MB"
+
+_budget: dict[str, int] = {}
+
+
+def apply_memory_budget(memory_mb: int | None = None) -> int | None:
+    """Cap this worker's heap at ``memory_mb`` MiB (default ``$NEUROCYTE_WORKER_MEMORY_MB``).
+
+    The cap is ``RLIMIT_DATA``: since Linux 4.7 it counts the process's private
+    writable mappings (heap, anonymous ``mmap``: numpy, pyarrow's mimalloc, DuckDB,
+    thread stacks), not reserved-but-inaccessible address space, so unlike
+    ``RLIMIT_AS`` it does not trip over the large ``PROT_NONE`` reservations of
+    glibc's per-thread arenas and of thread pools. An allocation beyond it fails
+    as ``MemoryError`` (``std::bad_alloc`` in pyarrow, reported as an Arrow
+    out-of-memory error), which the ingest reports as ``failed: resource ...``
+    instead of the kernel's OOM killer taking the worker (or a neighbour). The
+    soft limit only ever goes down, never above the hard limit.
+
+    Returns
+    -------
+    int or None
+        The budget in MiB now in force, ``None`` without one.
+    """
+    import resource
+
+    if memory_mb is None:
+        text = os.environ.get(ENV_MEMORY_MB, "").strip()
+        if not text:
+            return None
+        try:
+            memory_mb = int(text)
+        except ValueError:
+            log.warning("ignoring $%s=%r: not a number of MiB", ENV_MEMORY_MB, text)
+            return None
+    if memory_mb <= 0:
+        return None
+    limit = memory_mb << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or limit < soft:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    # pyarrow's mimalloc reserves 1 GiB arenas of writable address space, which
+    # RLIMIT_DATA counts as used: under a budget Arrow allocates from glibc malloc,
+    # so the limit tracks what is really in use.
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    _budget["mb"] = min(memory_mb, limit >> 20)
+    return _budget["mb"]
+
+
+def memory_budget_mb() -> int | None:
+    """The budget :func:`apply_memory_budget` set in this process, if any."""
+    return _budget.get("mb")

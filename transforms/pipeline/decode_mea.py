@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -264,6 +263,24 @@ def well_partitions(
     return out
 
 
+#: Rows of one shared block of a constant column (see :func:`constant_column`).
+_CONSTANT_BLOCK_ROWS = 1 << 16
+
+
+def constant_column(value: str, n: int) -> pa.ChunkedArray:
+    """``n`` copies of ``value`` as a string column whose blocks share one buffer.
+
+    A 10 M-spike plate repeats its ``params_json`` (hundreds of bytes) on every
+    row: as separate strings that alone is gigabytes; here it is one block of
+    :data:`_CONSTANT_BLOCK_ROWS` strings, referenced as often as needed (Parquet
+    dictionary-encodes it on write).
+    """
+    block = pa.array([value] * min(n, _CONSTANT_BLOCK_ROWS), pa.string())
+    full, rest = divmod(n, len(block)) if n else (0, 0)
+    chunks = [block] * full + ([block.slice(0, rest)] if rest else [])
+    return pa.chunked_array(chunks, pa.string())
+
+
 def _per_well(
     rows: pa.Table,
     wells: pa.ChunkedArray | pa.Array,
@@ -276,14 +293,16 @@ def _per_well(
     """Provenance in front, the well's partition columns at the end (vectorised)."""
     n = rows.num_rows
     names = list(parts)
-    index = {w: i for i, w in enumerate(names)}
-    codes = np.fromiter((index[w] for w in wells.to_pylist()), dtype=np.int32, count=n)
+    codes = pc.index_in(wells, value_set=pa.array(names, pa.string()))
+    if codes.null_count:
+        stray = pc.unique(pc.filter(wells, pc.is_null(codes))).to_pylist()
+        raise SpecError(f"rows of wells without a partition: {stray[:5]}")
     out = pa.table(
         {
-            "file_id": pa.array([file_id] * n, pa.string()),
-            "ingest_id": pa.array([ingest_id] * n, pa.string()),
-            "transform_version": pa.array([spec.TRANSFORM_VERSION] * n, pa.string()),
-            "params_json": pa.array([params_json(params)] * n, pa.string()),
+            "file_id": constant_column(file_id, n),
+            "ingest_id": constant_column(ingest_id, n),
+            "transform_version": constant_column(spec.TRANSFORM_VERSION, n),
+            "params_json": constant_column(params_json(params), n),
         }
     )
     for name in rows.column_names:
@@ -292,13 +311,9 @@ def _per_well(
         out = out.append_column(rows.schema.field(name), rows[name])
     for col in spec.PARTITION_COLUMNS:
         values = pa.array([getattr(parts[w], col) for w in names], pa.string())
-        out = out.append_column(
-            pa.field(col, pa.string(), nullable=False), pc.take(values, pa.array(codes))
-        )
+        out = out.append_column(pa.field(col, pa.string(), nullable=False), pc.take(values, codes))
     days = pa.array([parts[w].timepoint_days for w in names], pa.int32())
-    return out.append_column(
-        pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()), pc.take(days, pa.array(codes))
-    )
+    return out.append_column(pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()), pc.take(days, codes))
 
 
 def decode_mea(
@@ -347,14 +362,7 @@ def decode_mea(
 
     spikes = plate.spikes
     counts = (
-        dict(
-            zip(
-                *np.unique(
-                    np.asarray(spikes["well"].to_pylist(), dtype=object), return_counts=True
-                ),
-                strict=True,
-            )
-        )
+        {item["values"]: item["counts"] for item in pc.value_counts(spikes["well"]).to_pylist()}
         if spikes.num_rows
         else {}
     )

@@ -104,3 +104,25 @@ def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = N
             o.reason = (o.reason + " " if o.reason else "") + (
                 f"(not logged in ingest_log: {type(exc).__name__}: {exc})"
             )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``MemoryError``, or an Arrow / DuckDB allocation failure (a worker over its budget)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__ in ("ArrowMemoryError", "OutOfMemoryException") or (
+        "std::bad_alloc" in text or "Out of memory" in text or "out of memory" in text
+    )
+
+
+def resource_reason(name: str) -> str:
+    """The reason of an attempt that ran out of memory: a resource failure, not the data's."""
+    from transforms.pipeline import allocator
+
+    budget = allocator.memory_budget_mb()
+    within = f"the worker budget of {budget} MiB" if budget else "the memory available"
+    return (
+        f"resource: {name}: out of memory (needs more than {within}; "
+        f"${allocator.ENV_MEMORY_MB}); retry with a larger budget"
+    )

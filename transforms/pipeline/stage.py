@@ -21,12 +21,24 @@ from pathlib import Path
 import pyarrow as pa
 
 from transforms import formats, spec
-from transforms.errors import DecodeError, InvalidArgument, NeurocyteError, SpecError
+from transforms.errors import (
+    DecodeError,
+    InvalidArgument,
+    NeurocyteError,
+    ResourceLimit,
+    SpecError,
+)
 from transforms.lake import delta as lakeio
 from transforms.lake import leases, storage
 from transforms.pipeline import allocator
 from transforms.pipeline.landing import Target, resolve_target
-from transforms.pipeline.outcome import Outcome, now_utc, record_failure
+from transforms.pipeline.outcome import (
+    Outcome,
+    is_out_of_memory,
+    now_utc,
+    record_failure,
+    resource_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +107,7 @@ def stage_file(
     path = Path(path)
     started = now_utc()
     allocator.retain_freed_memory()  # this process is an ingest worker
+    allocator.apply_memory_budget()  # $NEUROCYTE_WORKER_MEMORY_MB
     if (part is None) != (n_parts is None) or (
         part is not None and n_parts is not None and not 0 <= part < n_parts
     ):
@@ -194,13 +207,21 @@ def stage_file(
             storage.join(stage, "outcome.json"), json.dumps(outcome.as_dict()).encode()
         )
         return outcome
+    except ResourceLimit as exc:
+        outcome.reason = f"resource: {exc}"
     except NeurocyteError as exc:
         outcome.reason = str(exc)
     except Exception as exc:  # a reader or feature bug must not stop the other files
-        log.error(
-            "unexpected error on %s (file_id=%s)\n%s", path, outcome.file_id, traceback.format_exc()
-        )
-        outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
+        if is_out_of_memory(exc):  # MemoryError, or Arrow's: the budget, not the data
+            outcome.reason = resource_reason(path.name)
+        else:
+            log.error(
+                "unexpected error on %s (file_id=%s)\n%s",
+                path,
+                outcome.file_id,
+                traceback.format_exc(),
+            )
+            outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
     if not outcome.file_id:
         outcome.file_id = spec.UNREADABLE_FILE_ID  # no content hash to key on
     if part is None:
