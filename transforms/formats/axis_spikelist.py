@@ -586,10 +586,11 @@ def _add_rows(
         )
         if pc.any(absurd).as_py():
             i = _first_bad(absurd)
-            limit = "" if math.isinf(bound) else f" (|amplitude| above {bound:g} mV)"
+            value = values[i].as_py()
+            limit = "" if not math.isfinite(value) else f" (|amplitude| above {bound:g} mV)"
             raise DecodeError(
                 f"{source}: line {line(i)}: {what} {_excerpt(str(cells[what][i].as_py()))} "
-                f"is {values[i].as_py()!r}{limit}: not a physical value"
+                f"is {value!r}{limit}: not a physical value"
             )
     code = pc.index_in(elec_txt, value_set=_ALL_ELECTRODES_ARRAY)
     if code.null_count:

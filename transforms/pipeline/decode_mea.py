@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,24 @@ MEA_RECORDING_SCHEMA = pa.schema(
 #: Flag of a well the recording names but a partial plate map does not (it takes
 #: the landing folder's condition).
 PLATE_MAP_MISSING_WELL = "plate_map_missing_well"
+
+#: What a partial plate map does to a well it leaves out (``$NEUROCYTE_PARTIAL_PLATE_MAP``):
+#: ``flag`` (the default) keeps the well with the landing folder's condition and flags
+#: it :data:`PLATE_MAP_MISSING_WELL` on every row of ``mea_recordings``; ``refuse``
+#: fails the file, naming the wells, so nothing is published under a guessed condition.
+ENV_PARTIAL_PLATE_MAP = "NEUROCYTE_PARTIAL_PLATE_MAP"
+PARTIAL_PLATE_MAP_MODES = ("flag", "refuse")
+
+
+def partial_plate_map_mode(mode: str | None = None) -> str:
+    """``mode``, else ``$NEUROCYTE_PARTIAL_PLATE_MAP``, else ``flag``; checked."""
+    chosen = (mode or os.environ.get(ENV_PARTIAL_PLATE_MAP, "") or "flag").strip().lower()
+    if chosen not in PARTIAL_PLATE_MAP_MODES:
+        raise InvalidArgument(
+            f"partial plate map mode must be one of {PARTIAL_PLATE_MAP_MODES}, got {chosen!r} "
+            f"(${ENV_PARTIAL_PLATE_MAP})"
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -324,8 +343,12 @@ def decode_mea(
     kind: str,
     plate_map_path: Path | None = None,
     part: tuple[int, int] | None = None,
+    partial_plate_map: str | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
+
+    A well the recording names but its plate map (a CSV) leaves out is flagged, or
+    fails the file, as ``partial_plate_map`` says (:func:`partial_plate_map_mode`).
 
     With ``part=(k, n)`` only well group ``k`` of ``n`` is decoded and its rows
     returned (metrics are per electrode / well, so a group computes alone);
@@ -354,6 +377,15 @@ def decode_mea(
             metadata={},
         )
     rows_for = wells_with_rows(plate, plate_map if map_path else None)
+    if map_path and plate_map is not None and partial_plate_map_mode(partial_plate_map) == "refuse":
+        unlisted = [w for w in rows_for if w not in plate_map.wells]
+        if unlisted:
+            shown = ", ".join(unlisted[:12]) + (" ..." if len(unlisted) > 12 else "")
+            raise SpecError(
+                f"{path.name}: plate map {map_path.name} does not list {len(unlisted)} "
+                f"well(s) the recording names ({shown}); refused "
+                f"(${ENV_PARTIAL_PLATE_MAP}=refuse: list every well, or use 'flag')"
+            )
     parts = well_partitions(plate.layout, target, plate_map, source=path.name, wells=rows_for)
     metrics = compute_metrics(plate.spikes, layout=plate.layout, duration_s=plate.duration_s)
     params: dict[str, Any] = {"reader": kind, "metrics": metrics.params.as_dict()}
