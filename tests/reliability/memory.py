@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,25 +59,22 @@ def write_big_spike_list(
     return path
 
 
-def write_gzip_bomb(path: Path, *, decompressed_bytes: int, seed_line: bytes | None = None) -> Path:
-    """A gzip file that inflates to ``decompressed_bytes`` of one repeated spike row.
+def write_gzip_bomb(path: Path, *, decompressed_bytes: int) -> Path:
+    """A gzip file inflating to ``decompressed_bytes`` of one repeated spike row.
 
-    The header row makes it look like a spike list; the rest compresses about
-    1000:1 (a 6 MB file holds about 6 GB).
+    One 16 MiB member (the header row, then the row over and over) deflates to
+    about 40 KB; the file is that member repeated (gzip allows many members), so an
+    8 GB bomb is a 20 MB file written in a moment, about 400:1.
     """
-    row = seed_line or b",,0.001000,A1_11,-0.020\r\n"
+    row = b",,0.001000,A1_11,-0.020\r\n"
     header = b"Investigator,Ada,Time (s),Electrode,Amplitude(mV)\r\n"
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    chunk = row * ((1 << 20) // len(row))
+    block = row * ((16 << 20) // len(row))
+    member = gzip.compress(block, compresslevel=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
-        fh.write(comp.compress(header))
-        left = decompressed_bytes
-        while left > 0:
-            piece = chunk[: min(len(chunk), left)]
-            fh.write(comp.compress(piece))
-            left -= len(piece)
-        fh.write(comp.flush())
+        fh.write(gzip.compress(header + block, compresslevel=9))
+        for _ in range(max(0, decompressed_bytes // len(block) - 1)):
+            fh.write(member)
     return path
 
 
@@ -132,8 +128,72 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def gate_sweep(n_rows: int, margins_mb: range) -> dict[str, int]:
+    """Validate one ``mea_spikes`` batch under tighter and tighter budgets.
+
+    For each margin, ``RLIMIT_DATA`` is set to the heap in use plus the margin and
+    the real GX gate validates ``n_rows`` rows. Each try ends as ``ok``, a resource
+    failure (``ResourceLimit`` from the gate, or an allocation error the caller
+    reports as one) or, the bug, a QC verdict (``qc_fail``: GX recorded its own
+    malloc failure as a failed expectation).
+    """
+    import resource
+
+    import pyarrow as pa
+
+    from transforms.errors import ResourceLimit
+    from transforms.pipeline import qc
+    from transforms.pipeline.outcome import is_out_of_memory
+
+    qc._batch_definition()
+    pa.set_memory_pool(pa.system_memory_pool())  # as under a worker budget
+    rng = np.random.default_rng(0)
+    e = np.array(ELECTRODES_24)[rng.integers(0, len(ELECTRODES_24), n_rows)]
+    rows = pa.table(
+        {
+            "file_id": pa.array(["a" * 64] * n_rows),
+            "ingest_id": pa.array(["b" * 32] * n_rows),
+            "transform_version": pa.array(["0.0.0"] * n_rows),
+            "params_json": pa.array(['{"reader": "spike_list"}'] * n_rows),
+            "electrode": pa.array(e),
+            "well": pa.array([x.split("_")[0] for x in e]),
+            "time_s": pa.array(np.sort(rng.uniform(0, 600, n_rows))),
+            "amplitude_uv": pa.array(rng.uniform(-90, -10, n_rows).astype(np.float32)),
+            "lab": pa.array(["labA"] * n_rows),
+            "condition": pa.array(["WT"] * n_rows),
+            "timepoint": pa.array(["DIV14"] * n_rows),
+            "timepoint_days": pa.array(np.full(n_rows, 14, np.int32)),
+        }
+    )
+    assert qc.validate("mea_spikes", rows.slice(0, 1000)).success  # warm, and valid rows
+    with open("/proc/self/status") as fh:
+        base = next(int(x.split()[1]) << 10 for x in fh if x.startswith("VmData"))
+    tally = {"ok": 0, "resource_gate": 0, "resource_alloc": 0, "qc_fail": 0}
+    for margin in margins_mb:
+        resource.setrlimit(resource.RLIMIT_DATA, (base + (margin << 20), resource.RLIM_INFINITY))
+        try:
+            kind = "ok" if qc.validate("mea_spikes", rows).success else "qc_fail"
+        except ResourceLimit:
+            kind = "resource_gate"
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            kind = "resource_alloc"
+        finally:
+            resource.setrlimit(
+                resource.RLIMIT_DATA, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+        tally[kind] += 1
+    return tally
+
+
 def main(argv: list[str]) -> int:
-    cmd, lake, landing = argv[0], argv[1], argv[2]
+    cmd = argv[0]
+    if cmd == "gate-sweep":
+        n, lo, hi, step = (int(x) for x in argv[1:5])
+        print("SWEEP " + json.dumps(gate_sweep(n, range(lo, hi, step))), flush=True)
+        return 0
+    lake, landing = argv[1], argv[2]
     if cmd != "ingest":
         raise SystemExit(f"unknown command {cmd!r}")
     from transforms.pipeline import ingest_paths
