@@ -114,6 +114,15 @@ RATIO_CHECK_AFTER_BYTES: Final = 16 << 20
 #: (16 bits at about 0.055-0.065 uV per count: +-2 mV), extracellular spikes are
 #: tens to hundreds of uV. 10 mV leaves a wide margin for any amplifier setting.
 MAX_ABS_AMPLITUDE_MV: Final = 10.0
+#: The worker's memory budget (MiB), set by the ingest worker's entry
+#: (:mod:`transforms.pipeline.allocator`). Within it, a spike list needing more than
+#: the budget leaves is refused before Arrow is asked for the memory: several of
+#: Arrow's C++ paths (the CSV parser, thread pools) abort the process on a failed
+#: allocation instead of raising.
+ENV_WORKER_MEMORY_MB: Final = "NEUROCYTE_WORKER_MEMORY_MB"
+#: Memory one spike costs a worker from decoding to its rows (measured: 10 M spikes
+#: took about 1.55 GB above the imports).
+WORKER_BYTES_PER_SPIKE: Final = 160
 #: Text read at once (the memory of one block, a few times over, while parsing).
 BLOCK_BYTES: Final = 16 << 20
 #: No line, settings block, footer or settings count beyond these.
@@ -464,7 +473,7 @@ def _read_tail(
     """The spike rows after the head, every cell as a string (fast reader)."""
     try:
         return pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            pa.BufferReader(text.encode("utf-8")),  # no Python file adapter (it aborts on OOM)
             read_options=pacsv.ReadOptions(
                 column_names=[f"c{i}" for i in range(n_cols)], block_size=1 << 24
             ),
@@ -555,7 +564,7 @@ def _add_rows(
     if cols.rows + n > max_rows:
         raise ResourceLimit(
             f"{source}: more than {max_rows} spike rows (line {line(max_rows - cols.rows)}); "
-            f"refused (limit ${ENV_MAX_ROWS})"
+            f"refused (limit ${ENV_MAX_ROWS}, or what ${ENV_WORKER_MEMORY_MB} leaves)"
         )
     for what, txt, present in (
         ("spike time", time_txt, None),
@@ -613,6 +622,21 @@ def _excerpt(value: str, limit: int = 40) -> str:
     if len(value) <= limit:
         return repr(value)
     return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _budget_left_bytes() -> int | None:
+    """Bytes this process's data limit (``RLIMIT_DATA``, the worker budget) still allows."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            used = next((int(x.split()[1]) << 10 for x in fh if x.startswith("VmData:")), 0)
+    except OSError:
+        return None  # not Linux: no way to tell
+    return max(0, soft - used)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -702,11 +726,31 @@ def read_spike_list(
         raise InvalidArgument(f"end_slack_s must be >= 0, got {end_slack_s}")
     if not max_abs_amplitude_mv > 0.0:
         raise InvalidArgument(f"max_abs_amplitude_mv must be > 0, got {max_abs_amplitude_mv}")
-    max_rows = max_rows if max_rows is not None else _env_int(ENV_MAX_ROWS, MAX_ROWS)
+    budget_rows = None
+    if max_rows is None:
+        max_rows = _env_int(ENV_MAX_ROWS, MAX_ROWS)
+        left = _budget_left_bytes()
+        if left is not None:
+            budget_rows = max(0, left // WORKER_BYTES_PER_SPIKE)
+            block_bytes = min(block_bytes, max(1 << 16, left // 16))
+            if budget_rows < max_rows:
+                max_rows = budget_rows
+            else:
+                budget_rows = None
     max_bytes = (
         max_bytes if max_bytes is not None else _env_int(ENV_MAX_BYTES, MAX_BYTES >> 20) << 20
     )
     stream = _Inflated(source, max_bytes=max_bytes, max_ratio=max_gzip_ratio)
+    if budget_rows is not None and not stream.gzipped:
+        # about 27 bytes of text per spike row: refuse before reading what cannot fit
+        expected = source.stat().st_size // 27
+        if expected > budget_rows:
+            stream.close()
+            raise ResourceLimit(
+                f"{source}: about {expected} spike rows need about "
+                f"{expected * WORKER_BYTES_PER_SPIKE >> 20} MiB, more than the worker budget "
+                f"leaves (${ENV_WORKER_MEMORY_MB})"
+            )
     try:
         return _read_stream(
             stream,

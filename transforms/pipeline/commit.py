@@ -25,7 +25,7 @@ from transforms import spec
 from transforms.errors import NeurocyteError, ResourceLimit
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
-from transforms.pipeline import allocator, qc
+from transforms.pipeline import qc
 from transforms.pipeline.outcome import (
     Outcome,
     is_out_of_memory,
@@ -216,7 +216,6 @@ def commit_batch(
     place of its parts; a file with a part missing or not staged is
     ``failed`` with the reason and nothing of it is committed.
     """
-    allocator.apply_memory_budget()  # the gate's worker: $NEUROCYTE_WORKER_MEMORY_MB
     outs, sources = _merge_parts([_as_outcome(o) for o in outcomes], lake=lake)
     staged: list[Outcome] = []
     seen: dict[str, Outcome] = {}

@@ -107,12 +107,14 @@ def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = N
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """``MemoryError``, or an Arrow / DuckDB allocation failure (a worker over its budget)."""
+    """``MemoryError``, or an Arrow / DuckDB allocation or thread-start failure (over budget)."""
     if isinstance(exc, MemoryError):
         return True
     text = f"{type(exc).__name__}: {exc}"
-    return type(exc).__name__ in ("ArrowMemoryError", "OutOfMemoryException") or (
-        "std::bad_alloc" in text or "Out of memory" in text or "out of memory" in text
+    # a thread pool that cannot start a thread (its stack is refused) is the same
+    markers = ("std::bad_alloc", "Out of memory", "out of memory", "Failed to launch worker thread")
+    return type(exc).__name__ in ("ArrowMemoryError", "OutOfMemoryException") or any(
+        m in text for m in markers
     )
 
 

@@ -57,17 +57,20 @@ def _decode(
 
         if part is not None and part[0] > 0:  # not split: part 0 carries the whole file
             return "", {}
-        return decode_icephys(source, kind=kind, target=target, ingest_id=ingest_id)
+        with allocator.memory_budget():  # $NEUROCYTE_WORKER_MEMORY_MB, after the imports
+            return decode_icephys(source, kind=kind, target=target, ingest_id=ingest_id)
+    from transforms.mea import metrics  # noqa: F401 - imported (scipy starts threads) before the budget
     from transforms.pipeline.decode_mea import decode_mea
 
-    return decode_mea(
-        source,
-        target=target,
-        ingest_id=ingest_id,
-        kind=kind,
-        plate_map_path=plate_map,
-        part=part,
-    )
+    with allocator.memory_budget():
+        return decode_mea(
+            source,
+            target=target,
+            ingest_id=ingest_id,
+            kind=kind,
+            plate_map_path=plate_map,
+            part=part,
+        )
 
 
 def stage_file(
@@ -107,7 +110,6 @@ def stage_file(
     path = Path(path)
     started = now_utc()
     allocator.retain_freed_memory()  # this process is an ingest worker
-    allocator.apply_memory_budget()  # $NEUROCYTE_WORKER_MEMORY_MB
     if (part is None) != (n_parts is None) or (
         part is not None and n_parts is not None and not 0 <= part < n_parts
     ):
