@@ -62,14 +62,14 @@ def test_ten_million_row_spike_list_ingests_under_a_2gb_decode_budget(tmp_path: 
 
     The budget covers decoding (reader, metrics, rows): that part peaks at about
     1.8 GB. The gate and the Delta commit run outside it (delta-rs hangs rather than
-    fail when an allocation is refused) and take the whole ingest to about 3.2 GB
-    (2.4 GB when staged and committed by hand: ``stage_file`` + ``commit_staged``):
-    the peak is asserted against ``$NEUROCYTE_TEST_10M_PEAK_MB`` (default 3584).
+    fail when an allocation is refused) and take the whole ingest to about 3.2 GB:
+    the peak is asserted against ``$NEUROCYTE_TEST_10M_PEAK_MB`` (default 4096;
+    measured 3.1-3.2 GB; without a budget 2.3 GB, see RELIABILITY.md).
     Before the fix a 1 M-row ingest peaked at 1.75 GB and a 10 M-row one (issue 15)
     died at 9.4 GB.
     """
     budget_mb = 2048
-    peak_mb = int(os.environ.get("NEUROCYTE_TEST_10M_PEAK_MB", "3584"))
+    peak_mb = int(os.environ.get("NEUROCYTE_TEST_10M_PEAK_MB", "4096"))
     landing, folder = _landing(tmp_path)
     path = write_big_spike_list(folder / "plate_spike_list.csv", 10_000_000)
     run = run_capped(["ingest", str(tmp_path / "lake"), str(landing)], memory_mb=budget_mb)
