@@ -13,6 +13,9 @@ What propagates where:
   type or out of range raises :class:`ConfigError`, naming the file and the key.
 * The QC gate raises :class:`QCError` for a missing or malformed suite; a failed
   expectation is not an exception but a quarantine verdict.
+* A file that needs more memory, decompressed bytes or rows than a worker is
+  allowed raises :class:`ResourceLimit` (a ``MemoryError`` is reported the same
+  way): the attempt is ``failed: resource ...``, never a QC verdict.
 * Lake I/O raises :class:`LakeError` (a Delta table cannot be read or written, the
   catalog is missing).
 
@@ -60,3 +63,11 @@ class LakeError(NeurocyteError):
 
 class CatalogUnavailable(LakeError):
     """The DuckDB catalog cannot be published or opened for this lake on this machine."""
+
+
+class ResourceLimit(NeurocyteError):
+    """A file needs more memory, bytes or rows than a worker is allowed.
+
+    Not a verdict on the data: the attempt is ``failed`` with a reason starting
+    ``resource:``, never quarantined, and can be retried with a larger budget.
+    """

@@ -33,17 +33,20 @@ import csv
 import gzip
 import io
 import math
+import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from transforms.errors import DecodeError, InvalidArgument, SpecError
+from transforms.errors import DecodeError, InvalidArgument, ResourceLimit, SpecError
 from transforms.formats.axis_settings import collect_settings, header_metadata
 from transforms.recording.plate import (
     LAYOUTS,
@@ -91,6 +94,43 @@ SECTION_OFFSET: Final = "section_offset"
 #: Flag: the rows were not in time order in the file (they are sorted on read).
 UNSORTED: Final = "unsorted_in_file"
 
+#: Flag prefix: ``duplicate_spikes:<n>`` rows repeated an earlier row (same time,
+#: electrode and amplitude) and were kept once: a doubled row would double rates.
+DUPLICATE_SPIKES: Final = "duplicate_spikes"
+
+#: Spike rows allowed in one file (``$NEUROCYTE_MAX_SPIKE_ROWS``): 50 M spikes is a
+#: 96-well plate firing at 40 Hz on every electrode for 30 minutes.
+MAX_ROWS: Final = 50_000_000
+ENV_MAX_ROWS: Final = "NEUROCYTE_MAX_SPIKE_ROWS"
+#: Bytes allowed in one file once decompressed (``$NEUROCYTE_MAX_SPIKE_LIST_MB``):
+#: 50 M rows of AxIS text are about 1.5 GB.
+MAX_BYTES: Final = 4 << 30
+ENV_MAX_BYTES: Final = "NEUROCYTE_MAX_SPIKE_LIST_MB"
+#: AxIS text gzips about 4:1 to 8:1; a stream inflating beyond this is a bomb.
+MAX_GZIP_RATIO: Final = 100.0
+#: The ratio is checked once this much has been inflated.
+RATIO_CHECK_AFTER_BYTES: Final = 16 << 20
+#: |Amplitude| beyond this (mV) is refused: the Maestro digitises a few mV at most
+#: (16 bits at about 0.055-0.065 uV per count: +-2 mV), extracellular spikes are
+#: tens to hundreds of uV. 10 mV leaves a wide margin for any amplifier setting.
+MAX_ABS_AMPLITUDE_MV: Final = 10.0
+#: The worker's memory budget (MiB), set by the ingest worker's entry
+#: (:mod:`transforms.pipeline.allocator`). Within it, a spike list needing more than
+#: the budget leaves is refused before Arrow is asked for the memory: several of
+#: Arrow's C++ paths (the CSV parser, thread pools) abort the process on a failed
+#: allocation instead of raising.
+ENV_WORKER_MEMORY_MB: Final = "NEUROCYTE_WORKER_MEMORY_MB"
+#: Memory one spike costs a worker from decoding to its rows (measured: 10 M spikes
+#: took about 1.55 GB above the imports).
+WORKER_BYTES_PER_SPIKE: Final = 160
+#: Text read at once (the memory of one block, a few times over, while parsing).
+BLOCK_BYTES: Final = 16 << 20
+#: No line, settings block, footer or settings count beyond these.
+MAX_LINE_BYTES: Final = 16 << 20
+MAX_HEAD_BYTES: Final = 64 << 20
+MAX_FOOTER_BYTES: Final = 16 << 20
+MAX_SETTINGS: Final = 100_000
+
 #: The MEA spike table convention, shared with the detector.
 SPIKE_SCHEMA: Final = MEA_SPIKE_SCHEMA
 
@@ -130,6 +170,8 @@ class SpikeList:
     n_before_start, n_after_end
         Spikes left out of the analysed window: before its start, or more than
         :data:`END_SLACK_S` after its declared end.
+    n_duplicates
+        Rows dropped because they repeated an earlier row exactly.
     """
 
     source: str
@@ -144,6 +186,7 @@ class SpikeList:
     time_offset_s: float = 0.0
     n_before_start: int = 0
     n_after_end: int = 0
+    n_duplicates: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -187,19 +230,103 @@ class SpikeList:
         return self.last_spike_s
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DecodeError(f"{path}: cannot read spike list: {exc}") from exc
-    if raw[:2] == b"\x1f\x8b":
+class _Inflated(io.RawIOBase):
+    """A spike list's bytes, gunzipped on the fly, refused past a size or a ratio.
+
+    A gzip bomb (a few MB inflating to many GB) is stopped after at most
+    ``max_bytes`` of output, or as soon as it has inflated more than ``max_ratio``
+    times the compressed bytes read (checked once :data:`RATIO_CHECK_AFTER_BYTES`
+    are out, so a small, very regular file passes); memory stays one block.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, max_ratio: float) -> None:
+        super().__init__()
+        self._path = path
         try:
-            raw = gzip.decompress(raw)
+            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise DecodeError(f"{path}: cannot read spike list: {exc}") from exc
+        self.gzipped = self._raw.read(2) == b"\x1f\x8b"
+        self._raw.seek(0)
+        self._src: Any = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gzipped else self._raw
+        self._max_bytes, self._max_ratio = max_bytes, max_ratio
+        self.bytes_out = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read_block(self, size: int) -> bytes:
+        try:
+            data = self._src.read(size)
         except (OSError, EOFError, zlib.error) as exc:
-            raise DecodeError(f"{path}: corrupt gzip stream: {exc}") from exc
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    return raw
+            what = "corrupt gzip stream" if self.gzipped else "cannot read spike list"
+            raise DecodeError(f"{self._path}: {what}: {exc}") from exc
+        self.bytes_out += len(data)
+        if self.bytes_out > self._max_bytes:
+            raise ResourceLimit(
+                f"{self._path}: spike list larger than {self._max_bytes >> 20} MiB "
+                f"{'once decompressed ' if self.gzipped else ''}(limit "
+                f"${ENV_MAX_BYTES}); refused"
+            )
+        if self.gzipped and self.bytes_out > RATIO_CHECK_AFTER_BYTES:
+            packed = max(1, self._raw.tell())
+            if self.bytes_out > self._max_ratio * packed:
+                raise ResourceLimit(
+                    f"{self._path}: gzip stream inflates more than {self._max_ratio:g}:1 "
+                    f"({packed} bytes gave {self.bytes_out} and more); refused as a "
+                    "decompression bomb"
+                )
+        return data
+
+    def close(self) -> None:
+        try:
+            if self._src is not self._raw:
+                self._src.close()
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _text_blocks(stream: _Inflated, block_bytes: int) -> Iterator[str]:
+    """The export as text blocks that end at line ends, newlines normalised to LF.
+
+    Each block is decoded on its own (UTF-8, else Latin-1 as old Windows AxIS
+    wrote); a leading UTF-8 BOM is dropped.
+    """
+    carry = b""
+    first = True
+    while True:
+        data = stream.read_block(block_bytes)
+        buf = carry + data
+        if not data:
+            if buf:
+                yield _decode_text(buf)
+            return
+        if first:
+            first = False
+            if buf.startswith(b"\xef\xbb\xbf"):
+                buf = buf[3:]
+        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+        if cut == len(buf) - 1 and buf.endswith(b"\r"):
+            cut = max(buf.rfind(b"\n", 0, cut), buf.rfind(b"\r", 0, cut))  # CRLF may be split
+        if cut < 0:
+            if len(buf) > MAX_LINE_BYTES:
+                raise DecodeError(
+                    f"{stream._path}: a line longer than {MAX_LINE_BYTES >> 20} MiB: "
+                    "not a spike list"
+                )
+            carry = buf
+            continue
+        carry = buf[cut + 1 :]
+        yield _decode_text(buf[: cut + 1])
+
+
+def _decode_text(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # old exports from Windows AxIS; never fails
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _norm_header(cell: str) -> str:
@@ -340,11 +467,13 @@ def _split_head(
     return head, consumed
 
 
-def _read_tail(text: str, delimiter: str, n_cols: int, source: Path) -> pa.Table:
+def _read_tail(
+    text: str, delimiter: str, n_cols: int, source: Path, first_line: int = 0
+) -> pa.Table:
     """The spike rows after the head, every cell as a string (fast reader)."""
     try:
         return pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            pa.BufferReader(text.encode("utf-8")),  # no Python file adapter (it aborts on OOM)
             read_options=pacsv.ReadOptions(
                 column_names=[f"c{i}" for i in range(n_cols)], block_size=1 << 24
             ),
@@ -355,13 +484,189 @@ def _read_tail(text: str, delimiter: str, n_cols: int, source: Path) -> pa.Table
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise DecodeError(f"{source}: malformed spike-list rows: {exc}") from exc
+        where = f" (in the block from line {first_line})" if first_line else ""
+        raise DecodeError(f"{source}: malformed spike-list rows{where}: {exc}") from exc
+
+
+@dataclass
+class _Columns:
+    """The spike columns read so far, typed and compact (a few bytes per spike)."""
+
+    time_s: list[pa.Array] = field(default_factory=list)
+    amp_uv: list[pa.Array] = field(default_factory=list)
+    #: Index into :data:`_ALL_ELECTRODES`.
+    code: list[pa.Array] = field(default_factory=list)
+    #: (first row, line of that row) of each block: rows map to lines block by block.
+    starts: list[tuple[int, pa.Array | int]] = field(default_factory=list)
+    rows: int = 0
+
+    def line_of(self, row: int) -> int:
+        for first, lines in reversed(self.starts):
+            if row >= first:
+                if isinstance(lines, int):
+                    return lines + (row - first)
+                return int(lines[row - first].as_py())
+        return 0
+
+
+def _all_electrodes() -> tuple[str, ...]:
+    return tuple(sorted({e for layout in LAYOUTS.values() for e in layout.electrodes}))
+
+
+_ALL_ELECTRODES: Final = _all_electrodes()
+_ALL_ELECTRODES_ARRAY: Final = pa.array(_ALL_ELECTRODES, pa.string())
+
+
+def _add_rows(
+    cols: _Columns,
+    time_txt: pa.Array,
+    elec_txt: pa.Array,
+    amp_txt: pa.Array,
+    lines: pa.Array | int,
+    *,
+    source: Path,
+    max_rows: int,
+    max_abs_amplitude_mv: float,
+) -> None:
+    """Check and type one block of spike cells; append them to ``cols``.
+
+    ``lines`` is the line number of every row, or of the first row when the rows
+    are consecutive lines.
+    """
+
+    def line(i: int) -> int:
+        return lines + i if isinstance(lines, int) else int(lines[i].as_py())
+
+    time_txt, elec_txt, amp_txt = (
+        pc.utf8_trim_whitespace(a) for a in (time_txt, elec_txt, amp_txt)
+    )
+    has_time = pc.not_equal(time_txt, "")
+    has_elec = pc.not_equal(elec_txt, "")
+    half = pc.not_equal(has_time, has_elec)
+    if pc.any(half).as_py():
+        i = _first_bad(half)
+        raise DecodeError(
+            f"{source}: line {line(i)}: a spike needs both a time and an "
+            f"electrode, got time {time_txt[i].as_py()!r} and electrode {elec_txt[i].as_py()!r}"
+        )
+    if not pc.all(has_time).as_py():
+        kept = pc.indices_nonzero(has_time)
+        time_txt, elec_txt, amp_txt = (pc.take(a, kept) for a in (time_txt, elec_txt, amp_txt))
+        lines = pc.take(
+            lines
+            if not isinstance(lines, int)
+            else pa.array(range(lines, lines + len(has_time)), pa.int64()),
+            kept,
+        )
+    n = len(time_txt)
+    if n == 0:
+        return
+    if cols.rows + n > max_rows:
+        raise ResourceLimit(
+            f"{source}: more than {max_rows} spike rows (line {line(max_rows - cols.rows)}); "
+            f"refused (limit ${ENV_MAX_ROWS}, or what ${ENV_WORKER_MEMORY_MB} leaves)"
+        )
+    for what, txt, present in (
+        ("spike time", time_txt, None),
+        ("amplitude", amp_txt, pc.not_equal(amp_txt, "")),
+    ):
+        bad = pc.invert(pc.match_substring_regex(txt, _NUMBER_RE))
+        if present is not None:
+            bad = pc.and_(present, bad)
+        if pc.any(bad).as_py():
+            i = _first_bad(bad)
+            value = txt[i].as_py()
+            if re.match(_DECIMAL_COMMA_RE, value):
+                raise DecodeError(
+                    f"{source}: line {line(i)}: {what} {value!r} has a decimal "
+                    "comma; export with a decimal point (AxIS's own format)"
+                )
+            raise DecodeError(f"{source}: line {line(i)}: non-numeric {what} {_excerpt(value)}")
+    time_s = pc.cast(time_txt, pa.float64())
+    amp_present = pc.not_equal(amp_txt, "")
+    amp_mv = pc.cast(pc.if_else(amp_present, amp_txt, pa.scalar(None, pa.string())), pa.float64())
+    cells = {"spike time": time_txt, "amplitude": amp_txt}
+    for what, values, bound in (
+        ("spike time", time_s, math.inf),
+        ("amplitude", amp_mv, max_abs_amplitude_mv),
+    ):
+        absurd = pc.fill_null(
+            pc.or_(pc.invert(pc.is_finite(values)), pc.greater(pc.abs(values), bound)), False
+        )
+        if pc.any(absurd).as_py():
+            i = _first_bad(absurd)
+            value = values[i].as_py()
+            limit = "" if not math.isfinite(value) else f" (|amplitude| above {bound:g} mV)"
+            raise DecodeError(
+                f"{source}: line {line(i)}: {what} {_excerpt(str(cells[what][i].as_py()))} "
+                f"is {value!r}{limit}: not a physical value"
+            )
+    code = pc.index_in(elec_txt, value_set=_ALL_ELECTRODES_ARRAY)
+    if code.null_count:
+        i = _first_bad(pc.is_null(code))
+        name = elec_txt[i].as_py()
+        try:
+            parse_electrode(name)
+        except SpecError as exc:
+            raise SpecError(f"{source}: line {line(i)}: {exc}") from exc
+        raise SpecError(f"{source}: line {line(i)}: electrode {name!r} exists on no Axion plate")
+    cols.starts.append((cols.rows, lines))
+    cols.time_s.append(time_s)
+    cols.amp_uv.append(pc.cast(pc.multiply(amp_mv, 1000.0), pa.float32()))
+    cols.code.append(pc.cast(code, pa.int16()))
+    cols.rows += n
+
+
+def _excerpt(value: str, limit: int = 40) -> str:
+    """A cell quoted for a message, cut to ``limit`` characters (5 million digits...)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _budget_left_bytes() -> int | None:
+    """Bytes this process's data limit (``RLIMIT_DATA``, the worker budget) still allows."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            used = next((int(x.split()[1]) << 10 for x in fh if x.startswith("VmData:")), 0)
+    except OSError:
+        return None  # not Linux: no way to tell
+    return max(0, soft - used)
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"${name} must be an integer, got {text!r}") from exc
+    if value <= 0:
+        raise InvalidArgument(f"${name} must be > 0, got {value}")
+    return value
 
 
 def read_spike_list(
-    path: str | Path, *, truncation_fraction: float = 0.1, end_slack_s: float = END_SLACK_S
+    path: str | Path,
+    *,
+    truncation_fraction: float = 0.1,
+    end_slack_s: float = END_SLACK_S,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+    max_gzip_ratio: float = MAX_GZIP_RATIO,
+    max_abs_amplitude_mv: float = MAX_ABS_AMPLITUDE_MV,
+    block_bytes: int = BLOCK_BYTES,
 ) -> SpikeList:
     """Read an AxIS spike-list export (``.csv`` or ``.csv.gz``, comma or TAB separated).
+
+    The file is streamed: it is read (and gunzipped) in blocks of ``block_bytes``
+    and only the typed spike columns are kept, about 14 bytes per spike.
 
     Parameters
     ----------
@@ -377,46 +682,113 @@ def read_spike_list(
     end_slack_s
         A spike up to this long after the declared end (AxIS rounds the section
         to whole seconds) still belongs to the analysed window.
+    max_rows
+        Spike rows allowed in one file (default ``$NEUROCYTE_MAX_SPIKE_ROWS`` or
+        :data:`MAX_ROWS`).
+    max_bytes
+        Bytes allowed in one file once decompressed (default
+        ``$NEUROCYTE_MAX_SPIKE_LIST_MB`` or :data:`MAX_BYTES`).
+    max_gzip_ratio
+        A gzip stream inflating more than this many times is a decompression bomb.
+    max_abs_amplitude_mv
+        An amplitude beyond this (mV) is no extracellular spike: the Maestro's
+        input range is a few mV (:data:`MAX_ABS_AMPLITUDE_MV`).
+    block_bytes
+        Size of the blocks read at once.
 
     Returns
     -------
     SpikeList
         Spikes of the analysed section, times from its start; spikes outside it
         are counted in the flags (``spikes_before_start:<n>``,
-        ``spikes_after_end:<n>``), never an error.
+        ``spikes_after_end:<n>``), never an error; repeated rows (same time,
+        electrode and amplitude) are kept once and counted
+        (``duplicate_spikes:<n>``).
 
     Raises
     ------
     DecodeError
         If the file is unreadable, lacks the ``Time (s)``/``Electrode``/
-        ``Amplitude(mV)`` columns, has ragged rows, or holds a non-numeric time or
-        amplitude or a decimal comma (the line number is given).
+        ``Amplitude(mV)`` columns, has ragged rows, or holds a non-numeric,
+        non-finite or absurd time or amplitude or a decimal comma (the line
+        number is given).
     SpecError
         If an electrode is not an Axion name or does not exist on the plate, or the
         plate type is unknown.
+    ResourceLimit
+        If the file holds more than ``max_rows`` spikes, inflates past
+        ``max_bytes``, or is a gzip bomb.
     """
     source = Path(path)
     if not 0.0 <= truncation_fraction < 1.0:
         raise InvalidArgument(f"truncation_fraction must be in [0, 1), got {truncation_fraction}")
     if not (math.isfinite(end_slack_s) and end_slack_s >= 0.0):
         raise InvalidArgument(f"end_slack_s must be >= 0, got {end_slack_s}")
-    raw = _read_bytes(source)
+    if not max_abs_amplitude_mv > 0.0:
+        raise InvalidArgument(f"max_abs_amplitude_mv must be > 0, got {max_abs_amplitude_mv}")
+    budget_rows = None
+    if max_rows is None:
+        max_rows = _env_int(ENV_MAX_ROWS, MAX_ROWS)
+        left = _budget_left_bytes()
+        if left is not None:
+            budget_rows = max(0, left // WORKER_BYTES_PER_SPIKE)
+            block_bytes = min(block_bytes, max(1 << 16, left // 16))
+            if budget_rows < max_rows:
+                max_rows = budget_rows
+            else:
+                budget_rows = None
+    max_bytes = (
+        max_bytes if max_bytes is not None else _env_int(ENV_MAX_BYTES, MAX_BYTES >> 20) << 20
+    )
+    stream = _Inflated(source, max_bytes=max_bytes, max_ratio=max_gzip_ratio)
+    if budget_rows is not None and not stream.gzipped:
+        # about 27 bytes of text per spike row: refuse before reading what cannot fit
+        expected = source.stat().st_size // 27
+        if expected > budget_rows:
+            stream.close()
+            raise ResourceLimit(
+                f"{source}: about {expected} spike rows need about "
+                f"{expected * WORKER_BYTES_PER_SPIKE >> 20} MiB, more than the worker budget "
+                f"leaves (${ENV_WORKER_MEMORY_MB})"
+            )
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # old exports from Windows AxIS; never fails
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return _read_stream(
+            stream,
+            source,
+            truncation_fraction=truncation_fraction,
+            end_slack_s=end_slack_s,
+            max_rows=max_rows,
+            max_abs_amplitude_mv=max_abs_amplitude_mv,
+            block_bytes=max(1 << 16, block_bytes),
+        )
+    finally:
+        stream.close()
+
+
+def _read_stream(
+    stream: _Inflated,
+    source: Path,
+    *,
+    truncation_fraction: float,
+    end_slack_s: float,
+    max_rows: int,
+    max_abs_amplitude_mv: float,
+    block_bytes: int,
+) -> SpikeList:
+    blocks = _text_blocks(stream, block_bytes)
+    text = ""
+    exhausted = False
+    # The first block holds the header row and the settings block (grown until
+    # the settings are over, up to MAX_HEAD_BYTES).
+    while not exhausted and len(text) < block_bytes:
+        nxt = next(blocks, None)
+        exhausted = nxt is None
+        text += nxt or ""
     if not text.strip():
         raise DecodeError(f"{source}: empty spike list")
 
     header_line = text.partition("\n")[0]
     delimiter = _delimiter(header_line)
-    footer = None
-    for m in _FOOTER_RE.finditer(text):
-        if m.group(1) in (delimiter, ""):
-            footer = m
-            break
-    body, footer_text = (text[: footer.start()], text[footer.start() :]) if footer else (text, "")
     header = next(iter(_csv_rows(header_line, delimiter)), [])
     names = [_norm_header(c) for c in header]
     wanted = {"time": _TIME_HEADERS, "electrode": _ELECTRODE_HEADERS, "amp": _AMPLITUDE_HEADERS}
@@ -431,99 +803,156 @@ def read_spike_list(
     n_cols = len(header)
     settings_cols = min(col.values()) >= 2  # columns 0-1 left of the spikes hold settings
 
-    lines = body.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    head, tail_from = _split_head(lines, delimiter, n_cols, settings_cols, source)
-    tail_text = "\n".join(lines[tail_from:])
-    if not tail_text.strip():
-        table = pa.table({f"c{i}": pa.array([], pa.string()) for i in range(n_cols)})
-    else:
-        table = _read_tail(tail_text, delimiter, n_cols, source)
+    def find_footer(chunk: str) -> re.Match[str] | None:
+        return next((m for m in _FOOTER_RE.finditer(chunk) if m.group(1) in (delimiter, "")), None)
 
-    # The settings block shares the rows with the spikes, in columns 0-1.
+    footer_parts: list[str] = []
+    footer_size = 0
+
+    def take_footer(rest: str) -> None:
+        nonlocal footer_size
+        footer_parts.append(rest)
+        footer_size += len(rest)
+        if footer_size > MAX_FOOTER_BYTES:
+            raise DecodeError(
+                f"{source}: 'Well Information' block larger than {MAX_FOOTER_BYTES >> 20} MiB"
+            )
+
+    while True:
+        footer = find_footer(text)
+        body = text[: footer.start()] if footer else text
+        lines = body.split("\n")
+        head, tail_from = _split_head(lines, delimiter, n_cols, settings_cols, source)
+        if footer or exhausted or tail_from < len(lines) - 1:
+            break
+        if len(text) > MAX_HEAD_BYTES:
+            raise DecodeError(
+                f"{source}: settings block longer than {MAX_HEAD_BYTES >> 20} MiB: not a spike list"
+            )
+        nxt = next(blocks, None)
+        exhausted = nxt is None
+        text += nxt or ""
+    if footer:
+        take_footer(text[footer.start() :])
+
+    cols = _Columns()
     pairs: list[tuple[str | None, str | None]] = []
     if settings_cols:
         pairs.append((header[0], header[1]))
         pairs += [(row[0], row[1]) for _, row in head]
-        if table.num_rows:
-            with_key = table.filter(pc.not_equal(pc.utf8_trim_whitespace(table["c0"]), ""))
-            pairs += list(zip(with_key["c0"].to_pylist(), with_key["c1"].to_pylist(), strict=True))
-    settings = collect_settings(pairs)
 
-    def column(k: str) -> pa.Array:
-        i = col[k]
-        head_cells = pa.array([row[i] for _, row in head], pa.string())
-        return pc.utf8_trim_whitespace(
-            pa.concat_arrays([head_cells, *table[f"c{i}"].chunks]) if table.num_rows else head_cells
+    def add(cells: list[pa.Array], lines: pa.Array | int) -> None:
+        _add_rows(
+            cols,
+            cells[0],
+            cells[1],
+            cells[2],
+            lines,
+            source=source,
+            max_rows=max_rows,
+            max_abs_amplitude_mv=max_abs_amplitude_mv,
         )
 
-    time_txt, elec_txt, amp_txt = column("time"), column("electrode"), column("amp")
-    all_lines = pa.concat_arrays(
-        [
+    if head:
+        add(
+            [pa.array([row[col[k]] for _, row in head], pa.string()) for k in col],
             pa.array([ln for ln, _ in head], pa.int64()),
-            pa.array(range(tail_from + 1, tail_from + 1 + table.num_rows), pa.int64()),
-        ]
-    )
-    has_time = pc.not_equal(time_txt, "")
-    has_elec = pc.not_equal(elec_txt, "")
-    half = pc.not_equal(has_time, has_elec)
-    if pc.any(half).as_py():
-        i = _first_bad(half)
-        raise DecodeError(
-            f"{source}: line {all_lines[i].as_py()}: a spike needs both a time and an "
-            f"electrode, got time {time_txt[i].as_py()!r} and electrode {elec_txt[i].as_py()!r}"
         )
-    time_txt, elec_txt, amp_txt, line_of = (
-        pc.filter(a, has_time) for a in (time_txt, elec_txt, amp_txt, all_lines)
+
+    def add_tail(tail_text: str, first_line: int) -> None:
+        if not tail_text.strip():
+            return
+        table = _read_tail(tail_text, delimiter, n_cols, source, first_line)
+        if table.num_rows == 0:
+            return
+        if settings_cols and table.num_rows:
+            with_key = table.filter(pc.not_equal(pc.utf8_trim_whitespace(table["c0"]), ""))
+            if len(pairs) + with_key.num_rows > MAX_SETTINGS:
+                raise DecodeError(f"{source}: more than {MAX_SETTINGS} settings rows")
+            pairs.extend(zip(with_key["c0"].to_pylist(), with_key["c1"].to_pylist(), strict=True))
+        cells = [pa.concat_arrays(table[f"c{col[k]}"].chunks) for k in col]
+        add(cells, first_line)
+
+    # The rest of the first text, then block after block, until the footer.
+    add_tail("\n".join(lines[tail_from:]), tail_from + 1)
+    line_no = body.count("\n") + 1  # the first line of the next block (text ends a line)
+    for chunk in blocks if not exhausted else ():
+        if footer_parts:
+            take_footer(chunk)
+            continue
+        found = find_footer(chunk)
+        data = chunk[: found.start()] if found else chunk
+        add_tail(data, line_no)
+        line_no += data.count("\n")
+        if found:
+            take_footer(chunk[found.start() :])
+    footer_text = "".join(footer_parts)
+    settings = collect_settings(pairs)
+    return _assemble(
+        cols,
+        settings,
+        pairs,
+        footer_text,
+        delimiter,
+        source,
+        truncation_fraction=truncation_fraction,
+        end_slack_s=end_slack_s,
     )
 
-    for what, txt, present in (
-        ("spike time", time_txt, None),
-        ("amplitude", amp_txt, pc.not_equal(amp_txt, "")),
-    ):
-        bad = pc.invert(pc.match_substring_regex(txt, _NUMBER_RE))
-        if present is not None:
-            bad = pc.and_(present, bad)
-        if pc.any(bad).as_py():
-            i = _first_bad(bad)
-            value = txt[i].as_py()
-            if re.match(_DECIMAL_COMMA_RE, value):
-                raise DecodeError(
-                    f"{source}: line {line_of[i].as_py()}: {what} {value!r} has a decimal "
-                    "comma; export with a decimal point (AxIS's own format)"
-                )
-            raise DecodeError(f"{source}: line {line_of[i].as_py()}: non-numeric {what} {value!r}")
-    time_s = pc.cast(time_txt, pa.float64())
-    amp_present = pc.not_equal(amp_txt, "")
-    amp_mv = pc.cast(pc.if_else(amp_present, amp_txt, pa.scalar(None, pa.string())), pa.float64())
-    amplitude_uv = pc.cast(pc.multiply(amp_mv, 1000.0), pa.float32())
 
-    electrode = pc.cast(elec_txt, pa.string())
-    layout = _infer_layout(settings, electrode, source)
-    on_plate = pc.is_in(electrode, value_set=pa.array(layout.electrodes))
+def _assemble(
+    cols: _Columns,
+    settings: dict[str, str],
+    pairs: list[tuple[str | None, str | None]],
+    footer_text: str,
+    delimiter: str,
+    source: Path,
+    *,
+    truncation_fraction: float,
+    end_slack_s: float,
+) -> SpikeList:
+    """The :class:`SpikeList` from the typed columns: plate, order, duplicates, window."""
+    time_s = pa.chunked_array(cols.time_s, pa.float64()).combine_chunks()
+    amp_uv = pa.chunked_array(cols.amp_uv, pa.float32()).combine_chunks()
+    code = pa.chunked_array(cols.code, pa.int16()).combine_chunks()
+    cols.time_s.clear()
+    cols.amp_uv.clear()
+    cols.code.clear()
+    used = pc.unique(code)
+    layout = _infer_layout(settings, pc.take(_ALL_ELECTRODES_ARRAY, used), source)
+    on_plate = pc.is_in(pc.take(_ALL_ELECTRODES_ARRAY, used), value_set=pa.array(layout.electrodes))
     if not pc.all(on_plate).as_py():
-        i = _first_bad(pc.invert(on_plate))
-        name = electrode[i].as_py()
-        try:
-            parse_electrode(name)
-        except SpecError as exc:
-            raise SpecError(f"{source}: line {line_of[i].as_py()}: {exc}") from exc
+        bad_code = used[_first_bad(pc.invert(on_plate))]
+        row = _first_bad(pc.equal(code, bad_code))
         raise SpecError(
-            f"{source}: line {line_of[i].as_py()}: electrode {name!r} does not exist on a "
-            f"{layout.name} plate"
+            f"{source}: line {cols.line_of(row)}: electrode "
+            f"{_ALL_ELECTRODES[bad_code.as_py()]!r} does not exist on a {layout.name} plate"
         )
-    well = pc.struct_field(pc.extract_regex(electrode, r"^(?P<well>[A-P]\d{1,2})_"), "well")
-
-    spikes = pa.table(
-        [electrode, pc.cast(well, pa.string()), time_s, amplitude_uv], schema=SPIKE_SCHEMA
-    )
     flags: list[str] = []
-    if spikes.num_rows > 1:
-        t = spikes["time_s"]
-        if pc.any(pc.less(t.slice(1), t.slice(0, len(t) - 1))).as_py():
+    n = len(time_s)
+    order = None
+    if n > 1:
+        t = time_s
+        if pc.any(pc.less(t.slice(1), t.slice(0, n - 1))).as_py():
             flags.append(UNSORTED)
-            spikes = spikes.take(pc.sort_indices(spikes, sort_keys=[("time_s", "ascending")]))
+            order = pc.sort_indices(time_s)
+    if order is not None:
+        time_s, amp_uv, code = (pc.take(a, order) for a in (time_s, amp_uv, code))
+    del order
+    time_s, amp_uv, code, n_dup = _drop_duplicates(time_s, amp_uv, code)
+    if n_dup:
+        flags.append(f"{DUPLICATE_SPIKES}:{n_dup}")
+    wells_of = pa.array([e.split("_", 1)[0] for e in _ALL_ELECTRODES], pa.string())
+    spikes = pa.table(
+        [
+            pc.take(_ALL_ELECTRODES_ARRAY, code),
+            pc.take(wells_of, code),
+            time_s,
+            amp_uv,
+        ],
+        schema=SPIKE_SCHEMA,
+    )
+    del time_s, amp_uv, code
 
     section = _declared_section(settings, source)
     declared = None if section is None else section[1] - section[0]
@@ -575,6 +1004,54 @@ def read_spike_list(
         time_offset_s=offset_s,
         n_before_start=n_before,
         n_after_end=n_after,
+        n_duplicates=n_dup,
+    )
+
+
+def _drop_duplicates(
+    time_s: pa.Array, amp: pa.Array, code: pa.Array
+) -> tuple[pa.Array, pa.Array, pa.Array, int]:
+    """Keep the first of rows with the same time, electrode and amplitude.
+
+    The rows are in time order; only rows sharing a time can repeat each other,
+    so the search runs over those alone and the order of the others is kept.
+    """
+    n = len(time_s)
+    if n < 2:
+        return time_s, amp, code, 0
+    t = time_s.to_numpy(zero_copy_only=False)
+    tied = np.flatnonzero(t[1:] == t[:-1])
+    if tied.size == 0:
+        return time_s, amp, code, 0
+    rows = np.unique(np.concatenate([tied, tied + 1]))
+    sub = pa.table(
+        {
+            "t": pc.take(time_s, pa.array(rows)),
+            "c": pc.take(code, pa.array(rows)),
+            "a": pc.fill_null(pc.take(amp, pa.array(rows)), math.nan),
+            "row": pa.array(rows),
+        }
+    )
+    sub = sub.sort_by(
+        [("t", "ascending"), ("c", "ascending"), ("a", "ascending"), ("row", "ascending")]
+    )
+    ts, cs, as_ = (sub[k].to_numpy() for k in ("t", "c", "a"))
+    same = (
+        (ts[1:] == ts[:-1])
+        & (cs[1:] == cs[:-1])
+        & ((as_[1:] == as_[:-1]) | (np.isnan(as_[1:]) & np.isnan(as_[:-1])))
+    )
+    drop = sub["row"].to_numpy()[1:][same]
+    if drop.size == 0:
+        return time_s, amp, code, 0
+    keep = np.ones(n, dtype=bool)
+    keep[drop] = False
+    mask = pa.array(keep)
+    return (
+        pc.filter(time_s, mask),
+        pc.filter(amp, mask),
+        pc.filter(code, mask),
+        int(drop.size),
     )
 
 

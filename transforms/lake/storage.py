@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,8 +219,13 @@ def write_parquet(table: pa.Table, uri: str) -> None:
     pq.write_table(table, path, filesystem=fsys)
 
 
-def read_parquet(uri: str) -> pa.Table:
+def read_parquet(uri: str, *, read_dictionary: Sequence[str] = ()) -> pa.Table:
+    """Read one Parquet file; ``read_dictionary`` columns come back dictionary-encoded."""
     fsys, path = filesystem(uri)
+    if read_dictionary:
+        present = set(pq.read_schema(path, filesystem=fsys).names)
+        wanted = [c for c in read_dictionary if c in present]
+        return pq.read_table(path, filesystem=fsys, read_dictionary=wanted or None)
     return pq.read_table(path, filesystem=fsys)
 
 

@@ -15,11 +15,15 @@ function as a side effect of computing something.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Iterator
 from typing import Final
+
+from transforms.formats.axis_spikelist import ENV_WORKER_MEMORY_MB
 
 #: Arrays up to this size come from the heap instead of their own mapping
 #: (glibc's own ceiling for its adaptive threshold).
@@ -31,6 +35,8 @@ ENV_SWITCH: Final = "NEUROCYTE_MALLOC_TUNING"
 
 _M_TRIM_THRESHOLD: Final = -1  # from glibc's <malloc.h>
 _M_MMAP_THRESHOLD: Final = -3
+
+log = logging.getLogger(__name__)
 
 _applied: dict[str, int] = {}
 
@@ -128,3 +134,117 @@ def limit_blas_threads() -> int | None:
     threadpool_limits(limits=wanted, user_api="blas")
     _blas_limited[:] = [wanted]
     return wanted
+
+
+#: glibc settings under a memory budget: at most this many malloc arenas, blocks
+#: from this size mapped on their own, free heap above this returned at once.
+BUDGET_ARENAS: Final = 2
+BUDGET_MMAP_THRESHOLD_BYTES: Final = 4 << 20
+BUDGET_TRIM_THRESHOLD_BYTES: Final = 16 << 20
+_M_ARENA_MAX: Final = -8  # from glibc's <malloc.h>
+
+#: The worker's memory budget in MiB (unset or ``0``: no budget).
+ENV_MEMORY_MB: Final = ENV_WORKER_MEMORY_MB
+
+_budget: dict[str, int] = {}
+
+
+def apply_memory_budget(memory_mb: int | None = None) -> int | None:
+    """Cap this worker's heap at ``memory_mb`` MiB (default ``$NEUROCYTE_WORKER_MEMORY_MB``).
+
+    The cap is ``RLIMIT_DATA``: since Linux 4.7 it counts the process's private
+    writable mappings (heap, anonymous ``mmap``: numpy, pyarrow's mimalloc, DuckDB,
+    thread stacks), not reserved-but-inaccessible address space, so unlike
+    ``RLIMIT_AS`` it does not trip over the large ``PROT_NONE`` reservations of
+    glibc's per-thread arenas and of thread pools. An allocation beyond it fails
+    as ``MemoryError`` (``std::bad_alloc`` in pyarrow, reported as an Arrow
+    out-of-memory error), which the ingest reports as ``failed: resource ...``
+    instead of the kernel's OOM killer taking the worker (or a neighbour). The
+    soft limit only ever goes down, never above the hard limit. Under a budget,
+    Arrow allocates from malloc and glibc keeps less freed memory
+    (:data:`BUDGET_ARENAS`, ...), overriding :func:`retain_freed_memory`: memory
+    the process keeps counts against the budget.
+
+    Returns
+    -------
+    int or None
+        The budget in MiB now in force, ``None`` without one.
+    """
+    import resource
+
+    if memory_mb is None:
+        text = os.environ.get(ENV_MEMORY_MB, "").strip()
+        if not text:
+            return None
+        try:
+            memory_mb = int(text)
+        except ValueError:
+            log.warning("ignoring $%s=%r: not a number of MiB", ENV_MEMORY_MB, text)
+            return None
+    if memory_mb <= 0:
+        return None
+    # Address space already mapped but not resident (pyarrow's mimalloc reserves a
+    # 1 GiB arena at import) is not memory in use: the limit is what is mapped now
+    # plus what the budget leaves above the resident set.
+    mapped, resident = _vm_bytes()
+    limit = mapped + max(0, (memory_mb << 20) - resident)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or limit < soft:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    # pyarrow's mimalloc reserves 1 GiB arenas of writable address space, which
+    # RLIMIT_DATA counts as used: under a budget Arrow allocates from glibc malloc,
+    # so the limit tracks what is really in use.
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    # Freed memory kept in the process counts against the budget too: fewer glibc
+    # arenas, and freed blocks go back to the OS sooner than retain_freed_memory's.
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, BUDGET_ARENAS)
+        libc.mallopt(_M_MMAP_THRESHOLD, BUDGET_MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, BUDGET_TRIM_THRESHOLD_BYTES)
+        _applied.clear()
+    _budget["mb"] = memory_mb
+    return _budget["mb"]
+
+
+def _vm_bytes() -> tuple[int, int]:
+    """(private writable bytes mapped, resident bytes) of this process (Linux)."""
+    values = {"VmData:": 0, "VmRSS:": 0}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in values:
+                    values[key] = int(line.split()[1]) << 10
+    except OSError:
+        pass
+    return values["VmData:"], values["VmRSS:"]
+
+
+def memory_budget_mb() -> int | None:
+    """The budget :func:`apply_memory_budget` set in this process, if any."""
+    return _budget.get("mb")
+
+
+@contextlib.contextmanager
+def memory_budget() -> Iterator[int | None]:
+    """:func:`apply_memory_budget` while inside; the previous soft limit after.
+
+    Only the work whose memory the input drives (decoding, features) runs under
+    the budget. Lake writes run outside it: delta-rs (its tokio threads) does not
+    fail cleanly when an allocation or a thread's stack is refused, it waits
+    forever, which is worse than any error.
+    """
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    budget = apply_memory_budget()
+    try:
+        yield budget
+    finally:
+        if budget is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, before)

@@ -22,11 +22,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import spec
-from transforms.errors import NeurocyteError
+from transforms.errors import NeurocyteError, ResourceLimit
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
 from transforms.pipeline import qc
-from transforms.pipeline.outcome import Outcome, now_utc, record, record_failure
+from transforms.pipeline.outcome import (
+    Outcome,
+    is_out_of_memory,
+    now_utc,
+    record,
+    record_failure,
+    resource_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +140,42 @@ def _merge_parts(outs: list[Outcome], *, lake: str | None) -> tuple[list[Outcome
     return merged, sources
 
 
+#: Columns holding one value per file: read back as shared blocks, not a copy per row.
+_CONSTANT_COLUMNS = ("file_id", "ingest_id", "transform_version", "params_json")
+#: Rows validated by one GX run: a 10 M-spike plate is validated in slices, so the
+#: gate's pandas copy stays a few hundred MB.
+QC_SLICE_ROWS = 1_000_000
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """Dictionary-read constant columns as :func:`constant_column` blocks (no per-row copy)."""
+    from transforms.pipeline.decode_mea import constant_column
+
+    for name in _CONSTANT_COLUMNS:
+        if name not in table.column_names:
+            continue
+        i = table.schema.get_field_index(name)
+        column = table.column(i)
+        if not pa.types.is_dictionary(column.type):
+            continue
+        values = [c.dictionary for c in column.chunks if len(c)]
+        one = {v for d in values for v in d.to_pylist()}
+        if len(one) == 1 and column.null_count == 0:
+            plain = constant_column(one.pop(), table.num_rows)
+        else:
+            plain = pc.cast(column, pa.string())
+        table = table.set_column(i, pa.field(name, pa.string(), nullable=True), plain)
+    return table
+
+
 def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table:
     """One table's staged rows of one file (its parts' rows merged)."""
     tables = [
-        storage.read_parquet(storage.join(d, f"{name}.parquet"))
+        _compact(
+            storage.read_parquet(
+                storage.join(d, f"{name}.parquet"), read_dictionary=_CONSTANT_COLUMNS
+            )
+        )
         for d, rows in where
         if name in rows
     ]
@@ -145,6 +184,33 @@ def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table
     from transforms.pipeline.decode_mea import merge_part_tables
 
     return merge_part_tables(name, tables)
+
+
+def _validate_sliced(name: str, rows: pa.Table) -> qc.QCResult:
+    """:func:`qc.validate` over slices of :data:`QC_SLICE_ROWS` rows, merged.
+
+    Every expectation of a table with that many rows is a row-level one (spikes),
+    so the slices' verdicts together are the verdict on the whole.
+    """
+    if rows.num_rows <= QC_SLICE_ROWS:
+        return qc.validate(name, rows)
+    results = [
+        qc.validate(name, rows.slice(i, QC_SLICE_ROWS))
+        for i in range(0, rows.num_rows, QC_SLICE_ROWS)
+    ]
+    by_file: dict[str, list[str]] = {}
+    for r in results:
+        for fid, lines in r.by_file.items():
+            mine = by_file.setdefault(fid, [])
+            mine.extend(line for line in lines if line not in mine)
+    return qc.QCResult(
+        table=name,
+        success=all(r.success for r in results),
+        failures=tuple(dict.fromkeys(f for r in results for f in r.failures)),
+        by_file=by_file,
+        unattributed=tuple(dict.fromkeys(u for r in results for u in r.unattributed)),
+        result=next((r.result for r in results if not r.success), results[0].result),
+    )
 
 
 def commit_batch(
@@ -186,13 +252,20 @@ def commit_batch(
     local = not spec.is_remote(spec.lake_root(lake))
     try:
         combined: dict[str, pa.Table] = {}
+        of_file: dict[str, dict[str, pa.Table]] = {}
         for name in dict.fromkeys(n for o in staged for n in o.rows):
-            parts = [_read_staged(name, sources[o.ingest_id]) for o in staged if name in o.rows]
-            combined[name] = pa.concat_tables(parts, promote_options="permissive")
+            of_file[name] = {
+                o.file_id: _read_staged(name, sources[o.ingest_id])
+                for o in staged
+                if name in o.rows
+            }
+            combined[name] = pa.concat_tables(
+                list(of_file[name].values()), promote_options="permissive"
+            )
         failures: dict[str, list[str]] = {}
         pages: dict[str, str] = {}
         for name, rows in combined.items():
-            result = qc.validate(name, rows)
+            result = _validate_sliced(name, rows)
             if local:
                 qc.save_result(result, batch_id=batch_id, run_time=run_time, lake=lake)
                 page = qc.docs_page(name, batch_id=batch_id, run_time=run_time, lake=lake)
@@ -216,15 +289,16 @@ def commit_batch(
             storage.move_tree(o.staging, quarantine)
             o.status, o.staging = "quarantined", quarantine
             o.reason = " | ".join(dict.fromkeys(failures[o.file_id]))
-        good_ids = pa.array([o.file_id for o in good], pa.string())
         for name, rows in combined.items():
-            if good:
-                lakeio.append_rows(
-                    name,
-                    rows.filter(pc.is_in(rows["file_id"], good_ids)),
-                    lake=lake,
-                    batch_id=batch_id,
+            mine = [of_file[name][o.file_id] for o in good if o.file_id in of_file[name]]
+            if mine:
+                # the good files' tables as they are (zero-copy), never a filtered copy
+                rows = (
+                    rows
+                    if len(mine) == len(of_file[name])
+                    else pa.concat_tables(mine, promote_options="permissive")
                 )
+                lakeio.append_rows(name, rows, lake=lake, batch_id=batch_id)
         for o in good:
             o.status = "published"
         try:
@@ -242,11 +316,16 @@ def commit_batch(
             storage.remove_tree(o.staging)
             o.staging = ""
         return outs
+    except ResourceLimit as exc:
+        reason = f"resource: {exc}"
     except NeurocyteError as exc:
         reason = str(exc)
     except Exception as exc:
-        log.error("unexpected error committing batch %s\n%s", batch_id, traceback.format_exc())
-        reason = f"internal error: {type(exc).__name__}: {exc}"
+        if is_out_of_memory(exc):  # the gate's budget, not the data: never a QC verdict
+            reason = resource_reason(f"batch {batch_id}")
+        else:
+            log.error("unexpected error committing batch %s\n%s", batch_id, traceback.format_exc())
+            reason = f"internal error: {type(exc).__name__}: {exc}"
     pending = [o for o in staged if o.status == "staged"]
     for o in pending:
         # the gate or the lake failed, not the file: logged without a metadata digest,

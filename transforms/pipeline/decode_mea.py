@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -67,6 +66,24 @@ MEA_RECORDING_SCHEMA = pa.schema(
 #: Flag of a well the recording names but a partial plate map does not (it takes
 #: the landing folder's condition).
 PLATE_MAP_MISSING_WELL = "plate_map_missing_well"
+
+#: What a partial plate map does to a well it leaves out (``$NEUROCYTE_PARTIAL_PLATE_MAP``):
+#: ``flag`` (the default) keeps the well with the landing folder's condition and flags
+#: it :data:`PLATE_MAP_MISSING_WELL` on every row of ``mea_recordings``; ``refuse``
+#: fails the file, naming the wells, so nothing is published under a guessed condition.
+ENV_PARTIAL_PLATE_MAP = "NEUROCYTE_PARTIAL_PLATE_MAP"
+PARTIAL_PLATE_MAP_MODES = ("flag", "refuse")
+
+
+def partial_plate_map_mode(mode: str | None = None) -> str:
+    """``mode``, else ``$NEUROCYTE_PARTIAL_PLATE_MAP``, else ``flag``; checked."""
+    chosen = (mode or os.environ.get(ENV_PARTIAL_PLATE_MAP, "") or "flag").strip().lower()
+    if chosen not in PARTIAL_PLATE_MAP_MODES:
+        raise InvalidArgument(
+            f"partial plate map mode must be one of {PARTIAL_PLATE_MAP_MODES}, got {chosen!r} "
+            f"(${ENV_PARTIAL_PLATE_MAP})"
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -290,6 +307,24 @@ def well_partitions(
     return out
 
 
+#: Rows of one shared block of a constant column (see :func:`constant_column`).
+_CONSTANT_BLOCK_ROWS = 1 << 16
+
+
+def constant_column(value: str, n: int) -> pa.ChunkedArray:
+    """``n`` copies of ``value`` as a string column whose blocks share one buffer.
+
+    A 10 M-spike plate repeats its ``params_json`` (hundreds of bytes) on every
+    row: as separate strings that alone is gigabytes; here it is one block of
+    :data:`_CONSTANT_BLOCK_ROWS` strings, referenced as often as needed (Parquet
+    dictionary-encodes it on write).
+    """
+    block = pa.array([value] * min(n, _CONSTANT_BLOCK_ROWS), pa.string())
+    full, rest = divmod(n, len(block)) if n else (0, 0)
+    chunks = [block] * full + ([block.slice(0, rest)] if rest else [])
+    return pa.chunked_array(chunks, pa.string())
+
+
 def _per_well(
     rows: pa.Table,
     wells: pa.ChunkedArray | pa.Array,
@@ -302,14 +337,16 @@ def _per_well(
     """Provenance in front, the well's partition columns at the end (vectorised)."""
     n = rows.num_rows
     names = list(parts)
-    index = {w: i for i, w in enumerate(names)}
-    codes = np.fromiter((index[w] for w in wells.to_pylist()), dtype=np.int32, count=n)
+    codes = pc.index_in(wells, value_set=pa.array(names, pa.string()))
+    if codes.null_count:
+        stray = pc.unique(pc.filter(wells, pc.is_null(codes))).to_pylist()
+        raise SpecError(f"rows of wells without a partition: {stray[:5]}")
     out = pa.table(
         {
-            "file_id": pa.array([file_id] * n, pa.string()),
-            "ingest_id": pa.array([ingest_id] * n, pa.string()),
-            "transform_version": pa.array([spec.TRANSFORM_VERSION] * n, pa.string()),
-            "params_json": pa.array([params_json(params)] * n, pa.string()),
+            "file_id": constant_column(file_id, n),
+            "ingest_id": constant_column(ingest_id, n),
+            "transform_version": constant_column(spec.TRANSFORM_VERSION, n),
+            "params_json": constant_column(params_json(params), n),
         }
     )
     for name in rows.column_names:
@@ -318,13 +355,9 @@ def _per_well(
         out = out.append_column(rows.schema.field(name), rows[name])
     for col in spec.PARTITION_COLUMNS:
         values = pa.array([getattr(parts[w], col) for w in names], pa.string())
-        out = out.append_column(
-            pa.field(col, pa.string(), nullable=False), pc.take(values, pa.array(codes))
-        )
+        out = out.append_column(pa.field(col, pa.string(), nullable=False), pc.take(values, codes))
     days = pa.array([parts[w].timepoint_days for w in names], pa.int32())
-    return out.append_column(
-        pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()), pc.take(days, pa.array(codes))
-    )
+    return out.append_column(pa.field(spec.TIMEPOINT_DAYS_COLUMN, pa.int32()), pc.take(days, codes))
 
 
 def decode_mea(
@@ -337,8 +370,12 @@ def decode_mea(
     part: tuple[int, int] | None = None,
     parameter_set: ParameterSet | None = None,
     detection_profile: str = "default",
+    partial_plate_map: str | None = None,
 ) -> tuple[str, dict[str, pa.Table]]:
     """Decode a plate, compute the Neural-Metric-Tool metrics, shape every MEA table.
+
+    A well the recording names but its plate map (a CSV) leaves out is flagged, or
+    fails the file, as ``partial_plate_map`` says (:func:`partial_plate_map_mode`).
 
     With ``part=(k, n)`` only well group ``k`` of ``n`` is decoded and its rows
     returned (metrics are per electrode / well, so a group computes alone);
@@ -376,6 +413,15 @@ def decode_mea(
             metadata={},
         )
     rows_for = wells_with_rows(plate, plate_map if map_path else None)
+    if map_path and plate_map is not None and partial_plate_map_mode(partial_plate_map) == "refuse":
+        unlisted = [w for w in rows_for if w not in plate_map.wells]
+        if unlisted:
+            shown = ", ".join(unlisted[:12]) + (" ..." if len(unlisted) > 12 else "")
+            raise SpecError(
+                f"{path.name}: plate map {map_path.name} does not list {len(unlisted)} "
+                f"well(s) the recording names ({shown}); refused "
+                f"(${ENV_PARTIAL_PLATE_MAP}=refuse: list every well, or use 'flag')"
+            )
     parts = well_partitions(plate.layout, target, plate_map, source=path.name, wells=rows_for)
     metrics = compute_metrics(
         plate.spikes,
@@ -391,14 +437,7 @@ def decode_mea(
 
     spikes = plate.spikes
     counts = (
-        dict(
-            zip(
-                *np.unique(
-                    np.asarray(spikes["well"].to_pylist(), dtype=object), return_counts=True
-                ),
-                strict=True,
-            )
-        )
+        {item["values"]: item["counts"] for item in pc.value_counts(spikes["well"]).to_pylist()}
         if spikes.num_rows
         else {}
     )

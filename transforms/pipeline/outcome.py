@@ -140,3 +140,27 @@ def record_failure(outcome: Outcome | Sequence[Outcome], *, lake: str | None = N
             o.reason = (o.reason + " " if o.reason else "") + (
                 f"(not logged in ingest_log: {type(exc).__name__}: {exc})"
             )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``MemoryError``, or an Arrow / DuckDB allocation or thread-start failure (over budget)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    # a thread pool that cannot start a thread (its stack is refused) is the same
+    markers = ("std::bad_alloc", "Out of memory", "out of memory", "Failed to launch worker thread")
+    return type(exc).__name__ in ("ArrowMemoryError", "OutOfMemoryException") or any(
+        m in text for m in markers
+    )
+
+
+def resource_reason(name: str) -> str:
+    """The reason of an attempt that ran out of memory: a resource failure, not the data's."""
+    from transforms.pipeline import allocator
+
+    budget = allocator.memory_budget_mb()
+    within = f"the worker budget of {budget} MiB" if budget else "the memory available"
+    return (
+        f"resource: {name}: out of memory (needs more than {within}; "
+        f"${allocator.ENV_MEMORY_MB}); retry with a larger budget"
+    )

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from transforms import spec
-from transforms.errors import QCError
+from transforms.errors import QCError, ResourceLimit
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,28 @@ def _describe_failure(res: dict[str, Any]) -> str:
     return f"{cfg.get('type')}({args}){detail}"
 
 
+_OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Unable to allocate", "out of memory")
+
+
+def _out_of_memory(res: dict[str, Any]) -> str | None:
+    """The allocation failure GX recorded for an expectation, if that is why it failed.
+
+    GX catches exceptions while computing an expectation and reports them as a
+    failed expectation (``exception_info``, either flat or per metric).
+    """
+    info = res.get("exception_info") or {}
+    entries = [info] if "raised_exception" in info else list(info.values())
+    for entry in entries:
+        if not isinstance(entry, dict) or not entry.get("raised_exception"):
+            continue
+        text = f"{entry.get('exception_message', '')}\n{entry.get('exception_traceback', '')}"
+        for marker in _OOM_MARKERS:
+            if marker in text:
+                message = str(entry.get("exception_message") or "").strip()
+                return (message or marker)[:200]
+    return None
+
+
 def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QCResult:
     """Validate a batch against the table's suite.
 
@@ -174,6 +196,13 @@ def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QC
     for res in result.get("results", []):
         if res.get("success", False):
             continue
+        oom = _out_of_memory(res)
+        if oom:  # GX caught its own malloc failure: the worker's, not the data's
+            cfg = res.get("expectation_config", {})
+            raise ResourceLimit(
+                f"{table}: the QC gate ran out of memory validating {rows.num_rows} rows "
+                f"({cfg.get('type')}: {oom})"
+            )
         line = _describe_failure(res)
         failures.append(line)
         out = res.get("result", {}) or {}

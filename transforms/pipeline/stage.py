@@ -23,11 +23,24 @@ from pathlib import Path
 import pyarrow as pa
 
 from transforms import formats, spec, untrusted
-from transforms.errors import DecodeError, InvalidArgument, LakeError, NeurocyteError, SpecError
+from transforms.errors import (
+    DecodeError,
+    InvalidArgument,
+    LakeError,
+    NeurocyteError,
+    ResourceLimit,
+    SpecError,
+)
 from transforms.lake import fingerprints, leases, storage
 from transforms.pipeline import allocator, identity, paramset
 from transforms.pipeline.landing import Target, resolve_target
-from transforms.pipeline.outcome import Outcome, now_utc, record_failure
+from transforms.pipeline.outcome import (
+    Outcome,
+    is_out_of_memory,
+    now_utc,
+    record_failure,
+    resource_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +66,10 @@ def _decode(
 
         if part is not None and part[0] > 0:  # not split: part 0 carries the whole file
             return "", {}
-        return decode_icephys(
-            source, kind=kind, target=target, ingest_id=ingest_id, parameter_set=parameter_set
-        )
+        with allocator.memory_budget():  # $NEUROCYTE_WORKER_MEMORY_MB, after the imports
+            return decode_icephys(
+                source, kind=kind, target=target, ingest_id=ingest_id, parameter_set=parameter_set
+            )
     if formats.format_of(kind).access == "vendor_metrics":
         from transforms.pipeline.decode_vendor import decode_vendor_metrics
 
@@ -64,17 +78,19 @@ def _decode(
         return decode_vendor_metrics(
             source, target=target, ingest_id=ingest_id, kind=kind, plate_map_path=plate_map
         )
+    from transforms.mea import metrics  # noqa: F401 - imported (scipy starts threads) before the budget
     from transforms.pipeline.decode_mea import decode_mea
 
-    return decode_mea(
-        source,
-        target=target,
-        ingest_id=ingest_id,
-        kind=kind,
-        plate_map_path=plate_map,
-        part=part,
-        parameter_set=parameter_set,
-    )
+    with allocator.memory_budget():
+        return decode_mea(
+            source,
+            target=target,
+            ingest_id=ingest_id,
+            kind=kind,
+            plate_map_path=plate_map,
+            part=part,
+            parameter_set=parameter_set,
+        )
 
 
 def _archived_original(path: Path) -> tuple[Path, str, int] | None:
@@ -290,15 +306,23 @@ def stage_file(
             storage.join(stage, "outcome.json"), json.dumps(outcome.as_dict()).encode()
         )
         return outcome
+    except ResourceLimit as exc:
+        outcome.reason = f"resource: {exc}"
     except NeurocyteError as exc:
         outcome.reason = str(exc)
         if isinstance(exc, LakeError):  # the lake failed, not the file: tried again
             outcome.metadata_digest = ""
     except Exception as exc:  # a reader or feature bug must not stop the other files
-        log.error(
-            "unexpected error on %s (file_id=%s)\n%s", path, outcome.file_id, traceback.format_exc()
-        )
-        outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
+        if is_out_of_memory(exc):  # MemoryError, or Arrow's: the budget, not the data
+            outcome.reason = resource_reason(path.name)
+        else:
+            log.error(
+                "unexpected error on %s (file_id=%s)\n%s",
+                path,
+                outcome.file_id,
+                traceback.format_exc(),
+            )
+            outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
         if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
             outcome.metadata_digest = ""  # a full disk, a lost mount: tried again
     if not outcome.file_id:
