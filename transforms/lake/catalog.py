@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -343,7 +344,17 @@ def _allowed(listed: str, catalog_dir: Path) -> list[str]:
     return [joined, os.path.normpath(joined)]
 
 
+#: Connections of one process to one catalog file share a DuckDB instance and its
+#: settings: the check-then-lock of :func:`_lock_down` runs one thread at a time.
+_LOCK_DOWN = threading.Lock()
+
+
 def _lock_down(con: DuckDBPyConnection, *, lake: str | None, catalog_dir: Path) -> None:
+    with _LOCK_DOWN:
+        _lock_down_once(con, lake=lake, catalog_dir=catalog_dir)
+
+
+def _lock_down_once(con: DuckDBPyConnection, *, lake: str | None, catalog_dir: Path) -> None:
     import duckdb
 
     root = spec.lake_root(lake)
