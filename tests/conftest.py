@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Airflow binds its metadata DB when first imported. Every in-process use in this test
+# session binds one DB, here, whichever test imports Airflow first (a plugin test, a
+# DAG test); ``scripts/run_dag.prepare_airflow_home`` migrates it (it only sets the DB
+# URL where none is set). Without this, a test that imports the plugin first binds
+# ~/airflow's empty DB and a later in-process DAG run finds no tables. Tests that start
+# Airflow processes give them their own DB explicitly.
+_SESSION_AIRFLOW = Path(tempfile.mkdtemp(prefix="neurocyte-test-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_AIRFLOW))
+os.environ.setdefault(
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_SESSION_AIRFLOW}/airflow.db"
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``../shared`` beside the clone (CI puts it there); NEUROCYTE_SHARED overrides.
