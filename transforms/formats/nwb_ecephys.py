@@ -20,7 +20,7 @@ import datetime as dt
 import math
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 
 from transforms.errors import DecodeError, InvalidArgument, UnsupportedRecording
-from transforms.recording.continuous import Chunk, ContinuousBase, counts_to_uv, fill
+from transforms.recording.continuous import CountsSource, fill
 from transforms.recording.plate import PLATE_TYPES, PlateLayout, parse_electrode, parse_well
 
 SERIES_NAME: Final = "ElectricalSeries"
@@ -195,7 +195,7 @@ def write_nwb_ecephys(
     return out
 
 
-class NwbEcephysFile(ContinuousBase):
+class NwbEcephysFile(CountsSource):
     """An NWB MEA recording with the :class:`~transforms.readers.axion.AxionFile` access API.
 
     Attributes
@@ -294,39 +294,6 @@ class NwbEcephysFile(ContinuousBase):
         # One rectangular read (HDF5 fancy selection is slow), then pick columns.
         block = np.asarray(self._data[start:stop, lo:hi])
         return block[:, cols - lo]
-
-    def read(
-        self,
-        start_s: float,
-        stop_s: float,
-        *,
-        electrodes: Sequence[str] | None = None,
-        wells: Sequence[str] | None = None,
-    ) -> np.ndarray:
-        """Voltages of a window (seconds from the series start), (samples, channels) µV."""
-        if not (math.isfinite(start_s) and math.isfinite(stop_s)) or not 0 <= start_s <= stop_s:
-            raise InvalidArgument(f"{self.path.name}: bad window [{start_s}, {stop_s}] s")
-        cols = self.columns(electrodes=electrodes, wells=wells)
-        k0 = round(start_s * self.sampling_rate_hz)
-        k1 = round(stop_s * self.sampling_rate_hz)
-        return counts_to_uv(self.read_counts(k0, k1, columns=cols), self.voltage_scale_uv_per_count)
-
-    def iter_chunks(
-        self,
-        *,
-        chunk_s: float,
-        electrodes: Sequence[str] | None = None,
-        wells: Sequence[str] | None = None,
-    ) -> Iterator[Chunk]:
-        """Consecutive windows of ``chunk_s`` seconds in µV (the last may be shorter)."""
-        if not (math.isfinite(chunk_s) and chunk_s > 0):
-            raise InvalidArgument(f"{self.path.name}: chunk_s must be positive, got {chunk_s}")
-        cols = self.columns(electrodes=electrodes, wells=wells)
-        step = max(1, round(chunk_s * self.sampling_rate_hz))
-        for k in range(0, self.n_samples, step):
-            counts = self.read_counts(k, k + step, columns=cols)
-            data = counts_to_uv(counts, self.voltage_scale_uv_per_count)
-            yield Chunk(k, k / self.sampling_rate_hz, data)
 
 
 def open_nwb_ecephys(path: str | Path) -> NwbEcephysFile:

@@ -38,7 +38,7 @@ import shutil
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +48,8 @@ import numpy as np
 
 from transforms.errors import DecodeError, InvalidArgument, UnsupportedRecording
 from transforms.recording.continuous import (
-    Chunk,
-    ContinuousBase,
     ContinuousSource,
-    counts_to_uv,
+    CountsSource,
     rows_of,
 )
 from transforms.recording.plate import PLATE_TYPES, PlateLayout
@@ -334,7 +332,7 @@ def write_archive(
     return ArchiveInfo(dest, expected, _tree_bytes(dest), raw_bytes)
 
 
-class RawArchive(ContinuousBase):
+class RawArchive(CountsSource):
     """An opened raw archive: a continuous source with random access to window x channels.
 
     Attributes
@@ -503,40 +501,6 @@ class RawArchive(ContinuousBase):
                     rows, a - k * size : b - k * size
                 ].T
         return dest
-
-    def read(
-        self,
-        start_s: float,
-        stop_s: float,
-        *,
-        electrodes: Sequence[str] | None = None,
-        wells: Sequence[str] | None = None,
-    ) -> np.ndarray:
-        """Voltages of a window, (samples, channels) float32 µV (as ``AxionFile.read``)."""
-        if not (math.isfinite(start_s) and math.isfinite(stop_s)) or not 0 <= start_s <= stop_s:
-            raise InvalidArgument(f"{self.path.name}: bad window [{start_s}, {stop_s}] s")
-        cols = self.columns(electrodes=electrodes, wells=wells)
-        k0 = round(start_s * self.sampling_rate_hz)
-        k1 = round(stop_s * self.sampling_rate_hz)
-        return counts_to_uv(self.read_counts(k0, k1, columns=cols), self.voltage_scale_uv_per_count)
-
-    def iter_chunks(
-        self,
-        *,
-        chunk_s: float,
-        electrodes: Sequence[str] | None = None,
-        wells: Sequence[str] | None = None,
-    ) -> Iterator[Chunk]:
-        """Consecutive windows of ``chunk_s`` seconds in µV (the last may be shorter)."""
-        if not (math.isfinite(chunk_s) and chunk_s > 0):
-            raise InvalidArgument(f"{self.path.name}: chunk_s must be positive, got {chunk_s}")
-        cols = self.columns(electrodes=electrodes, wells=wells)
-        step = max(1, round(chunk_s * self.sampling_rate_hz))
-        for k in range(0, self.n_samples, step):
-            counts = self.read_counts(k, k + step, columns=cols)
-            yield Chunk(
-                k, k / self.sampling_rate_hz, counts_to_uv(counts, self.voltage_scale_uv_per_count)
-            )
 
     def verify(self) -> str:
         """Decompress every chunk and check the samples against the stored digest.

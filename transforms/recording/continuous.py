@@ -13,7 +13,8 @@ detector hands its own two alternating buffers to the reader instead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -74,6 +75,64 @@ class ContinuousBase:
             If a name is malformed or the recording holds no such electrode / well.
         """
         return select_columns(self.electrodes, electrodes, wells, self.source_name)
+
+
+class CountsSource(ContinuousBase):
+    """A continuous source of ADC counts: voltage windows and chunks in µV from its
+    ``read_counts``.
+
+    Subclasses also set ``sampling_rate_hz``, ``n_samples`` and
+    ``voltage_scale_uv_per_count``.
+    """
+
+    sampling_rate_hz: float
+    n_samples: int
+    voltage_scale_uv_per_count: float
+
+    def read_counts(
+        self,
+        start_sample: int,
+        stop_sample: int,
+        *,
+        columns: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def read(
+        self,
+        start_s: float,
+        stop_s: float,
+        *,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Voltages of a window (seconds from the recording start), (samples, channels)
+        float32 µV; frames ``round(start_s·fs)`` to ``round(stop_s·fs)``, clamped."""
+        if not (math.isfinite(start_s) and math.isfinite(stop_s)) or not 0 <= start_s <= stop_s:
+            raise InvalidArgument(f"{self.source_name}: bad window [{start_s}, {stop_s}] s")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        k0 = round(start_s * self.sampling_rate_hz)
+        k1 = round(stop_s * self.sampling_rate_hz)
+        return counts_to_uv(self.read_counts(k0, k1, columns=cols), self.voltage_scale_uv_per_count)
+
+    def iter_chunks(
+        self,
+        *,
+        chunk_s: float,
+        electrodes: Sequence[str] | None = None,
+        wells: Sequence[str] | None = None,
+    ) -> Iterator[Chunk]:
+        """Consecutive windows of ``chunk_s`` seconds in µV (the last may be shorter)."""
+        if not (math.isfinite(chunk_s) and chunk_s > 0):
+            raise InvalidArgument(f"{self.source_name}: chunk_s must be positive, got {chunk_s}")
+        cols = self.columns(electrodes=electrodes, wells=wells)
+        step = max(1, round(chunk_s * self.sampling_rate_hz))
+        for k in range(0, self.n_samples, step):
+            counts = self.read_counts(k, k + step, columns=cols)
+            yield Chunk(
+                k, k / self.sampling_rate_hz, counts_to_uv(counts, self.voltage_scale_uv_per_count)
+            )
 
 
 class ArraySource(ContinuousBase):
