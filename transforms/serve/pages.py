@@ -613,6 +613,14 @@ def sweep_trace(
         ``sampling_rate_hz``, ``spikes`` (see :func:`sweep_spikes`) and the
         sweep's ``stim_amp_pa`` / ``spike_count`` where known.
     """
+    snip, rows = _sweep_snippet(con, file_id, sweep, lake=lake)
+    return _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
+
+
+def _sweep_snippet(
+    con: DuckDBPyConnection, file_id: str, sweep: int, *, lake: str | None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The whole sweep read from the raw file, and its ``icephys_sweeps`` row (if any)."""
     from transforms.serve.raw import fetch_snippet
 
     spec.check_file_id(file_id)
@@ -626,7 +634,7 @@ def sweep_trace(
         )
     duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
     snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
-    return _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
+    return snip, rows
 
 
 def _trace_of(
@@ -1392,19 +1400,9 @@ def sweep_detail(
     """
     import numpy as np
 
-    from transforms.serve.raw import envelope, fetch_snippet
+    from transforms.serve.raw import envelope
 
-    spec.check_file_id(file_id)
-    rows = []
-    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
-        rows = _records(
-            con,
-            "SELECT duration_s, stim_amp_pa, spike_count FROM icephys_sweeps "
-            "WHERE file_id = ? AND sweep_number = ?",
-            [file_id, int(sweep)],
-        )
-    duration = rows[0]["duration_s"] if rows and rows[0]["duration_s"] else MAX_SWEEP_S
-    snip = fetch_snippet(file_id, lake=lake, sweep=int(sweep), start_s=0.0, stop_s=duration)
+    snip, rows = _sweep_snippet(con, file_id, sweep, lake=lake)
     out = _trace_of(con, snip, file_id, sweep, rows, max_points=max_points)
     fs = snip.sampling_rate_hz
     stim = None
