@@ -31,36 +31,6 @@ from pathlib import Path
 import numpy as np
 
 
-def match(
-    truth: dict[str, np.ndarray], names: np.ndarray, times: np.ndarray, tol_s: float
-) -> tuple[float, float]:
-    """Recall and precision, each detection matched to at most one true spike."""
-    tp = 0
-    order = np.argsort(names, kind="stable")
-    names, times = names[order], times[order]
-    bounds = {}
-    if len(names):
-        uniq, first = np.unique(names, return_index=True)
-        ends = np.r_[first[1:], len(names)]
-        bounds = {str(u): (int(a), int(b)) for u, a, b in zip(uniq, first, ends, strict=True)}
-    for e, t in truth.items():
-        a, b = bounds.get(e, (0, 0))
-        d = np.sort(times[a:b])
-        used = np.zeros(len(d), dtype=bool)
-        for x in t:
-            i = int(np.searchsorted(d, x))
-            best = None
-            for j in (i - 1, i, i + 1):
-                near = 0 <= j < len(d) and not used[j] and abs(d[j] - x) <= tol_s
-                if near and (best is None or abs(d[j] - x) < abs(d[best] - x)):
-                    best = j
-            if best is not None:
-                used[best] = True
-                tp += 1
-    n_true = sum(len(t) for t in truth.values())
-    return tp / max(n_true, 1), tp / max(len(times), 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-wells", type=int, default=48, choices=(12, 24, 48, 96))
@@ -74,7 +44,7 @@ def main() -> None:
 
     from transforms.formats.axion import open_axion
     from transforms.mea.detect import DetectionParams, detect_spikes, profile_params
-    from transforms.synth.plate import generate_plate
+    from transforms.synth.plate import generate_plate, match_spikes
 
     try:
         import spikeinterface.core as si
@@ -154,7 +124,7 @@ def main() -> None:
                 t = found
                 got_names = np.asarray(t["electrode"].to_pylist(), dtype=object)  # type: ignore[index]
                 got_times = t["time_s"].to_numpy()  # type: ignore[index]
-            recall, precision = match(truth, got_names, got_times, tol)
+            recall, precision = match_spikes(truth, got_names, got_times, tol)
             rows[key] = (recall, precision, min(times[key]))
 
     samples = data.shape[0] * data.shape[1]

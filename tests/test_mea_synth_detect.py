@@ -21,7 +21,7 @@ from transforms.mea.detect import (
 )
 from transforms.recording.plate import LAYOUTS
 from transforms.recording.spikes import MEA_SPIKE_SCHEMA, spikes_table
-from transforms.synth.plate import PLATE_MAP_COLUMNS, generate_plate
+from transforms.synth.plate import PLATE_MAP_COLUMNS, generate_plate, match_spikes
 
 TOL_S = 0.5e-3
 
@@ -29,23 +29,7 @@ TOL_S = 0.5e-3
 def match(truth: dict[str, np.ndarray], found: pa.Table, tol_s: float) -> tuple[float, float]:
     """Recall and precision with one-to-one matching within ``tol_s`` per electrode."""
     names = np.array(found["electrode"].to_pylist(), dtype=object)
-    times = found["time_s"].to_numpy()
-    tp = 0
-    for e, t in truth.items():
-        d = np.sort(times[names == e])
-        used = np.zeros(len(d), dtype=bool)
-        for x in t:
-            i = np.searchsorted(d, x)
-            best = None
-            for j in (i - 1, i, i + 1):
-                ok = 0 <= j < len(d) and not used[j] and abs(d[j] - x) <= tol_s
-                if ok and (best is None or abs(d[j] - x) < abs(d[best] - x)):
-                    best = j
-            if best is not None:
-                used[best] = True
-                tp += 1
-    n_true = sum(len(t) for t in truth.values())
-    return tp / max(n_true, 1), tp / max(len(times), 1)
+    return match_spikes(truth, names, found["time_s"].to_numpy(), tol_s)
 
 
 @pytest.mark.parametrize("n_wells", [12, 24, 48, 96])

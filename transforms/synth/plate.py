@@ -528,3 +528,38 @@ def generate_plate(
         params=p,
         recorded_at=recorded_at,
     )
+
+
+def match_spikes(
+    truth: Mapping[str, np.ndarray], names: np.ndarray, times: np.ndarray, tol_s: float
+) -> tuple[float, float]:
+    """Recall and precision of detected spikes against a plate's ground truth.
+
+    ``truth`` maps electrode names to true spike times (``SynthPlate.spike_times_s``);
+    ``names`` and ``times`` are the detections. Matching is one-to-one on the same
+    electrode: each true spike takes the nearest unused detection within ``tol_s``.
+    """
+    tp = 0
+    order = np.argsort(names, kind="stable")
+    names, times = names[order], times[order]
+    bounds = {}
+    if len(names):
+        uniq, first = np.unique(names, return_index=True)
+        ends = np.r_[first[1:], len(names)]
+        bounds = {str(u): (int(a), int(b)) for u, a, b in zip(uniq, first, ends, strict=True)}
+    for e, t in truth.items():
+        a, b = bounds.get(e, (0, 0))
+        d = np.sort(times[a:b])
+        used = np.zeros(len(d), dtype=bool)
+        for x in t:
+            i = int(np.searchsorted(d, x))
+            best = None
+            for j in (i - 1, i, i + 1):
+                near = 0 <= j < len(d) and not used[j] and abs(d[j] - x) <= tol_s
+                if near and (best is None or abs(d[j] - x) < abs(d[best] - x)):
+                    best = j
+            if best is not None:
+                used[best] = True
+                tp += 1
+    n_true = sum(len(t) for t in truth.values())
+    return tp / max(n_true, 1), tp / max(len(times), 1)
