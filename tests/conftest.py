@@ -20,6 +20,10 @@ os.environ.setdefault(
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_SESSION_AIRFLOW}/airflow.db"
 )
 
+# The QC gate runs in-process in tests (hermetic, and a process's memory figures
+# include its gate); tests/test_gate_worker.py turns the long-lived worker on.
+os.environ.setdefault("NEUROCYTE_QC_WORKER", "off")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``../shared`` beside the clone (CI puts it there); NEUROCYTE_SHARED overrides.
 SHARED = Path(os.environ.get("NEUROCYTE_SHARED", REPO_ROOT.parent / "shared")).resolve()

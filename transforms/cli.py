@@ -117,13 +117,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from transforms.lake.catalog import publish
-    from transforms.pipeline import qc
+    from transforms.pipeline import gate
 
     result = publish(lake=args.lake)
     print(f"catalog: {result.catalog}")
     for name, version in result.versions.items():
         print(f"  {name:<22} delta version {version:>4}  files {result.files[name]}")
-    print(f"QC docs: {qc.build_data_docs(lake=args.lake)}")
+    print(f"QC docs: {gate.build_data_docs(lake=args.lake)}")
     return 0
 
 

@@ -121,9 +121,10 @@ def ingest_batch_extract(
     ``neurocyte.toml``).
     """
     from transforms.lake import storage
-    from transforms.pipeline import stage_file
+    from transforms.pipeline import gate, stage_file
     from transforms.untrusted import name_fits
 
+    gate.warm()  # the commit task's QC worker: GX imported while this batch decodes
     outcomes: list[dict[str, Any]] = []
     with aws_env():
         for cand in batch:
@@ -184,7 +185,7 @@ def publish_catalog() -> dict[str, Any]:
     from transforms import spec
     from transforms.errors import CatalogUnavailable
     from transforms.lake.catalog import publish
-    from transforms.pipeline import qc
+    from transforms.pipeline import gate
 
     with aws_env():
         try:
@@ -192,7 +193,7 @@ def publish_catalog() -> dict[str, Any]:
         except CatalogUnavailable as exc:
             # The data is committed; only the catalog cannot be built here.
             raise AirflowSkipException(str(exc)) from exc
-        docs = qc.build_data_docs() if not spec.is_remote(spec.lake_root()) else ""
+        docs = gate.build_data_docs() if not spec.is_remote(spec.lake_root()) else ""
     log.info("catalog %s: versions %s; QC docs %s", result.catalog, result.versions, docs)
     return {"catalog": str(result.catalog), "versions": result.versions, "docs": str(docs)}
 

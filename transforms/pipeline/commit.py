@@ -25,7 +25,7 @@ from transforms import spec
 from transforms.errors import NeurocyteError, ResourceLimit
 from transforms.lake import delta as lakeio
 from transforms.lake import storage
-from transforms.pipeline import qc
+from transforms.pipeline import gate, qc
 from transforms.pipeline.outcome import (
     Outcome,
     is_out_of_memory,
@@ -187,15 +187,15 @@ def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table
 
 
 def _validate_sliced(name: str, rows: pa.Table) -> qc.QCResult:
-    """:func:`qc.validate` over slices of :data:`QC_SLICE_ROWS` rows, merged.
+    """:func:`gate.validate` over slices of :data:`QC_SLICE_ROWS` rows, merged.
 
     Every expectation of a table with that many rows is a row-level one (spikes),
     so the slices' verdicts together are the verdict on the whole.
     """
     if rows.num_rows <= QC_SLICE_ROWS:
-        return qc.validate(name, rows)
+        return gate.validate(name, rows)
     results = [
-        qc.validate(name, rows.slice(i, QC_SLICE_ROWS))
+        gate.validate(name, rows.slice(i, QC_SLICE_ROWS))
         for i in range(0, rows.num_rows, QC_SLICE_ROWS)
     ]
     by_file: dict[str, list[str]] = {}
@@ -276,7 +276,7 @@ def commit_batch(
                 # A table-level expectation failed: find the culprits file by file.
                 for o in staged:
                     mine = rows.filter(pc.equal(rows["file_id"], o.file_id))
-                    alone = qc.validate(name, mine)
+                    alone = gate.validate(name, mine)
                     if not alone.success:
                         failures.setdefault(o.file_id, []).append(alone.reason)
         for o in staged:

@@ -29,7 +29,8 @@ def expectations_dir() -> Path:
 
 
 @functools.cache
-def _suite_json(table: str) -> str:
+def suite_text(table: str) -> str:
+    """The text of ``expectations/<table>.json``, checked to be that table's suite."""
     path = expectations_dir() / f"{table}.json"
     if not path.is_file():
         raise QCError(f"no expectation suite for table {table!r} at {path}")
@@ -43,10 +44,10 @@ def _suite_json(table: str) -> str:
     return text
 
 
-@functools.cache
-def _suite_reads(table: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The columns the table's suite names, and its row conditions as text."""
-    doc = json.loads(_suite_json(table))
+@functools.lru_cache(maxsize=64)
+def _suite_reads(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The columns a suite (its JSON text) names, and its row conditions as text."""
+    doc = json.loads(text)
     names: set[str] = set()
     conditions: list[str] = []
     for exp in doc.get("expectations", []):
@@ -60,7 +61,9 @@ def _suite_reads(table: str) -> tuple[frozenset[str], tuple[str, ...]]:
     return frozenset(names), tuple(conditions)
 
 
-def suite_columns(table: str, columns: list[str], *, keep: str) -> list[str]:
+def suite_columns(
+    table: str, columns: list[str], *, keep: str, suite: str | None = None
+) -> list[str]:
     """``columns`` (in order) that the table's suite reads, plus ``keep``.
 
     A column counts as read when an expectation names it or its name occurs in
@@ -71,15 +74,18 @@ def suite_columns(table: str, columns: list[str], *, keep: str) -> list[str]:
     corpus: every expectation's result is identical; only the batch marker
     ``pandas_data_fingerprint`` differs (it hashes the frame GX was given).
     """
-    names, conditions = _suite_reads(table)
+    names, conditions = _suite_reads(suite_text(table) if suite is None else suite)
     return [c for c in columns if c == keep or c in names or any(c in cond for cond in conditions)]
 
 
-def load_suite(table: str) -> Any:
-    """The table's ``gx.ExpectationSuite``, parsed from ``expectations/<table>.json``."""
+def load_suite(table: str, *, suite: str | None = None) -> Any:
+    """The table's ``gx.ExpectationSuite``, parsed from ``expectations/<table>.json``
+    (or from ``suite``, that file's text as a client read it)."""
     import great_expectations as gx
 
-    doc = json.loads(_suite_json(table))
+    doc = json.loads(suite_text(table) if suite is None else suite)
+    if doc.get("name") != table:
+        raise QCError(f"suite name {doc.get('name')!r} must equal the table name {table!r}")
     doc.pop("id", None)
     return gx.ExpectationSuite(**doc)
 
@@ -95,6 +101,11 @@ def _batch_definition() -> Any:
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = ctx.data_sources.add_pandas("neurocyte").add_dataframe_asset("batch")
     return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def warm_up() -> None:
+    """Import GX and build this process's context now (a long-lived QC worker starts so)."""
+    _batch_definition()
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,9 @@ def _out_of_memory(res: dict[str, Any]) -> str | None:
     return None
 
 
-def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QCResult:
+def validate(
+    table: str, rows: pa.Table, *, index_column: str = "file_id", suite: str | None = None
+) -> QCResult:
     """Validate a batch against the table's suite.
 
     Parameters
@@ -178,6 +191,8 @@ def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QC
         The batch, exactly as it would be written (rows of one or many files).
     index_column
         Column reported with every unexpected row, to attribute failures to files.
+    suite
+        The suite's JSON text; default ``expectations/<table>.json`` as read now.
 
     Returns
     -------
@@ -185,11 +200,12 @@ def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> QC
         ``success``, one readable line per failed expectation, and which
         files each failure belongs to.
     """
-    suite = load_suite(table)
-    df = rows.select(suite_columns(table, rows.column_names, keep=index_column)).to_pandas()
+    expectations = load_suite(table, suite=suite)
+    columns = suite_columns(table, rows.column_names, keep=index_column, suite=suite)
+    df = rows.select(columns).to_pandas()
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
     fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]}
-    result = batch.validate(suite, result_format=fmt).to_json_dict()
+    result = batch.validate(expectations, result_format=fmt).to_json_dict()
     failures: list[str] = []
     by_file: dict[str, list[str]] = {}
     unattributed: list[str] = []
@@ -260,12 +276,7 @@ def docs_page(table: str, *, batch_id: str, run_time: str, lake: str | None = No
     return docs_dir(lake) / "validations" / table / batch_id / stamp / f"{batch_id}.html"
 
 
-def build_data_docs(*, lake: str | None = None) -> Path:
-    """Render every saved validation result that has no page yet; return the index.
-
-    GX is imported only when there is something to render: a run whose files were
-    all duplicates (or failed before QC) leaves no new result, so no page to build.
-    """
+def _pending_pages(lake: str | None) -> list[tuple[str, dict[str, Any]]]:
     rdir = results_dir(lake)
     pending: list[tuple[str, dict[str, Any]]] = []
     for path in sorted(rdir.glob("*/*.json")) if rdir.is_dir() else []:
@@ -274,6 +285,21 @@ def build_data_docs(*, lake: str | None = None) -> Path:
         page = docs_page(table, batch_id=doc["batch_id"], run_time=doc["run_time"], lake=lake)
         if not page.exists():
             pending.append((table, doc))
+    return pending
+
+
+def docs_pending(*, lake: str | None = None) -> bool:
+    """Whether :func:`build_data_docs` has a page to render (and so must import GX)."""
+    return bool(_pending_pages(lake)) or not (docs_dir(lake) / "index.html").exists()
+
+
+def build_data_docs(*, lake: str | None = None) -> Path:
+    """Render every saved validation result that has no page yet; return the index.
+
+    GX is imported only when there is something to render: a run whose files were
+    all duplicates (or failed before QC) leaves no new result, so no page to build.
+    """
+    pending = _pending_pages(lake)
     index = docs_dir(lake) / "index.html"
     if not pending and index.exists():
         return index

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transforms.pipeline import qc
+from transforms.pipeline import gate
 from transforms.pipeline.commit import commit_batch, commit_staged
 from transforms.pipeline.outcome import Outcome
 from transforms.pipeline.plan import plate_parts
@@ -91,6 +91,8 @@ def ingest_paths(
     """
     outcomes: list[Outcome] = []
     files = expand_paths(paths)
+    if files:
+        gate.warm()  # the QC worker imports GX on the other core while files decode
     common: dict[str, Any] = {
         "lake": lake,
         "landing": landing,
@@ -122,5 +124,5 @@ def ingest_paths(
         from transforms.lake.catalog import publish as publish_catalog
 
         catalog = str(publish_catalog(lake=lake).catalog)
-        docs = str(qc.build_data_docs(lake=lake))
+        docs = str(gate.build_data_docs(lake=lake))
     return IngestSummary(outcomes=tuple(outcomes), catalog=catalog, docs=docs)
