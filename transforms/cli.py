@@ -149,6 +149,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qc_worker(args: argparse.Namespace) -> int:
+    from transforms.pipeline import gate
+
+    if args.action == "stop":
+        pid = gate.stop()
+        print(f"QC worker {pid} stopping" if pid else "no QC worker running")
+        return 0
+    pid = gate.ping(start=args.action == "start")
+    where = gate.socket_path()
+    print(f"QC worker {pid} at {where}" if pid else f"no QC worker running (would be {where})")
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from transforms.lake.catalog import check_read_only, connect
 
@@ -358,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="remove (default: only report)")
     _lake_arg(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "qc-worker", help="the long-lived QC worker (GX loaded once): status, start or stop"
+    )
+    p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status")
+    p.set_defaults(func=cmd_qc_worker)
 
     p = sub.add_parser("sql", help="query the published catalog (read-only)")
     p.add_argument("query", nargs="?")

@@ -230,10 +230,10 @@ def warm() -> None:
         log.debug("QC worker not started: %s", exc)
 
 
-def _call(header: dict[str, Any], body: bytes = b"") -> dict[str, Any]:
+def _call(header: dict[str, Any], body: bytes = b"", *, start: bool = True) -> dict[str, Any]:
     try:
         path = socket_path()
-        conn = _connect(path, wait_s=START_WAIT_S, start=True)
+        conn = _connect(path, wait_s=START_WAIT_S if start else 0.0, start=start)
     except OSError as exc:
         raise GateUnavailable(str(exc)) from exc
     with conn:
@@ -250,6 +250,23 @@ def _call(header: dict[str, Any], body: bytes = b"") -> dict[str, Any]:
             raise kind(str(error.get("message")))
         raise GateUnavailable(f"QC worker failed: {error.get('type')}: {error.get('message')}")
     return reply
+
+
+def ping(*, start: bool = False) -> int | None:
+    """The running worker's process id; None if none runs (``start=True`` starts one)."""
+    try:
+        return int(_call({"op": "ping"}, start=start)["pid"])
+    except GateUnavailable:
+        return None
+
+
+def stop() -> int | None:
+    """Ask the running worker to exit (after any request in progress); its pid, or None."""
+    try:
+        reply = _call({"op": "stop"}, start=False)
+    except GateUnavailable:
+        return None
+    return int(reply["pid"])
 
 
 def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> qc.QCResult:
@@ -358,6 +375,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _answer(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
         op = header.get("op")
         if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "stop":
+            threading.Thread(target=self.shutdown, daemon=True).start()
             return {"pid": os.getpid()}
         if op == "validate":
             rows = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
