@@ -136,7 +136,7 @@ def socket_path() -> Path:
 # -- framing ------------------------------------------------------------------------
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_exact(conn: socket.socket, n: int) -> bytearray:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -145,30 +145,33 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
         if k == 0:
             raise ConnectionError("connection closed mid-message")
         got += k
-    return bytes(buf)
+    return buf
 
 
-def _send_message(conn: socket.socket, header: dict[str, Any], body: bytes = b"") -> None:
+def _send_message(
+    conn: socket.socket, header: dict[str, Any], body: bytes | pa.Buffer = b""
+) -> None:
     data = json.dumps(header, default=str).encode()
-    conn.sendall(_HEADER.pack(len(data)) + data + _BODY.pack(len(body)))
-    if body:
-        conn.sendall(body)
+    view = memoryview(body)  # an Arrow buffer is sent without a copy
+    conn.sendall(_HEADER.pack(len(data)) + data + _BODY.pack(view.nbytes))
+    if view.nbytes:
+        conn.sendall(view)
 
 
-def _recv_message(conn: socket.socket) -> tuple[dict[str, Any], bytes]:
+def _recv_message(conn: socket.socket) -> tuple[dict[str, Any], bytearray]:
     (n,) = _HEADER.unpack(_recv_exact(conn, _HEADER.size))
     if n > _MAX_HEADER_BYTES:
         raise ConnectionError(f"header of {n} bytes refused")
     header = json.loads(_recv_exact(conn, n))
     (m,) = _BODY.unpack(_recv_exact(conn, _BODY.size))
-    return header, _recv_exact(conn, m) if m else b""
+    return header, _recv_exact(conn, m) if m else bytearray()
 
 
-def _ipc_bytes(rows: pa.Table) -> bytes:
+def _ipc_buffer(rows: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, rows.schema) as writer:
         writer.write_table(rows)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 # -- client ---------------------------------------------------------------------------
@@ -230,7 +233,9 @@ def warm() -> None:
         log.debug("QC worker not started: %s", exc)
 
 
-def _call(header: dict[str, Any], body: bytes = b"", *, start: bool = True) -> dict[str, Any]:
+def _call(
+    header: dict[str, Any], body: bytes | pa.Buffer = b"", *, start: bool = True
+) -> dict[str, Any]:
     try:
         path = socket_path()
         conn = _connect(path, wait_s=START_WAIT_S if start else 0.0, start=start)
@@ -281,7 +286,7 @@ def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> qc
         "suite": qc.suite_text(table),
     }
     try:
-        reply = _call(header, _ipc_bytes(rows))
+        reply = _call(header, _ipc_buffer(rows))
     except GateUnavailable as exc:
         log.warning("QC gate in-process: %s", exc)
         return qc.validate(table, rows, index_column=index_column)
@@ -360,7 +365,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with self._count_lock:
             return 0.0 if self.active else time.monotonic() - self.last_request
 
-    def answer(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
+    def answer(self, header: dict[str, Any], body: bytearray) -> dict[str, Any]:
         try:
             with self.gate_lock:
                 return self._answer(header, body)
@@ -372,7 +377,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             log.exception("request failed")
             return {"error": {"type": type(exc).__name__, "message": str(exc)}}
 
-    def _answer(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
+    def _answer(self, header: dict[str, Any], body: bytearray) -> dict[str, Any]:
         op = header.get("op")
         if op == "ping":
             return {"pid": os.getpid()}
@@ -380,7 +385,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             threading.Thread(target=self.shutdown, daemon=True).start()
             return {"pid": os.getpid()}
         if op == "validate":
-            rows = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+            rows = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
             res = qc.validate(
                 str(header["table"]),
                 rows,
