@@ -148,14 +148,25 @@ def _recv_exact(conn: socket.socket, n: int) -> bytearray:
     return buf
 
 
+def _ipc_write(sink: Any, rows: pa.Table) -> None:
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+
+
 def _send_message(
-    conn: socket.socket, header: dict[str, Any], body: bytes | pa.Buffer = b""
+    conn: socket.socket, header: dict[str, Any], rows: pa.Table | None = None
 ) -> None:
+    """A JSON header, then ``rows`` as an Arrow IPC stream written straight into the socket."""
     data = json.dumps(header, default=str).encode()
-    view = memoryview(body)  # an Arrow buffer is sent without a copy
-    conn.sendall(_HEADER.pack(len(data)) + data + _BODY.pack(view.nbytes))
-    if view.nbytes:
-        conn.sendall(view)
+    size = 0
+    if rows is not None:
+        sizer = pa.MockOutputStream()  # the stream's length, without building it
+        _ipc_write(sizer, rows)
+        size = sizer.size()
+    conn.sendall(_HEADER.pack(len(data)) + data + _BODY.pack(size))
+    if rows is not None:
+        with conn.makefile("wb") as out:
+            _ipc_write(out, rows)
 
 
 def _recv_message(conn: socket.socket) -> tuple[dict[str, Any], bytearray]:
@@ -165,13 +176,6 @@ def _recv_message(conn: socket.socket) -> tuple[dict[str, Any], bytearray]:
     header = json.loads(_recv_exact(conn, n))
     (m,) = _BODY.unpack(_recv_exact(conn, _BODY.size))
     return header, _recv_exact(conn, m) if m else bytearray()
-
-
-def _ipc_buffer(rows: pa.Table) -> pa.Buffer:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, rows.schema) as writer:
-        writer.write_table(rows)
-    return sink.getvalue()
 
 
 # -- client ---------------------------------------------------------------------------
@@ -234,7 +238,7 @@ def warm() -> None:
 
 
 def _call(
-    header: dict[str, Any], body: bytes | pa.Buffer = b"", *, start: bool = True
+    header: dict[str, Any], rows: pa.Table | None = None, *, start: bool = True
 ) -> dict[str, Any]:
     try:
         path = socket_path()
@@ -244,7 +248,7 @@ def _call(
     with conn:
         conn.settimeout(REPLY_WAIT_S)
         try:
-            _send_message(conn, header, body)
+            _send_message(conn, header, rows)
             reply, _ = _recv_message(conn)
         except (OSError, ValueError) as exc:
             raise GateUnavailable(f"QC worker at {path}: {exc!r}") from exc
@@ -286,7 +290,7 @@ def validate(table: str, rows: pa.Table, *, index_column: str = "file_id") -> qc
         "suite": qc.suite_text(table),
     }
     try:
-        reply = _call(header, _ipc_buffer(rows))
+        reply = _call(header, rows)
     except GateUnavailable as exc:
         log.warning("QC gate in-process: %s", exc)
         return qc.validate(table, rows, index_column=index_column)
