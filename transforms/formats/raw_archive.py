@@ -408,10 +408,18 @@ class RawArchive(CountsSource):
         self._chunk = int(attrs["chunk_samples"])
         self._pool = ThreadPoolExecutor(max(1, workers))
         self._lock = threading.Lock()
-        #: Decoded chunks, done or being decoded, least recently used first.
+        #: Decoded chunks, done or being decoded, least recently used first; each is
+        #: (samples, electrodes of the well), time-major like the reads.
         self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = max(0, int(cache_mb * 2**20))
+        #: Chunks a read is copying from (never evicted meanwhile): key -> readers.
+        self._pins: dict[tuple[str, int], int] = {}
+        #: Arrays of evicted chunks, reused for new ones (a fresh 1.6 MB array costs
+        #: its page faults again; that was a third of the decoding cost).
+        self._free: list[np.ndarray] = []
+        self._free_max = 2 * max(1, len(self._rows))
+        self._local = threading.local()
         #: Where the last read ended: a read starting there is sequential (read ahead).
         self._last_stop: int | None = None
         self._plan_key: bytes = b""
@@ -461,20 +469,34 @@ class RawArchive(CountsSource):
             blob = _chunk_file(self.path / "wells" / well, k).read_bytes()
         except OSError as exc:
             raise DecodeError(f"{what}: missing or unreadable ({exc})") from exc
-        out = np.empty((self._rows[well], self._chunk), dtype=self._dtype)
-        _decode_chunk(blob, out, what=what)
+        shape = (self._rows[well], self._chunk)
+        scratch: np.ndarray | None = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.shape != shape:
+            scratch = self._local.scratch = np.empty(shape, dtype=self._dtype)
+        _decode_chunk(blob, scratch, what=what)
+        out = None
+        with self._lock:
+            for i, a in enumerate(self._free):
+                if a.shape == shape[::-1]:
+                    out = self._free.pop(i)
+                    break
+        if out is None:
+            out = np.empty(shape[::-1], dtype=self._dtype)
+        # transposed while the decoded chunk is still in this core's cache
+        np.copyto(out, scratch.T)
         return out
 
     def _chunk_nbytes(self, well: str) -> int:
         return self._rows[well] * self._chunk * self._dtype.itemsize
 
-    def _futures(self, keys: list[tuple[str, int]]) -> list[Future[np.ndarray]]:
+    def _futures(self, keys: list[tuple[str, int]], *, pin: bool) -> list[Future[np.ndarray]]:
         """Decoded chunks of ``keys``: cached, being decoded, or submitted to the pool now.
 
         The cache holds recently read chunks up to ``cache_mb``, so a reader whose windows
         do not fall on chunk borders (detection's filter blocks), that reads the columns
         of one well in several calls, or that reads a window again (the detector's noise
         window, then the same seconds for detection) decompresses each chunk once.
+        ``pin`` keeps the chunks from eviction until :meth:`_unpin` (a read copying them).
         """
         with self._lock:
             futures = []
@@ -486,12 +508,32 @@ class RawArchive(CountsSource):
                     self._cache_bytes += self._chunk_nbytes(key[0])
                 else:
                     self._cache.move_to_end(key)
+                if pin:
+                    self._pins[key] = self._pins.get(key, 0) + 1
                 futures.append(fut)
-            # never the chunks just asked for (the most recent ones)
-            while self._cache_bytes > self._cache_limit and len(self._cache) > len(keys):
-                (well, _), _old = self._cache.popitem(last=False)
-                self._cache_bytes -= self._chunk_nbytes(well)
+            if self._cache_bytes > self._cache_limit:
+                wanted = set(keys)  # never the chunks just asked for
+                for key in list(self._cache):  # least recently used first
+                    if self._cache_bytes <= self._cache_limit:
+                        break
+                    if key in wanted or key in self._pins:
+                        continue
+                    self._drop(key)
         return futures
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        """Evict a chunk (lock held); its array is reused if decoded and not being read."""
+        fut = self._cache.pop(key)
+        self._cache_bytes -= self._chunk_nbytes(key[0])
+        if fut.done() and fut.exception() is None and len(self._free) < self._free_max:
+            self._free.append(fut.result())
+
+    def _unpin(self, keys: list[tuple[str, int]]) -> None:
+        with self._lock:
+            for key in keys:
+                left = self._pins.pop(key) - 1
+                if left:
+                    self._pins[key] = left
 
     def _result(self, key: tuple[str, int], fut: Future[np.ndarray]) -> np.ndarray:
         try:
@@ -564,20 +606,24 @@ class RawArchive(CountsSource):
         size = self._chunk
         ks = range(start // size, -(-stop // size))
         keys = [(w, k) for w, _ in plan for k in ks]
-        futures = self._futures(keys)
-        sequential = start == self._last_stop
-        self._last_stop = stop
-        if sequential and stop < self.n_samples and self._cache_limit:
-            ahead = min(self.n_samples, stop + (stop - start))
-            self._futures([(w, k) for w, _ in plan for k in range(stop // size, -(-ahead // size))])
-        pending = iter(futures)
-        for well, runs in plan:
-            for k in ks:
-                chunk = self._result((well, k), next(pending))
-                a, b = max(start, k * size), min(stop, (k + 1) * size)
-                part = chunk[:, a - k * size : b - k * size]
-                for j0, j1, rows in runs:
-                    dest[a - start : b - start, j0:j1] = part[rows].T
+        futures = self._futures(keys, pin=True)
+        try:
+            sequential = start == self._last_stop
+            self._last_stop = stop
+            if sequential and stop < self.n_samples and self._cache_limit:
+                ahead = min(self.n_samples, stop + (stop - start))
+                nxt = range(stop // size, -(-ahead // size))
+                self._futures([(w, k) for w, _ in plan for k in nxt], pin=False)
+            pending = iter(futures)
+            for well, runs in plan:
+                for k in ks:
+                    chunk = self._result((well, k), next(pending))
+                    a, b = max(start, k * size), min(stop, (k + 1) * size)
+                    part = chunk[a - k * size : b - k * size]
+                    for j0, j1, rows in runs:
+                        dest[a - start : b - start, j0:j1] = part[:, rows]
+        finally:
+            self._unpin(keys)
         return dest
 
     def verify(self) -> str:
