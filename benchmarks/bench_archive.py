@@ -11,14 +11,21 @@ silent (flat, a disconnected electrode) and a few noisy (+20 µV RMS white noise
 Measured in the same run, on the same samples:
 
 * codecs at chunk level (1 s x one well, channels as rows), one thread: pcodec
-  levels 4 and 8, delta + blosc(zstd, bit-shuffle) levels 5 and 9;
+  levels 4 and 8 (and 8 on the chunk stored time-major, the layout readers want),
+  delta + blosc(zstd, bit-shuffle) levels 5 and 9;
 * the archive (``transforms.formats.raw_archive``, pcodec level 8 + CRC32C): ratio,
   compression with 2 workers (including verification: read-back and source re-read),
   full decompression, a 2-s window of one well;
 * the baseline, mtscomp-style: 1 s x all channels chunks, delta along time,
   zlib level 6, 2 threads: ratio, compression, decompression, a 2-s window of one
   well (whole chunks must be decompressed);
-* spike detection from the original ``.raw`` and from the archive.
+* spike detection from the original ``.raw`` and from the archive, alternated, best of
+  ``--repeats``.
+
+The load average is printed before and after: the target machine has 2 cores, and
+above a load of 2 every wall-time figure is slowed; CPU seconds (all threads) are
+printed beside wall times for decompression and detection, as they are less sensitive to
+other processes.
 
     uv run python benchmarks/bench_archive.py --duration-s 20
 """
@@ -154,10 +161,24 @@ def codec_table(counts: np.ndarray, fs: int, wells: list[np.ndarray], duration_s
         codec = numcodecs.PCodec(level=level)
         return codec.encode, lambda b, shape: np.asarray(codec.decode(b)).reshape(shape)
 
+    def pco_time_major(level: int) -> tuple[Callable, Callable]:
+        """The same chunks stored (samples, channels), as readers want them (no transpose
+        on reading, but pcodec's deltas then run across channels)."""
+        codec = numcodecs.PCodec(level=level)
+
+        def enc(c: np.ndarray) -> bytes:
+            return codec.encode(np.ascontiguousarray(c.T))
+
+        def dec(b: bytes, shape: tuple[int, int]) -> np.ndarray:
+            return np.asarray(codec.decode(b)).reshape(shape[::-1]).T
+
+        return enc, dec
+
     numcodecs.blosc.set_nthreads(1)
     candidates = {
         "pcodec-4": pco(4),
         "pcodec-8": pco(8),
+        "pcodec-8 stored (samples, channels)": pco_time_major(8),
         "delta+blosc-zstd5-bitshuffle": delta_blosc(5),
         "delta+blosc-zstd9-bitshuffle": delta_blosc(9),
     }
@@ -267,7 +288,7 @@ def main() -> None:
         )
         codecs = codec_table(counts, fs, well_cols, args.duration_s)
         for name, row in codecs.items():
-            print(f"  codec {name:32s} {row}")
+            print(f"  codec {name:36s} {row}")
         print(f"load average before: {_load()}")
         base = baseline(counts, fs, args.duration_s, well_cols[1])
         arch = archive_figures(raw, root, args.duration_s, repeats=args.repeats)
