@@ -137,6 +137,26 @@ def test_sequential_reads_with_a_small_cache_are_exact(
         assert arc._cache_bytes <= max(cache_mb * 2**20, len(wells) * 2 * 16 * 12_500 * 2)
 
 
+def test_concurrent_reads_with_evictions_are_exact(plate: SynthPlate, archive: Path) -> None:
+    """Threads reading at once while chunks are evicted and their arrays reused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = formats.open_continuous(plate.raw_path)
+    whole = src.read_counts(0, src.n_samples)
+
+    def reader(seed: int) -> int:
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            a = int(rng.integers(0, arc.n_samples))
+            b = int(rng.integers(a, arc.n_samples + 1))
+            cols = rng.choice(len(arc.electrodes), size=int(rng.integers(1, 120)), replace=False)
+            np.testing.assert_array_equal(arc.read_counts(a, b, columns=cols), whole[a:b, cols])
+        return seed
+
+    with open_raw_archive(archive, cache_mb=2.0) as arc, ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(reader, range(4))) == [0, 1, 2, 3]
+
+
 def test_zarr_python_reads_the_same_samples(plate: SynthPlate, archive: Path) -> None:
     import zarr
 

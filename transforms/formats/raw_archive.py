@@ -342,6 +342,11 @@ def write_archive(
     return ArchiveInfo(dest, expected, _tree_bytes(dest), raw_bytes)
 
 
+#: How a column selection is copied out of chunks: per well, runs of consecutive output
+#: columns ``[j0, j1)`` and their rows in the well's array.
+_Plan = list[tuple[str, list[tuple[int, int, slice | np.ndarray]]]]
+
+
 class RawArchive(CountsSource):
     """An opened raw archive: a continuous source with random access to window x channels.
 
@@ -422,8 +427,8 @@ class RawArchive(CountsSource):
         self._local = threading.local()
         #: Where the last read ended: a read starting there is sequential (read ahead).
         self._last_stop: int | None = None
-        self._plan_key: bytes = b""
-        self._plan: list[tuple[str, list[tuple[int, int, slice | np.ndarray]]]] = []
+        #: The last column selection and its copy plan (one tuple: read by threads at once).
+        self._plan: tuple[bytes, _Plan] = (b"", [])
         # source column -> (well, row inside the well's array)
         self._where: list[tuple[str, int]] = [("", 0)] * len(self.electrodes)
         for w, cols in _wells_of(self.electrodes).items():
@@ -545,15 +550,14 @@ class RawArchive(CountsSource):
                     self._cache_bytes -= self._chunk_nbytes(key[0])
             raise
 
-    def _plan_for(
-        self, cols: np.ndarray
-    ) -> list[tuple[str, list[tuple[int, int, slice | np.ndarray]]]]:
+    def _plan_for(self, cols: np.ndarray) -> _Plan:
         """Per well, runs of consecutive output columns ``[j0, j1)`` and their rows in the
         well's array (a slice when consecutive too), so that a chunk is copied into the
         output with a few strided slice assignments, not a fancy-indexed scatter."""
         key = cols.tobytes()
-        if key == self._plan_key:
-            return self._plan
+        last_key, last_plan = self._plan
+        if key == last_key:
+            return last_plan
         by_well: dict[str, list[tuple[int, int]]] = {}
         for j, c in enumerate(cols.tolist()):
             well, row = self._where[c]
@@ -573,7 +577,7 @@ class RawArchive(CountsSource):
                     runs.append((picks[i][0], picks[e - 1][0] + 1, np.asarray(rows)))
                 i = e
             plan.append((well, runs))
-        self._plan_key, self._plan = key, plan
+        self._plan = (key, plan)
         return plan
 
     def read_counts(
