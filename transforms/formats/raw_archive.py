@@ -39,7 +39,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -63,6 +63,10 @@ DEFAULT_LEVEL: Final = 8
 DEFAULT_CHUNK_S: Final = 1.0
 #: Seconds of all wells read from the source and written per step (bounds memory).
 WRITE_SLAB_S: Final = 8.0
+#: Decoded chunks an opened archive keeps (MiB). Enough for the detector's 10-s noise
+#: window of a 768-channel 12.5-kHz plate (192 MB), which it reads again right after
+#: estimating the noise; a larger plate decodes that window twice, nothing worse.
+DEFAULT_CACHE_MB: Final = 256
 
 
 class ArchivedTreatment(NamedTuple):
@@ -126,6 +130,11 @@ def _encode_chunk(block: np.ndarray, level: int) -> bytes:
     return bytes(body) + google_crc32c.value(bytes(body)).to_bytes(4, "little")
 
 
+#: CRC-32C of any message followed by its own CRC-32C (little-endian): checking a chunk
+#: with its trailer in one pass needs no copy of the body.
+_CRC32C_RESIDUE: Final = 0x48674BC7
+
+
 def _decode_chunk(blob: bytes, out: np.ndarray, *, what: str) -> None:
     """Check a chunk's CRC32C and decompress it into ``out`` (C-contiguous, full chunk).
 
@@ -137,11 +146,12 @@ def _decode_chunk(blob: bytes, out: np.ndarray, *, what: str) -> None:
     import google_crc32c
     from pcodec import standalone
 
-    body, trailer = blob[:-4], blob[-4:]
-    if len(blob) < 4 or google_crc32c.value(body) != int.from_bytes(trailer, "little"):
+    if len(blob) < 4 or google_crc32c.value(blob) != _CRC32C_RESIDUE:
         raise DecodeError(f"{what}: checksum mismatch (CRC32C): the chunk is corrupt")
     try:
-        n = standalone.simple_decompress_into(body, out.reshape(-1))
+        # a pcodec standalone file ends with its own terminator: the 4-byte trailer
+        # after it is not read (no copy of the body without it)
+        n = standalone.simple_decompress_into(blob, out.reshape(-1))
     except (RuntimeError, ValueError) as exc:
         raise DecodeError(f"{what}: undecodable chunk ({exc})") from exc
     got = getattr(n, "n_processed", None)
@@ -332,6 +342,11 @@ def write_archive(
     return ArchiveInfo(dest, expected, _tree_bytes(dest), raw_bytes)
 
 
+#: How a column selection is copied out of chunks: per well, runs of consecutive output
+#: columns ``[j0, j1)`` and their rows in the well's array.
+_Plan = list[tuple[str, list[tuple[int, int, slice | np.ndarray]]]]
+
+
 class RawArchive(CountsSource):
     """An opened raw archive: a continuous source with random access to window x channels.
 
@@ -344,7 +359,14 @@ class RawArchive(CountsSource):
         Provenance of the archived source.
     """
 
-    def __init__(self, path: Path, *, require_complete: bool = True, workers: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        require_complete: bool = True,
+        workers: int = 2,
+        cache_mb: float = DEFAULT_CACHE_MB,
+    ) -> None:
         import zarr
 
         self.path = path
@@ -391,9 +413,22 @@ class RawArchive(CountsSource):
         self._chunk = int(attrs["chunk_samples"])
         self._pool = ThreadPoolExecutor(max(1, workers))
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        #: Decoded chunks kept: three seconds of every well.
-        self._cache_size = 3 * max(1, len(self._rows))
+        #: Decoded chunks, done or being decoded, least recently used first; each is
+        #: (samples, electrodes of the well), time-major like the reads.
+        self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = max(0, int(cache_mb * 2**20))
+        #: Chunks a read is copying from (never evicted meanwhile): key -> readers.
+        self._pins: dict[tuple[str, int], int] = {}
+        #: Arrays of evicted chunks, reused for new ones (a fresh 1.6 MB array costs
+        #: its page faults again: about a quarter of a read's CPU, measured).
+        self._free: list[np.ndarray] = []
+        self._free_max = 2 * max(1, len(self._rows))
+        self._local = threading.local()
+        #: Where the last read ended: a read starting there is sequential (read ahead).
+        self._last_stop: int | None = None
+        #: The last column selection and its copy plan (one tuple: read by threads at once).
+        self._plan: tuple[bytes, _Plan] = (b"", [])
         # source column -> (well, row inside the well's array)
         self._where: list[tuple[str, int]] = [("", 0)] * len(self.electrodes)
         for w, cols in _wells_of(self.electrodes).items():
@@ -407,7 +442,10 @@ class RawArchive(CountsSource):
         self.close()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._cache.clear()
+            self._cache_bytes = 0
 
     def __repr__(self) -> str:
         return (
@@ -436,31 +474,111 @@ class RawArchive(CountsSource):
             blob = _chunk_file(self.path / "wells" / well, k).read_bytes()
         except OSError as exc:
             raise DecodeError(f"{what}: missing or unreadable ({exc})") from exc
-        out = np.empty((self._rows[well], self._chunk), dtype=self._dtype)
-        _decode_chunk(blob, out, what=what)
+        shape = (self._rows[well], self._chunk)
+        scratch: np.ndarray | None = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.shape != shape:
+            scratch = self._local.scratch = np.empty(shape, dtype=self._dtype)
+        _decode_chunk(blob, scratch, what=what)
+        out = None
+        with self._lock:
+            for i, a in enumerate(self._free):
+                if a.shape == shape[::-1]:
+                    out = self._free.pop(i)
+                    break
+        if out is None:
+            out = np.empty(shape[::-1], dtype=self._dtype)
+        # transposed while the decoded chunk is still in this core's cache
+        np.copyto(out, scratch.T)
         return out
 
-    def _chunks(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
-        """Decoded chunks, from the cache or decompressed in parallel (then cached).
+    def _chunk_nbytes(self, well: str) -> int:
+        return self._rows[well] * self._chunk * self._dtype.itemsize
 
-        The cache holds the last few chunks of every well, so a reader whose windows
-        do not fall on chunk borders (detection's filter blocks) or that reads the
-        columns of one well in several calls decompresses each chunk once.
+    def _futures(self, keys: list[tuple[str, int]], *, pin: bool) -> list[Future[np.ndarray]]:
+        """Decoded chunks of ``keys``: cached, being decoded, or submitted to the pool now.
+
+        The cache holds recently read chunks up to ``cache_mb``, so a reader whose windows
+        do not fall on chunk borders (detection's filter blocks), that reads the columns
+        of one well in several calls, or that reads a window again (the detector's noise
+        window, then the same seconds for detection) decompresses each chunk once.
+        ``pin`` keeps the chunks from eviction until :meth:`_unpin` (a read copying them).
         """
         with self._lock:
-            found = {key: self._cache[key] for key in keys if key in self._cache}
-            for key in found:
-                self._cache.move_to_end(key)
-        missing = [key for key in keys if key not in found]
-        jobs = [self._pool.submit(self._load, w, k) for w, k in missing]
-        for key, job in zip(missing, jobs, strict=True):
-            found[key] = job.result()
+            futures = []
+            for key in keys:
+                fut = self._cache.get(key)
+                if fut is None:
+                    fut = self._pool.submit(self._load, *key)
+                    self._cache[key] = fut
+                    self._cache_bytes += self._chunk_nbytes(key[0])
+                else:
+                    self._cache.move_to_end(key)
+                if pin:
+                    self._pins[key] = self._pins.get(key, 0) + 1
+                futures.append(fut)
+            if self._cache_bytes > self._cache_limit:
+                wanted = set(keys)  # never the chunks just asked for
+                for key in list(self._cache):  # least recently used first
+                    if self._cache_bytes <= self._cache_limit:
+                        break
+                    if key in wanted or key in self._pins:
+                        continue
+                    self._drop(key)
+        return futures
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        """Evict a chunk (lock held); its array is reused if decoded and not being read."""
+        fut = self._cache.pop(key)
+        self._cache_bytes -= self._chunk_nbytes(key[0])
+        if fut.done() and fut.exception() is None and len(self._free) < self._free_max:
+            self._free.append(fut.result())
+
+    def _unpin(self, keys: list[tuple[str, int]]) -> None:
         with self._lock:
-            for key in missing:
-                self._cache[key] = found[key]
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return found
+            for key in keys:
+                left = self._pins.pop(key) - 1
+                if left:
+                    self._pins[key] = left
+
+    def _result(self, key: tuple[str, int], fut: Future[np.ndarray]) -> np.ndarray:
+        try:
+            return fut.result()
+        except DecodeError:
+            with self._lock:  # not cached: a repaired chunk is read again
+                if self._cache.get(key) is fut:
+                    del self._cache[key]
+                    self._cache_bytes -= self._chunk_nbytes(key[0])
+            raise
+
+    def _plan_for(self, cols: np.ndarray) -> _Plan:
+        """Per well, runs of consecutive output columns ``[j0, j1)`` and their rows in the
+        well's array (a slice when consecutive too), so that a chunk is copied into the
+        output with a few strided slice assignments, not a fancy-indexed scatter."""
+        key = cols.tobytes()
+        last_key, last_plan = self._plan
+        if key == last_key:
+            return last_plan
+        by_well: dict[str, list[tuple[int, int]]] = {}
+        for j, c in enumerate(cols.tolist()):
+            well, row = self._where[c]
+            by_well.setdefault(well, []).append((j, row))
+        plan = []
+        for well, picks in by_well.items():
+            runs: list[tuple[int, int, slice | np.ndarray]] = []
+            i = 0
+            while i < len(picks):
+                e = i + 1
+                while e < len(picks) and picks[e][0] == picks[e - 1][0] + 1:
+                    e += 1
+                rows = [r for _, r in picks[i:e]]
+                if rows == list(range(rows[0], rows[0] + len(rows))):
+                    runs.append((picks[i][0], picks[e - 1][0] + 1, slice(rows[0], rows[-1] + 1)))
+                else:
+                    runs.append((picks[i][0], picks[e - 1][0] + 1, np.asarray(rows)))
+                i = e
+            plan.append((well, runs))
+        self._plan = (key, plan)
+        return plan
 
     def read_counts(
         self,
@@ -473,7 +591,10 @@ class RawArchive(CountsSource):
         """Stored counts of frames ``[start_sample, stop_sample)``, (samples, channels).
 
         Only the chunks of the wells the columns belong to and of the window are read
-        and decompressed. ``out`` as in the other sources.
+        and decompressed, in the thread pool. A read that starts where the previous one
+        ended (a stream: detection, a full read) has the chunks of the next window of
+        the same length decompressed meanwhile, so that they are ready when asked for.
+        ``out`` as in the other sources.
         """
         start = max(0, int(start_sample))
         stop = min(self.n_samples, int(stop_sample))
@@ -485,21 +606,28 @@ class RawArchive(CountsSource):
         dest = rows_of(out, max(0, stop - start), len(cols), self._dtype)
         if stop <= start or len(cols) == 0:
             return dest
-        by_well: dict[str, list[tuple[int, int]]] = {}
-        for j, c in enumerate(cols):
-            well, row = self._where[int(c)]
-            by_well.setdefault(well, []).append((j, row))
+        plan = self._plan_for(cols)
         size = self._chunk
         ks = range(start // size, -(-stop // size))
-        chunks = self._chunks([(w, k) for w in by_well for k in ks])
-        for well, picks in by_well.items():
-            js = np.fromiter((j for j, _ in picks), dtype=np.int64, count=len(picks))
-            rows = np.fromiter((r for _, r in picks), dtype=np.int64, count=len(picks))
-            for k in ks:
-                a, b = max(start, k * size), min(stop, (k + 1) * size)
-                dest[a - start : b - start, js] = chunks[(well, k)][
-                    rows, a - k * size : b - k * size
-                ].T
+        keys = [(w, k) for w, _ in plan for k in ks]
+        futures = self._futures(keys, pin=True)
+        try:
+            sequential = start == self._last_stop
+            self._last_stop = stop
+            if sequential and stop < self.n_samples and self._cache_limit:
+                ahead = min(self.n_samples, stop + (stop - start))
+                nxt = range(stop // size, -(-ahead // size))
+                self._futures([(w, k) for w, _ in plan for k in nxt], pin=False)
+            pending = iter(futures)
+            for well, runs in plan:
+                for k in ks:
+                    chunk = self._result((well, k), next(pending))
+                    a, b = max(start, k * size), min(stop, (k + 1) * size)
+                    part = chunk[a - k * size : b - k * size]
+                    for j0, j1, rows in runs:
+                        dest[a - start : b - start, j0:j1] = part[:, rows]
+        finally:
+            self._unpin(keys)
         return dest
 
     def verify(self) -> str:
@@ -519,12 +647,19 @@ class RawArchive(CountsSource):
         return got
 
 
-def _open(path: Path, *, require_complete: bool, workers: int = 2) -> RawArchive:
-    return RawArchive(path, require_complete=require_complete, workers=workers)
+def _open(
+    path: Path, *, require_complete: bool, workers: int = 2, cache_mb: float = DEFAULT_CACHE_MB
+) -> RawArchive:
+    return RawArchive(path, require_complete=require_complete, workers=workers, cache_mb=cache_mb)
 
 
-def open_raw_archive(path: str | Path) -> RawArchive:
+def open_raw_archive(
+    path: str | Path, *, workers: int = 2, cache_mb: float = DEFAULT_CACHE_MB
+) -> RawArchive:
     """Open a complete (verified) raw archive.
+
+    ``workers`` threads decompress chunks; ``cache_mb`` bounds the decoded chunks kept
+    (0: none kept, no read-ahead).
 
     Raises
     ------
@@ -533,4 +668,4 @@ def open_raw_archive(path: str | Path) -> RawArchive:
     UnsupportedRecording
         Not a Neurocyte raw archive, or an unknown plate type.
     """
-    return _open(Path(path), require_complete=True)
+    return _open(Path(path), require_complete=True, workers=workers, cache_mb=cache_mb)
