@@ -40,7 +40,8 @@ Endpoints (all GET, under ``/neurocyte``)::
     /qc-report/, /qc-report/{file_id}  offline QC reports: every batch; one file's
     POST /api/uploads               open a resumable upload (curator role): file name,
                                     size, lab/condition/timepoint, sidecar fields
-    PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk); 409 + where to resume
+    PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk, or one S3 multipart
+                                    part); 409 + where to resume
     /api/uploads/{id}               bytes received, stage: uploading, landed, published,
                                     quarantined or failed (with the reason)
     /api/curation[?file_id=]        curator actions (curation_log), newest first
@@ -94,7 +95,8 @@ RAW_JSON_MAX_POINTS: Final = 20_000
 #: Serialises this process's catalog publishes after curation actions (log_seq and the
 #: temporary catalog file name are per process).
 _PUBLISH_LOCK: Final = threading.Lock()
-#: The HTML pages besides the overview (``/neurocyte/<page>.html``): shells holding no data.
+#: The HTML pages besides the overview (``/neurocyte/<page>.html``): one shell holding no
+#: data (``neurocyte_static/page.html``), its ``body[data-page]`` naming the page.
 PAGES: Final = frozenset({"search", "cell", "plate", "upload"})
 
 
@@ -246,10 +248,11 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/{page}.html", include_in_schema=False)
-    def page(page: str) -> FileResponse:
+    def page(page: str) -> HTMLResponse:
         if page not in PAGES:
             raise HTTPException(404, f"no page {page!r}")
-        return FileResponse(STATIC_DIR / f"{page}.html", headers={"Cache-Control": "no-cache"})
+        shell = (STATIC_DIR / "page.html").read_text(encoding="utf-8")
+        return HTMLResponse(shell.replace("{page}", page), headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -487,9 +490,7 @@ def create_app(
 
     def upload_state(session: dict[str, Any]) -> dict[str, Any]:
         """The session plus where its file is in the pipeline (from ingest_log)."""
-        from transforms.lake.storage import sha256
-
-        out = {k: v for k, v in session.items() if k != "user"}
+        out = {k: v for k, v in session.items() if k not in ("user", "s3_upload_id")}
         out["stage"] = "uploading"
         if not session["done"]:
             return out
@@ -497,13 +498,8 @@ def create_app(
             out["stage"] = "landed: plate map (read with the recordings beside it)"
             return out
         out["stage"] = "landed: waiting for the ingest DAG"
-        path = Path(landing_root()) / session["destination"]
-        if not path.is_file():
-            return out
-        file_id = sha256(path)
-        out["file_id"] = file_id
         with catalog() as con:
-            attempt = None if con is None else dashboard.latest_attempt(con, file_id)
+            attempt = None if con is None else dashboard.latest_attempt(con, session["file_id"])
         if attempt is not None:
             out["stage"] = attempt["status"]
             out["reason"] = attempt["reason"]
@@ -550,19 +546,25 @@ def create_app(
         from transforms.serve import upload
 
         require_curator(user)
-        state = await run_in_threadpool(upload.status, landing_root(), upload_id)
-        if offset != state["received_bytes"] and not state["done"]:
-            raise HTTPException(409, {"detail": "resume at received_bytes", **upload_state(state)})
-        received = offset
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            state = await run_in_threadpool(
-                functools.partial(
-                    upload.append, landing_root(), upload_id, offset=received, chunks=[chunk]
-                )
+        try:
+            writer = await run_in_threadpool(
+                functools.partial(upload.open_chunk, landing_root(), upload_id, offset=offset)
             )
-            received = state["received_bytes"]
+        except upload.UploadConflict:
+            state = await run_in_threadpool(upload.status, landing_root(), upload_id)
+            if state["done"] and offset == state["size_bytes"]:
+                return await run_in_threadpool(upload_state, state)
+            raise HTTPException(
+                409, {"detail": "resume at received_bytes", **upload_state(state)}
+            ) from None
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    await run_in_threadpool(writer.write, chunk)
+        except BaseException:  # a dropped connection: keep (local) or drop (S3) this chunk
+            await run_in_threadpool(writer.abort)
+            raise
+        state = await run_in_threadpool(writer.close)
         return await run_in_threadpool(upload_state, state)
 
     @api.get("/curation")
