@@ -353,13 +353,7 @@ def create_app(
         file_id: str, max_points: Annotated[int, Query(ge=100, le=50_000)] = 4000
     ) -> dict[str, Any]:
         def build(con: Any) -> dict[str, Any]:
-            picks = dashboard.example_sweep_numbers(con, file_id)
-            sweeps = []
-            for p in picks:
-                trace = dashboard.sweep_trace(
-                    con, file_id, int(p["sweep_number"]), lake=lake_root(), max_points=max_points
-                )
-                sweeps.append({**trace, "role": p["role"]})
+            sweeps = dashboard.example_sweeps(con, file_id, lake=lake_root(), max_points=max_points)
             return {
                 "available": bool(sweeps),
                 "message": "" if sweeps else "no sweeps",
