@@ -278,13 +278,17 @@ def test_every_api_endpoint_answers_401_without_a_login(server, browser) -> None
             f"api/cells/{fid}",
             f"api/plates/{fid}",
             "api/curation",
+            "api/uploads/" + "f" * 32,
             "api/download/mea_spikes.csv",
             "qc-report/",
             "qc-docs/index.html",
         ):
             r = context.request.get(f"{server['base']}/neurocyte/{path}")
             assert r.status == 401, (path, r.status)
-        r = context.request.post(f"{server['base']}/neurocyte/api/curation", data={})
+        for path in ("api/curation", "api/uploads"):
+            r = context.request.post(f"{server['base']}/neurocyte/{path}", data={})
+            assert r.status == 401, path
+        r = context.request.put(f"{server['base']}/neurocyte/api/uploads/{'f' * 32}?offset=0")
         assert r.status == 401
     finally:
         context.close()
@@ -555,6 +559,7 @@ def test_upload_page_triggers_the_scheduler_and_follows_files_to_published(
             assert steps[0] == "landed" and steps[-1] == "published", seen
             assert "QC" in steps, seen
             assert [order.index(s) for s in steps] == sorted(order.index(s) for s in steps), seen
+            print(f"{name}: {seen}")
         bad = page.locator(f"#upload-table tr[data-file='{junk.name}']")
         assert "bad" in (bad.get_attribute("class") or "")
         assert junk.name in bad.locator("td.reason").inner_text()

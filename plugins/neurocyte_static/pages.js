@@ -266,7 +266,7 @@ async function uploadPage() {
   const list = el("table", { class: "data", id: "upload-table" });
   list.append(el("thead", {}, el("tr", {}, ...["File", "Bytes", "Sent", "Stage", "Reason"].map((h) => el("th", { text: h })))), el("tbody"));
   main.append(el("h2", { text: "Upload recordings" }),
-    el("p", { class: "hint", text: "Files stream to the landing zone in 1 MiB chunks and resume after a dropped connection; the form's values become the sidecar. The ingest DAG is then triggered and each file followed to published or quarantined." }),
+    el("p", { class: "hint", text: "Files stream to the landing zone in chunks (1 MiB; 8 MiB parts on S3) and resume after a dropped connection; the form's values become the sidecar. The ingest DAG is then triggered and each file followed: landed → sensed → extracted → QC → published, quarantined or failed, with the reason." }),
     form, drop, picker, list);
   const runNote = el("p", { id: "ingest-run", class: "hint" });
   main.append(runNote);
@@ -334,6 +334,7 @@ function setStage(row, cell, name) {
   const key = name.split(":")[0];
   const seen = row.dataset.stages ? row.dataset.stages.split(">") : [];
   if (seen[seen.length - 1] !== key) row.dataset.stages = [...seen, key].join(">");
+  cell.title = row.dataset.stages.split(">").join(" → ");
   row.classList.toggle("bad", ["failed", "quarantined", "not ingested", "refused", "upload failed"].includes(key));
 }
 
