@@ -536,6 +536,7 @@ def create_app(
         """Bytes of the request body written at ``offset``, streamed to disk chunk by
         chunk (409 with the received size when ``offset`` is not where it ends)."""
         from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
 
         from transforms.serve import upload
 
@@ -555,7 +556,11 @@ def create_app(
             async for chunk in request.stream():
                 if chunk:
                     await run_in_threadpool(writer.write, chunk)
-        except BaseException:  # a dropped connection: keep (local) or drop (S3) this chunk
+        except ClientDisconnect:  # the client resumes at received_bytes: local files keep
+            await run_in_threadpool(writer.abort)  # what arrived, an S3 part is dropped whole
+            log.info("upload %s: connection dropped mid-chunk", upload_id)
+            raise HTTPException(400, "connection dropped: resume at received_bytes") from None
+        except BaseException:
             await run_in_threadpool(writer.abort)
             raise
         state = await run_in_threadpool(writer.close)

@@ -275,3 +275,117 @@ def test_upload_to_an_s3_landing_zone_in_multipart_parts_resumes_and_publishes(
             assert st["stage"] == "published", st
             plate_page = c2.get(f"/api/plates/{st_id}").json()
             assert {w["condition"] for w in plate_page["wells"]} == {"WT", "KO"}  # its plate map
+
+
+def _serve(app: Any) -> tuple[Any, Any, int]:
+    """The app on a real uvicorn server on 127.0.0.1 (a thread); (server, thread, port)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return server, thread, port
+
+
+def _dropped_put(port: int, path: str, body: bytes, *, announced: int) -> None:
+    """A PUT announcing ``announced`` bytes whose connection drops after ``body``."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        head = (
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {announced}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        s.sendall(head.encode() + body)
+
+
+def _received(client: Any, uid: str, expected: int) -> int:
+    """The session's received bytes once the server has handled the disconnect."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        got = int(client.get(f"/api/uploads/{uid}").json()["received_bytes"])
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("zone", ["local", "s3"])
+def test_a_connection_dropped_mid_chunk_resumes(
+    zone: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a real HTTP server, a PUT whose connection drops mid-body: a local landing zone
+    keeps the bytes that arrived (the client resumes there), an S3 one discards the cut-off
+    part whole (S3 parts are atomic); resuming at ``received_bytes`` completes the file
+    byte for byte."""
+    import contextlib
+
+    import httpx
+
+    from tests.s3server import moto_server
+    from transforms.lake.storage import sha256
+    from transforms.serve import upload
+
+    data = (REAL_ABF.read_bytes() * 8)[: 7 * 1024 * 1024]  # over S3's 5 MiB minimum part
+    cut = 3 * 1024 * 1024
+    with contextlib.ExitStack() as stack:
+        if zone == "s3":
+            s3 = stack.enter_context(moto_server(log=tmp_path / "moto.log"))
+            s3.create_bucket("droplanding")
+            for key, value in s3.env().items():
+                monkeypatch.setenv(key, value)
+            landing = "s3://droplanding/zone"
+        else:
+            landing = str(tmp_path / "landing")
+        test_client = stack.enter_context(_client(tmp_path / "lake", landing, "op"))
+        app = test_client.app
+        server, thread, port = _serve(app)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=60) as c:
+                session = c.post(
+                    "/api/uploads",
+                    json={
+                        "file_name": "dropped.abf",
+                        "size_bytes": len(data),
+                        "lab": "labD",
+                        "condition": "WT",
+                        "timepoint": "P7",
+                    },
+                ).json()
+                uid = session["upload_id"]
+                _dropped_put(port, f"/api/uploads/{uid}?offset=0", data[:cut], announced=len(data))
+                expected = cut if zone == "local" else 0
+                assert _received(c, uid, expected) == expected
+                if expected:  # a client restarting from 0: 409 and where to resume
+                    r = c.put(f"/api/uploads/{uid}", params={"offset": 0}, content=data)
+                    assert r.status_code == 409
+                    assert r.json()["detail"]["received_bytes"] == expected
+                else:  # a chunk too small to be an S3 part (and not the last): refused
+                    r = c.put(f"/api/uploads/{uid}", params={"offset": 0}, content=data[:10])
+                    assert r.status_code == 400
+                    assert _received(c, uid, 0) == 0
+                r = c.put(
+                    f"/api/uploads/{uid}", params={"offset": expected}, content=data[expected:]
+                )
+                assert r.status_code == 200, r.text
+                done = r.json()
+                assert done["done"] and done["received_bytes"] == len(data)
+            dest = f"{landing}/labD/WT/P7/dropped.abf"
+            assert done["file_id"] == sha256(dest) == upload.status(landing, uid)["file_id"]
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
