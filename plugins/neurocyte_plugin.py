@@ -42,6 +42,7 @@ Endpoints (all GET, under ``/neurocyte``)::
                                     size, lab/condition/timepoint, sidecar fields
     PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk, or one S3 multipart
                                     part); 409 + where to resume
+    DELETE /api/uploads/{id}        drop an unfinished upload and its bytes (curator role)
     /api/uploads/{id}               bytes received, stage: uploading, landed, published,
                                     quarantined or failed (with the reason)
     /api/curation[?file_id=]        curator actions (curation_log), newest first
@@ -565,6 +566,18 @@ def create_app(
             raise
         state = await run_in_threadpool(writer.close)
         return await run_in_threadpool(upload_state, state)
+
+    @api.delete("/uploads/{upload_id}", status_code=204)
+    def upload_abort(
+        upload_id: str,
+        user: Any = Depends(get_user),  # noqa: B008
+    ) -> Response:
+        """Drop an unfinished upload and its bytes (a landed file is left alone)."""
+        from transforms.serve import upload
+
+        require_curator(user)
+        upload.abort(landing_root(), upload_id)
+        return Response(status_code=204)
 
     @api.get("/curation")
     def curation(file_id: str | None = None) -> dict[str, Any]:

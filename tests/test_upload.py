@@ -132,6 +132,16 @@ def test_upload_refusals(tmp_path: Path) -> None:
         assert r.status_code == 400 and "more than" in r.json()["detail"]
         assert c.get(f"/api/uploads/{uid}").json()["received_bytes"] == 0
         assert c.get("/api/uploads/" + "f" * 32).status_code == 400
+        # an unfinished upload dropped: its session and bytes are gone, nothing landed
+        uid = c.post("/api/uploads", json=body).json()["upload_id"]
+        assert (
+            c.put(f"/api/uploads/{uid}", params={"offset": 0}, content=b"x" * 4).status_code == 200
+        )
+        assert c.delete(f"/api/uploads/{uid}").status_code == 204
+        assert c.get(f"/api/uploads/{uid}").status_code == 400
+        assert [p.name for p in (landing / ".uploads").iterdir() if uid in p.name] == []
+    with _client(lake, landing, "viewer") as viewer:
+        assert viewer.delete(f"/api/uploads/{uid}").status_code == 403
 
 
 @pytest.mark.slow
@@ -257,6 +267,23 @@ def test_upload_to_an_s3_landing_zone_in_multipart_parts_resumes_and_publishes(
                 content=map_path.read_bytes(),
             )
             assert r.status_code == 200 and r.json()["done"], r.text
+            # an abandoned upload is dropped with its parts
+            other = c2.post(
+                "/api/uploads",
+                json={
+                    "file_name": "abandoned.abf",
+                    "size_bytes": 2 * part,
+                    "lab": "labS",
+                    "condition": "WT",
+                    "timepoint": "DIV14",
+                },
+            ).json()
+            r = c2.put(
+                f"/api/uploads/{other['upload_id']}", params={"offset": 0}, content=b"\0" * part
+            )
+            assert r.status_code == 200
+            assert c2.delete(f"/api/uploads/{other['upload_id']}").status_code == 204
+            assert client.list_multipart_uploads(Bucket="uplanding").get("Uploads", []) == []
             # the DAG's steps on the S3 landing zone: the page's run names the landed file,
             # so it is read at once although it is younger than settle_s
             monkeypatch.setenv("NEUROCYTE_LANDING", landing)
