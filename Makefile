@@ -46,7 +46,7 @@ demo: sync
 		FROM ingest_log ORDER BY file_name"
 	@echo
 	@echo "catalog:  $(DEMO_DIR)/lake/catalog.duckdb   (duckdb -readonly $(DEMO_DIR)/lake/catalog.duckdb)"
-	@echo "QC docs:  $(DEMO_DIR)/lake/qc/docs/index.html"
+	@echo "QC reports: $(DEMO_DIR)/lake/qc/reports/index.html   (offline; GX Data Docs in qc/docs)"
 
 test: sync
 	$(RUN) pytest

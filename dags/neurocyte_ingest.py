@@ -78,6 +78,13 @@ def _landing_part(part: str) -> str:
             "of each lab's <landing>/<lab>/neurocyte.toml",
         ),
         "settle_s": Param(30, type="number", description="seconds a file must be unchanged"),
+        "uploaded": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="landing paths (lab/condition/timepoint/name) the Neurocyte page's "
+            "upload landed whole: read at once, not held back by settle_s",
+        ),
         "max_wait_s": Param(
             600, type="number", description="how long to wait for new files (0: check once)"
         ),
@@ -117,6 +124,7 @@ def neurocyte_ingest() -> None:
             settle_s=float(params["settle_s"]),
             include_attempted=bool(params["force"]),
             params_file=params["params_file"] or None,
+            complete=list(params["uploaded"] or ()),
         )
         if not found and float(params["max_wait_s"]) <= 0:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -165,6 +173,7 @@ def neurocyte_ingest() -> None:
                         settle_s=float(params["settle_s"]),
                         include_attempted=bool(params["force"]),
                         params_file=params["params_file"] or None,
+                        complete=list(params["uploaded"] or ()),
                     )
                 ]
         if not found:

@@ -40,7 +40,9 @@ Endpoints (all GET, under ``/neurocyte``)::
     /qc-report/, /qc-report/{file_id}  offline QC reports: every batch; one file's
     POST /api/uploads               open a resumable upload (curator role): file name,
                                     size, lab/condition/timepoint, sidecar fields
-    PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk); 409 + where to resume
+    PUT /api/uploads/{id}?offset=   the next bytes (streamed to disk, or one S3 multipart
+                                    part); 409 + where to resume
+    DELETE /api/uploads/{id}        drop an unfinished upload and its bytes (curator role)
     /api/uploads/{id}               bytes received, stage: uploading, landed, published,
                                     quarantined or failed (with the reason)
     /api/curation[?file_id=]        curator actions (curation_log), newest first
@@ -94,7 +96,8 @@ RAW_JSON_MAX_POINTS: Final = 20_000
 #: Serialises this process's catalog publishes after curation actions (log_seq and the
 #: temporary catalog file name are per process).
 _PUBLISH_LOCK: Final = threading.Lock()
-#: The HTML pages besides the overview (``/neurocyte/<page>.html``): shells holding no data.
+#: The HTML pages besides the overview (``/neurocyte/<page>.html``): one shell holding no
+#: data (``neurocyte_static/page.html``), its ``body[data-page]`` naming the page.
 PAGES: Final = frozenset({"search", "cell", "plate", "upload"})
 
 
@@ -246,10 +249,11 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/{page}.html", include_in_schema=False)
-    def page(page: str) -> FileResponse:
+    def page(page: str) -> HTMLResponse:
         if page not in PAGES:
             raise HTTPException(404, f"no page {page!r}")
-        return FileResponse(STATIC_DIR / f"{page}.html", headers={"Cache-Control": "no-cache"})
+        shell = (STATIC_DIR / "page.html").read_text(encoding="utf-8")
+        return HTMLResponse(shell.replace("{page}", page), headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -350,13 +354,7 @@ def create_app(
         file_id: str, max_points: Annotated[int, Query(ge=100, le=50_000)] = 4000
     ) -> dict[str, Any]:
         def build(con: Any) -> dict[str, Any]:
-            picks = dashboard.example_sweep_numbers(con, file_id)
-            sweeps = []
-            for p in picks:
-                trace = dashboard.sweep_trace(
-                    con, file_id, int(p["sweep_number"]), lake=lake_root(), max_points=max_points
-                )
-                sweeps.append({**trace, "role": p["role"]})
+            sweeps = dashboard.example_sweeps(con, file_id, lake=lake_root(), max_points=max_points)
             return {
                 "available": bool(sweeps),
                 "message": "" if sweeps else "no sweeps",
@@ -487,9 +485,7 @@ def create_app(
 
     def upload_state(session: dict[str, Any]) -> dict[str, Any]:
         """The session plus where its file is in the pipeline (from ingest_log)."""
-        from transforms.lake.storage import sha256
-
-        out = {k: v for k, v in session.items() if k != "user"}
+        out = {k: v for k, v in session.items() if k not in ("user", "s3_upload_id")}
         out["stage"] = "uploading"
         if not session["done"]:
             return out
@@ -497,13 +493,8 @@ def create_app(
             out["stage"] = "landed: plate map (read with the recordings beside it)"
             return out
         out["stage"] = "landed: waiting for the ingest DAG"
-        path = Path(landing_root()) / session["destination"]
-        if not path.is_file():
-            return out
-        file_id = sha256(path)
-        out["file_id"] = file_id
         with catalog() as con:
-            attempt = None if con is None else dashboard.latest_attempt(con, file_id)
+            attempt = None if con is None else dashboard.latest_attempt(con, session["file_id"])
         if attempt is not None:
             out["stage"] = attempt["status"]
             out["reason"] = attempt["reason"]
@@ -546,24 +537,47 @@ def create_app(
         """Bytes of the request body written at ``offset``, streamed to disk chunk by
         chunk (409 with the received size when ``offset`` is not where it ends)."""
         from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
 
         from transforms.serve import upload
 
         require_curator(user)
-        state = await run_in_threadpool(upload.status, landing_root(), upload_id)
-        if offset != state["received_bytes"] and not state["done"]:
-            raise HTTPException(409, {"detail": "resume at received_bytes", **upload_state(state)})
-        received = offset
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            state = await run_in_threadpool(
-                functools.partial(
-                    upload.append, landing_root(), upload_id, offset=received, chunks=[chunk]
-                )
+        try:
+            writer = await run_in_threadpool(
+                functools.partial(upload.open_chunk, landing_root(), upload_id, offset=offset)
             )
-            received = state["received_bytes"]
+        except upload.UploadConflict:
+            state = await run_in_threadpool(upload.status, landing_root(), upload_id)
+            if state["done"] and offset == state["size_bytes"]:
+                return await run_in_threadpool(upload_state, state)
+            raise HTTPException(
+                409, {"detail": "resume at received_bytes", **upload_state(state)}
+            ) from None
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    await run_in_threadpool(writer.write, chunk)
+        except ClientDisconnect:  # the client resumes at received_bytes: local files keep
+            await run_in_threadpool(writer.abort)  # what arrived, an S3 part is dropped whole
+            log.info("upload %s: connection dropped mid-chunk", upload_id)
+            raise HTTPException(400, "connection dropped: resume at received_bytes") from None
+        except BaseException:
+            await run_in_threadpool(writer.abort)
+            raise
+        state = await run_in_threadpool(writer.close)
         return await run_in_threadpool(upload_state, state)
+
+    @api.delete("/uploads/{upload_id}", status_code=204)
+    def upload_abort(
+        upload_id: str,
+        user: Any = Depends(get_user),  # noqa: B008
+    ) -> Response:
+        """Drop an unfinished upload and its bytes (a landed file is left alone)."""
+        from transforms.serve import upload
+
+        require_curator(user)
+        upload.abort(landing_root(), upload_id)
+        return Response(status_code=204)
 
     @api.get("/curation")
     def curation(file_id: str | None = None) -> dict[str, Any]:

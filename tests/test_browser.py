@@ -18,10 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -64,92 +60,65 @@ def _chromium() -> str:
     pytest.skip("no chromium binary: run scripts/install_browser.sh (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"api-server exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"api-server not healthy after {timeout_s} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real Airflow on PostgreSQL: api-server (the plugin), scheduler (LocalExecutor,
+    parallelism 2), dag-processor and triggerer, with the project's DAGs unpaused; no
+    scheduled runs (``use_job_schedule = False``): only what the page triggers runs."""
+    from tests import airflow_cluster as ac
     from tests.test_dashboard import build_sample_lake
 
     _chromium()
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    missing = ac.missing_services()
+    drivers = ac.pg_driver()
+    if missing or drivers is None:
+        pytest.fail(f"missing {missing or 'a PostgreSQL driver'}: run scripts/ci_services.sh")
+    driver, async_driver = drivers
     root = tmp_path_factory.mktemp("browser")
     sample = build_sample_lake(root)
     home = root / "airflow"
-    (home / "dags").mkdir(parents=True)
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__AUTH_MANAGER": (
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-        ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "curator:op,viewer:viewer",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "NEUROCYTE_LAKE": str(sample.lake),
-        "NEUROCYTE_LANDING": str(root / "upload_landing"),
-    }
+    (home / "passwords.json").parent.mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps(PASSWORDS))
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=300,
-    )
-    port = _free_port()
-    log = root / "api-server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow",
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, ended as one below
+    landing = root / "upload_landing"
+    with ac.ServiceGroup() as infra, ac.postgres_server(infra) as pg:
+        af = ac.make_airflow_home(
+            home,
+            executor="LocalExecutor",
+            db_url=pg.url(driver),
+            parallelism=2,
+            extra_cfg={
+                "core": {
+                    "auth_manager": "airflow.api_fastapi.auth.managers.simple."
+                    "simple_auth_manager.SimpleAuthManager",
+                    "simple_auth_manager_users": "curator:op,viewer:viewer",
+                    "simple_auth_manager_passwords_file": str(home / "passwords.json"),
+                    "dags_are_paused_at_creation": "False",
+                },
+                "dag_processor": {"refresh_interval": "600", "min_file_process_interval": "600"},
+            },
+            secret_env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": pg.url(async_driver)},
+            env={"NEUROCYTE_LAKE": str(sample.lake), "NEUROCYTE_LANDING": str(landing)},
         )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(f"{base}/api/v2/monitor/health", proc, log)
-        yield {"base": base, "sample": sample, "log": log, "landing": root / "upload_landing"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        af.airflow("db", "migrate", timeout=400)
+        db = ac.MetaDB(pg.url(driver))
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            with ac.ServiceGroup() as cluster:
+                api = af.start(cluster, "api-server", "api-server")
+                for name in ("scheduler", "dag-processor", "triggerer"):
+                    af.start(cluster, name, name)
+                ac.wait_api_ready(af, api)
+                yield {
+                    "base": f"http://127.0.0.1:{af.api_port}",
+                    "sample": sample,
+                    "log": api.log,
+                    "landing": landing,
+                    "db": db,
+                    "cluster": cluster,
+                    "home": home,
+                }
+        finally:
+            db.close()
 
 
 @pytest.fixture(scope="module")
@@ -309,13 +278,17 @@ def test_every_api_endpoint_answers_401_without_a_login(server, browser) -> None
             f"api/cells/{fid}",
             f"api/plates/{fid}",
             "api/curation",
+            "api/uploads/" + "f" * 32,
             "api/download/mea_spikes.csv",
             "qc-report/",
             "qc-docs/index.html",
         ):
             r = context.request.get(f"{server['base']}/neurocyte/{path}")
             assert r.status == 401, (path, r.status)
-        r = context.request.post(f"{server['base']}/neurocyte/api/curation", data={})
+        for path in ("api/curation", "api/uploads"):
+            r = context.request.post(f"{server['base']}/neurocyte/{path}", data={})
+            assert r.status == 401, path
+        r = context.request.put(f"{server['base']}/neurocyte/api/uploads/{'f' * 32}?offset=0")
         assert r.status == 401
     finally:
         context.close()
@@ -514,21 +487,37 @@ def test_qc_report_of_a_quarantined_file_works_offline(server, browser) -> None:
         context.close()
 
 
-def test_upload_page_streams_files_and_follows_them_to_published(server, browser) -> None:
-    """Drop a real ABF, and a spike list with its plate map, on the upload page; the
-    page streams them, and follows them to published once the ingest ran (here the
-    DAG's own function, run by the test: this api-server has no scheduler)."""
-    from tests.conftest import ABF_DIR
-    from transforms.pipeline import ingest_paths
+def _row(name: str) -> str:
+    return f"document.querySelector(`#upload-table tr[data-file='${{{name}}}']`)"
 
+
+def test_upload_page_triggers_the_scheduler_and_follows_files_to_published(
+    server, browser, tmp_path: Path
+) -> None:
+    """Drop a real ABF, a spike list with its plate map and a file of junk on the upload
+    page: the page streams them into the landing zone, triggers ``neurocyte_ingest``
+    through Airflow's REST API, and the real scheduler runs it (LocalExecutor). The page
+    follows each file through sensed, extracted and QC to published; the junk file ends
+    failed with a message naming it, and nothing of it is published."""
+    from tests import airflow_cluster as ac
+    from tests.conftest import ABF_DIR
+
+    db, cluster = server["db"], server["cluster"]
+    ac.wait_dag_parsed(db, "neurocyte_ingest", cluster)
     shared_mea = ABF_DIR.parent / "mea"
+    junk = tmp_path / "junk_upload.abf"
+    junk.write_bytes(bytes(range(256)) * 64)
     files = [
         ABF_DIR / "File_axon_5.abf",
         shared_mea / "exampleRecording_1012016_plate1_DIV3_spike_list.csv.gz",
         shared_mea / "exampleRecording_1012016_plate1_expLog.csv",
+        junk,
     ]
     context = _login(browser, server)
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    t0 = time.monotonic()
     try:
         page.goto(f"{server['base']}/neurocyte/upload.html")
         page.fill("#upload-form input[name=lab]", "labUp")
@@ -536,27 +525,79 @@ def test_upload_page_streams_files_and_follows_them_to_published(server, browser
         page.fill("#upload-form input[name=timepoint]", "DIV3")
         page.fill("#upload-form input[name=species]", "Mus musculus")
         page.set_input_files("#file-input", [str(f) for f in files])
-        for f in files:
-            page.wait_for_function(
-                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
-                "?.dataset.stage?.startsWith('landed')",
-                arg=f.name,
-                timeout=120_000,
-            )
-        _shot(page, "upload_landed")
-        landing = server["landing"]
-        landed = landing / "labUp" / "WT" / "DIV3"
+        page.wait_for_function(
+            "() => document.getElementById('ingest-run')?.dataset.runId !== undefined",
+            timeout=120_000,
+        )
+        run_id = page.get_attribute("#ingest-run", "data-run-id")
+        assert run_id, page.inner_text("#ingest-run")  # the REST trigger was accepted
+        landed = server["landing"] / "labUp" / "WT" / "DIV3"
         assert sorted(p.name for p in landed.iterdir() if not p.name.endswith(".meta.json")) == (
             sorted(f.name for f in files)
         )
-        ingest_paths([landed], lake=str(server["sample"].lake), landing=str(landing))
-        for f in files[:2]:
+        final = {files[0].name: "published", files[1].name: "published", junk.name: "failed"}
+        ends = ["published", "quarantined", "failed", "not ingested"]
+        for name in final:  # each row reaches an end: published, ..., or "not ingested"
             page.wait_for_function(
-                "name => document.querySelector(`#upload-table tr[data-file='${name}']`)"
-                "?.dataset.stage === 'published'",
-                arg=f.name,
-                timeout=120_000,
+                f"([name, ends]) => ends.includes({_row('name')}?.dataset.stage)",
+                arg=[name, ends],
+                timeout=240_000,
             )
+        rows = page.locator("#upload-table tbody tr")
+        stages = {
+            rows.nth(k).get_attribute("data-file"): rows.nth(k).get_attribute("data-stage")
+            for k in range(rows.count())
+        }
+        assert {n: stages[n] for n in final} == final, page.inner_text("#upload-table")
+        t_done = time.monotonic()
         _shot(page, "upload_published")
+        # the page went through the run's stages in order, never backwards
+        order = ["landed", "sensed", "extracted", "QC", "published"]
+        for name in (files[0].name, files[1].name):
+            seen = page.get_attribute(f"#upload-table tr[data-file='{name}']", "data-stages")
+            steps = seen.split(">")
+            assert steps[0] == "landed" and steps[-1] == "published", seen
+            assert "QC" in steps, seen
+            assert [order.index(s) for s in steps] == sorted(order.index(s) for s in steps), seen
+            print(f"{name}: {seen}")
+        bad = page.locator(f"#upload-table tr[data-file='{junk.name}']")
+        assert "bad" in (bad.get_attribute("class") or "")
+        assert junk.name in bad.locator("td.reason").inner_text()
+        # one run, the page's: triggered through the REST API as the logged-in curator
+        # (Airflow records a request with a Referer as UI), run by the scheduler
+        state = ac.wait_run_finished(db, "neurocyte_ingest", run_id, cluster, timeout=120)
+        runs = db.rows(
+            "SELECT run_id, run_type, triggered_by, triggering_user_name, state, conf FROM dag_run"
+        )
+        assert [(r["run_id"], r["run_type"], r["triggering_user_name"]) for r in runs] == [
+            (run_id, "manual", "curator")
+        ], runs
+        assert state == "success"
+        assert str(runs[0]["triggered_by"]).upper().rsplit(".", 1)[-1] in ("UI", "REST_API")
+        tis = ac.task_instances(db, "neurocyte_ingest", run_id)
+        done = {(t["task_id"], t["state"]) for t in tis}
+        for task in ("wait_for_files", "plan_batches", "extract", "gate_and_commit", "publish"):
+            assert (task, "success") in done, tis
+        # nothing of the junk file is published; its failure names it
+        con = _catalog(server)
+        try:
+            junk_id = con.execute(
+                "SELECT file_id, status, reason FROM ingest_log WHERE file_name = ?", [junk.name]
+            ).fetchall()
+            assert [r[1] for r in junk_id] == ["failed"] and junk.name in junk_id[0][2]
+            for table in ("icephys_recordings", "icephys_sweeps", "icephys_cell_features"):
+                (n,) = con.execute(
+                    f"SELECT count(*) FROM {table} WHERE file_id = ?",
+                    [junk_id[0][0]],
+                ).fetchone()
+                assert n == 0, table
+            (n_new,) = con.execute(
+                "SELECT count(*) FROM icephys_recordings WHERE lab = 'labUp'"
+            ).fetchone()
+            assert n_new == 1
+        finally:
+            con.close()
+        assert errors == []
+        print(f"upload to published through the scheduler: {t_done - t0:.1f} s")
     finally:
         context.close()

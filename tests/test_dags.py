@@ -101,6 +101,9 @@ def test_ingest_dag_end_to_end_on_real_files(
         "SELECT condition, timepoint, count(*) FROM icephys_sweeps GROUP BY ALL ORDER BY ALL",
     )
     assert rows == [("KO", "P21", 10), ("WT", "P14", 17 + 7)]
+    # publish wrote the offline QC reports: the index names every file
+    index = (lake / "qc" / "reports" / "index.html").read_text()
+    assert all(name in index for name in statuses)
 
     # A second run finds nothing new: the sensor soft-fails, nothing changes.
     dagrun = dag.test(run_conf={"settle_s": 0, "max_wait_s": 0})

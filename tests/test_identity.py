@@ -225,3 +225,26 @@ def test_digest_inputs_are_raw_bytes_not_names(tmp_path: Path) -> None:
     ipfx = metadata_digest(a, **kw)
     params.write_text("[icephys]\nqc_profile = 'neurocyte'\n")
     assert metadata_digest(a, **kw) not in (without, ipfx)
+
+
+def test_files_an_upload_landed_whole_are_not_held_back_by_settle_s(tmp_path: Path) -> None:
+    """The DAG's ``uploaded`` param: named landing paths are read at once, any other file
+    still waits ``settle_s``, and a path cannot leave the landing zone."""
+    from transforms.errors import SpecError
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    up = land(landing, "171116sh_0018.abf", lab="labU", condition="WT", timepoint="P14")
+    land(landing, "190619B_0003.abf", lab="labU", condition="KO", timepoint="P21")
+
+    def found(*complete: str) -> list[str]:
+        return [
+            c.file_name
+            for c in new_files(
+                landing=str(landing), lake=str(lake), settle_s=3600.0, complete=complete
+            )
+        ]
+
+    assert found() == []  # both written just now
+    assert found("labU/WT/P14/171116sh_0018.abf") == [up.name]
+    with pytest.raises(SpecError):
+        found("labU/../../etc/passwd")

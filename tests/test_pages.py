@@ -268,6 +268,41 @@ def test_qc_report_names_the_file_and_its_failed_expectations_offline(
     assert page.status_code == 200 and "gain-error" in page.text
 
 
+def test_cli_prints_an_offline_qc_report_index_naming_every_file(
+    sample: SampleLake, con, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``neurocyte publish`` prints is the project's own static report index (the
+    GX Data Docs index it used to print needs CDNs and lists nothing offline): every
+    attempted file by name, each linking to a page beside it that names the file."""
+    from transforms.cli import main
+
+    assert main(["publish", "--lake", str(sample.lake)]) == 0
+    printed = capsys.readouterr().out
+    (line,) = [x for x in printed.splitlines() if x.startswith("QC reports: ")]
+    index = Path(line.removeprefix("QC reports: "))
+    assert index == sample.lake / "qc" / "reports" / "index.html" and index.is_file()
+    html = index.read_text()
+    assert "<style>" in html and "<script" not in html and "http" not in html
+    attempts = con.execute(
+        "SELECT DISTINCT file_id, file_name FROM ingest_log WHERE status <> 'duplicate'"
+    ).fetchall()
+    assert len(attempts) >= 6
+    for file_id, file_name in attempts:
+        assert f"href='{file_id}.html'>{file_name}</a>" in html
+        page = (index.parent / f"{file_id}.html").read_text()
+        assert f"<b id='file-name'>{file_name}</b>" in page
+        assert "href='index.html'" in page and "http" not in page
+    bad = sample.outcomes["WT-P14-c01-gain-error.abf"]
+    assert "v_baseline_mv" in (index.parent / f"{bad.file_id}.html").read_text()
+    # a second publish rewrites no page whose attempt is unchanged
+    before = {p.name: p.stat().st_mtime_ns for p in index.parent.glob("*.html")}
+    assert main(["publish", "--lake", str(sample.lake)]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in index.parent.glob("*.html")}
+    assert {k: v for k, v in after.items() if k != "index.html"} == {
+        k: v for k, v in before.items() if k != "index.html"
+    }
+
+
 def test_raw_window_as_nwb_has_its_time_base_and_units(
     sample: SampleLake, con, client, tmp_path: Path
 ) -> None:

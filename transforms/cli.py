@@ -110,9 +110,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(f"summary: {counts} in {time.monotonic() - started:.1f} s")
     if summary.catalog:
         print(f"catalog: {summary.catalog}")
-        print(f"QC docs: {summary.docs}")
+        print(f"QC reports: {qc_reports(args.lake)}")
     failed = any(o.status in ("failed", "not_retried") for o in summary.outcomes)
     return 1 if failed and args.strict else 0
+
+
+def qc_reports(lake: str | None) -> str:
+    """Write the offline QC reports (``<lake>/qc/reports/index.html``, which opens from
+    disk with no network, unlike GX's Data Docs); the path printed."""
+    from transforms.serve import qc_report
+
+    return qc_report.publish_reports(lake=lake)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -120,10 +128,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from transforms.pipeline import gate
 
     result = publish(lake=args.lake)
+    gate.build_data_docs(lake=args.lake)
     print(f"catalog: {result.catalog}")
     for name, version in result.versions.items():
         print(f"  {name:<22} delta version {version:>4}  files {result.files[name]}")
-    print(f"QC docs: {gate.build_data_docs(lake=args.lake)}")
+    print(f"QC reports: {qc_reports(args.lake)}")
     return 0
 
 
@@ -322,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     landing = spec.landing_root(args.landing)
     generate_demo(landing, cells_per_group=args.cells_per_group, seed=args.seed)
     summary = ingest_paths([landing], lake=args.lake, landing=landing, on_outcome=_print_outcome)
-    print(f"catalog: {summary.catalog}\nQC docs: {summary.docs}")
+    print(f"catalog: {summary.catalog}\nQC reports: {qc_reports(args.lake)}")
     return 0
 
 
@@ -360,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_arg(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("publish", help="rebuild the DuckDB catalog and the QC Data Docs")
+    p = sub.add_parser("publish", help="rebuild the DuckDB catalog and the offline QC reports")
     _lake_arg(p)
     p.set_defaults(func=cmd_publish)
 

@@ -179,13 +179,15 @@ def ingest_batch_commit(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def publish_catalog() -> dict[str, Any]:
-    """Rebuild the DuckDB catalog and QC docs; skip (with the reason) where impossible."""
+    """Rebuild the DuckDB catalog, the offline QC reports and the GX Data Docs; skip
+    (with the reason) where impossible."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from transforms import spec
     from transforms.errors import CatalogUnavailable
     from transforms.lake.catalog import publish
     from transforms.pipeline import gate
+    from transforms.serve import qc_report
 
     with aws_env():
         try:
@@ -194,8 +196,14 @@ def publish_catalog() -> dict[str, Any]:
             # The data is committed; only the catalog cannot be built here.
             raise AirflowSkipException(str(exc)) from exc
         docs = gate.build_data_docs() if not spec.is_remote(spec.lake_root()) else ""
-    log.info("catalog %s: versions %s; QC docs %s", result.catalog, result.versions, docs)
-    return {"catalog": str(result.catalog), "versions": result.versions, "docs": str(docs)}
+        reports = qc_report.publish_reports()
+    log.info("catalog %s: versions %s; QC reports %s", result.catalog, result.versions, reports)
+    return {
+        "catalog": str(result.catalog),
+        "versions": result.versions,
+        "qc_reports": reports,
+        "docs": str(docs),
+    }
 
 
 def count_statuses(batches: list[list[dict[str, Any]]]) -> dict[str, int]:

@@ -1,10 +1,7 @@
-/* Neurocyte page: fetches JSON from the plugin's API (relative URLs) and draws Plotly charts.
- * Every chart container carries data-state = loading | ready | empty | error, so a person
- * (and the browser test) can tell "no data" from "broken". */
+/* Neurocyte overview page: fetches JSON from the plugin's API and draws Plotly charts
+ * (helpers in common.js). */
 "use strict";
 
-const PALETTE = ["#1971c2", "#e8590c", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#5c940d", "#364fc7"];
-const PLOT_CONFIG = { displaylogo: false, responsive: true };
 const state = { conditionColor: {}, cells: [], fi: [], selectedCell: null };
 
 function colorFor(condition) {
@@ -14,68 +11,6 @@ function colorFor(condition) {
   }
   return state.conditionColor[key];
 }
-
-/* A newer selection always wins: each chart (key) has at most one request in flight;
- * starting another aborts the previous one, and a response that arrives after a newer
- * request began is dropped (current() is false), so a slow answer for an earlier
- * selection can never be drawn under a later one's name. */
-const inflight = {};
-let requestSeq = 0;
-function begin(key) {
-  const prev = inflight[key];
-  if (prev) prev.controller.abort();
-  const token = { controller: new AbortController(), seq: ++requestSeq };
-  inflight[key] = token;
-  return { signal: token.controller.signal, seq: token.seq, current: () => inflight[key] === token };
-}
-
-function isAbort(err) { return err && (err.name === "AbortError" || err.name === "StaleResponse"); }
-
-async function getJSON(url, signal) {
-  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal });
-  let body = null;
-  try { body = await response.json(); } catch (e) { body = null; }
-  if (!response.ok) {
-    const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : response.statusText;
-    throw new Error(`${response.status}: ${detail}`);
-  }
-  return body;
-}
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-function setMessage(div, stateName, text) {
-  if (window.Plotly) Plotly.purge(div);
-  div.replaceChildren(el("div", { class: "message", text }));
-  div.dataset.state = stateName;
-}
-
-async function plot(div, traces, layout) {
-  div.replaceChildren();
-  const base = { margin: { l: 60, r: 20, t: 36, b: 50 }, font: { size: 12 }, legend: { orientation: "h", y: -0.2 } };
-  await Plotly.newPlot(div, traces, Object.assign(base, layout), PLOT_CONFIG);
-  div.dataset.state = "ready";
-}
-
-async function guarded(div, fn) {
-  try {
-    await fn();
-  } catch (err) {
-    if (isAbort(err)) return;  // superseded by a newer selection: its own request draws
-    setMessage(div, "error", `Could not load: ${err.message}`);
-  }
-}
-
-function stale() { const e = new Error("superseded"); e.name = "StaleResponse"; return e; }
 
 /* ---------------------------------------------------------------- overview */
 
@@ -113,7 +48,7 @@ async function loadOverview() {
       body.append(tr);
     }
     if (!data.available || !(data.status || []).length) {
-      setMessage(chart, "empty", data.message || "No ingested files yet.");
+      message(chart, "empty", data.message || "No ingested files yet.");
       return;
     }
     const labels = [...rows.values()].map((r) => `${r.lab}/${r.condition ?? "per well"}/${r.timepoint}`);
@@ -185,7 +120,7 @@ async function loadCells() {
 function drawFI(fi) {
   const div = document.getElementById("chart-fi");
   if (!state.fi.length) {
-    setMessage(div, "empty", (fi && fi.message) || "No long-square sweeps published yet: no f-I curves.");
+    message(div, "empty", (fi && fi.message) || "No long-square sweeps published yet: no f-I curves.");
     return;
   }
   const yKey = document.getElementById("fi-y").value;
@@ -251,15 +186,15 @@ function selectCell(id) {
 
 async function loadSweeps() {
   const div = document.getElementById("chart-sweeps");
-  if (!state.selectedCell) { setMessage(div, "empty", "No published cell."); return; }
+  if (!state.selectedCell) { message(div, "empty", "No published cell."); return; }
   const fileId = state.selectedCell;
   const req = begin("sweeps");
-  setMessage(div, "loading", "Reading sweeps from the raw file…");
+  message(div, "loading", "Reading sweeps from the raw file…");
   div.dataset.fileId = fileId;
   await guarded(div, async () => {
     const data = await getJSON(`api/cells/${fileId}/sweeps`, req.signal);
     if (!req.current()) throw stale();
-    if (!data.available || !(data.sweeps || []).length) { setMessage(div, "empty", data.message || "No sweeps."); return; }
+    if (!data.available || !(data.sweeps || []).length) { message(div, "empty", data.message || "No sweeps."); return; }
     const traces = [];
     data.sweeps.forEach((s, i) => {
       const color = PALETTE[i % PALETTE.length];
@@ -300,14 +235,14 @@ async function loadPlates() {
     }
     if (!plates.length) {
       const msg = data.message || "No MEA plates published yet.";
-      setMessage(raster, "empty", msg);
-      setMessage(heat, "empty", msg);
+      message(raster, "empty", msg);
+      message(heat, "empty", msg);
       return;
     }
     await Promise.all([loadHeatmap(), loadRaster()]);
   } catch (err) {
-    setMessage(raster, "error", `Could not load: ${err.message}`);
-    setMessage(heat, "error", `Could not load: ${err.message}`);
+    message(raster, "error", `Could not load: ${err.message}`);
+    message(heat, "error", `Could not load: ${err.message}`);
   }
 }
 
@@ -321,7 +256,7 @@ async function loadHeatmap() {
     const wellSelect = document.getElementById("well-select");
     const current = wellSelect.value;
     wellSelect.replaceChildren(el("option", { value: "", text: "all wells" }));
-    if (!data.available) { setMessage(div, "empty", data.message || "No well metrics."); return; }
+    if (!data.available) { message(div, "empty", data.message || "No well metrics."); return; }
     for (const r of data.rows) for (const c of data.cols) wellSelect.append(el("option", { value: `${r}${c}`, text: `${r}${c}` }));
     wellSelect.value = current;
     const text = data.z.map((row, i) => row.map((v, j) => `${data.rows[i]}${data.cols[j]}<br>${data.conditions[i][j] ?? ""}`));
@@ -371,7 +306,7 @@ async function loadRaster() {
     if (well) query.set("well", well);
     const data = await getJSON(`api/plates/${plate}/raster?${query}`, req.signal);
     if (!req.current()) throw stale();
-    if (!data.available || !data.time_s.length) { setMessage(div, "empty", data.message || "No spikes."); return; }
+    if (!data.available || !data.time_s.length) { message(div, "empty", data.message || "No spikes."); return; }
     await drawRaster(div, data, `Raster, ${well || "all wells"}`);
   });
 }
@@ -385,7 +320,7 @@ async function loadMetrics() {
     const data = await getJSON("api/metrics");
     select.replaceChildren();
     for (const m of data.metrics || []) select.append(el("option", { value: m.key, text: `${m.label} — per ${m.unit}` }));
-    if (!(data.metrics || []).length) { setMessage(div, "empty", data.message || "No metrics yet."); return; }
+    if (!(data.metrics || []).length) { message(div, "empty", data.message || "No metrics yet."); return; }
     // Start with the first metric that has values (unless the user picks one meanwhile).
     const req = begin("trajectory");
     for (const m of data.metrics) {
@@ -445,7 +380,7 @@ function groupTraces(data) {
 
 async function drawTrajectory(data) {
   const div = document.getElementById("chart-trajectory");
-  if (!data.available) { setMessage(div, "empty", data.message || "No values yet."); return; }
+  if (!data.available) { message(div, "empty", data.message || "No values yet."); return; }
   await plot(div, groupTraces(data), {
     title: { text: `${data.label}: mean ± SEM per condition × timepoint (n = ${data.unit_of_observation}s)<br><sup>${data.observation_rule || ""}</sup>` },
     xaxis: { title: { text: "timepoint" }, tickmode: "array", tickvals: data.timepoints.map((_, i) => i), ticktext: data.timepoints, range: [-0.6, data.timepoints.length - 0.4], zeroline: false },
@@ -504,7 +439,7 @@ document.getElementById("well-select").addEventListener("change", () => loadRast
 document.getElementById("metric-select").addEventListener("change", () => loadTrajectory());
 
 if (!window.Plotly) {
-  for (const div of document.querySelectorAll(".chart")) setMessage(div, "error", "plotly.js did not load (vendor/plotly.min.js).");
+  for (const div of document.querySelectorAll(".chart")) message(div, "error", "plotly.js did not load (vendor/plotly.min.js).");
 } else {
   loadOverview();
   loadProblems();

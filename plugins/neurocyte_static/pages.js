@@ -1,65 +1,9 @@
-/* Neurocyte search, per-cell and per-plate pages (body[data-page]). Same conventions as
- * app.js: relative API URLs, charts carry data-state, a newer selection always wins. */
+/* Neurocyte search, per-cell, per-plate and upload pages (body[data-page]); the shared
+ * helpers (requests where a newer selection wins, el, message, plot) are in common.js. */
 "use strict";
-
-const PALETTE = ["#1971c2", "#e8590c", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#5c940d", "#364fc7"];
-const PLOT_CONFIG = { displaylogo: false, responsive: true };
-const inflight = {};
-
-function begin(key) {
-  if (inflight[key]) inflight[key].abort();
-  const c = new AbortController();
-  inflight[key] = c;
-  return { signal: c.signal, current: () => inflight[key] === c };
-}
-
-async function getJSON(url, signal) {
-  const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal });
-  const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error(`${r.status}: ${body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText}`);
-  return body;
-}
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-function fmt(v) {
-  if (v === null || v === undefined) return "—";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(4);
-  return String(v);
-}
 
 function chart(id, cls = "chart") { return el("div", { id, class: cls, "data-state": "loading" }); }
 
-function message(div, state, text) {
-  if (window.Plotly) Plotly.purge(div);
-  div.replaceChildren(el("div", { class: "message", text }));
-  div.dataset.state = state;
-}
-
-async function plot(div, traces, layout) {
-  div.replaceChildren();
-  const base = { margin: { l: 60, r: 20, t: 40, b: 50 }, font: { size: 12 }, legend: { orientation: "h", y: -0.2 } };
-  await Plotly.newPlot(div, traces, Object.assign(base, layout), PLOT_CONFIG);
-  div.dataset.state = "ready";
-}
-
-async function guarded(div, fn) {
-  try { await fn(); } catch (err) {
-    if (err && (err.name === "AbortError" || err.name === "Stale")) return;
-    message(div, "error", `Could not load: ${err.message}`);
-  }
-}
-
-function stale() { const e = new Error("superseded"); e.name = "Stale"; return e; }
 
 function table(headers, rows, attrs) {
   const t = el("table", Object.assign({ class: "data" }, attrs || {}));
@@ -70,7 +14,6 @@ function table(headers, rows, attrs) {
   return el("div", { class: "table-wrap" }, t);
 }
 
-function badge(status) { return el("span", { class: `badge ${status}`, text: status }); }
 
 function docsLinks(docs) {
   const span = el("span");
@@ -323,19 +266,31 @@ async function uploadPage() {
   const list = el("table", { class: "data", id: "upload-table" });
   list.append(el("thead", {}, el("tr", {}, ...["File", "Bytes", "Sent", "Stage", "Reason"].map((h) => el("th", { text: h })))), el("tbody"));
   main.append(el("h2", { text: "Upload recordings" }),
-    el("p", { class: "hint", text: "Files stream to the landing zone in 1 MiB chunks and resume after a dropped connection; the form's values become the sidecar. The ingest DAG is then triggered and each file followed to published or quarantined." }),
+    el("p", { class: "hint", text: "Files stream to the landing zone in chunks (1 MiB; 8 MiB parts on S3) and resume after a dropped connection; the form's values become the sidecar. The ingest DAG is then triggered and each file followed: landed → sensed → extracted → QC → published, quarantined or failed, with the reason." }),
     form, drop, picker, list);
-  // A drop's files (a spike list with its plate map) all land before the DAG is triggered once.
+  const runNote = el("p", { id: "ingest-run", class: "hint" });
+  main.append(runNote);
+  // A drop's files (a spike list with its plate map) all land before the DAG is triggered
+  // once, with the landed paths: the run reads them at once (they landed whole).
   const handle = async (files) => {
     if (!form.reportValidity()) return;
     const values = new FormData(form);
-    const done = await Promise.all([...files].map((f) => uploadOne(f, values, list.tBodies[0])));
+    const chunkBytes = CHUNK_BYTES;
+    const done = await Promise.all([...files].map((f) => uploadOne(f, values, list.tBodies[0], chunkBytes)));
     const landed = done.filter(Boolean);
     if (!landed.length) return;
-    const trig = await fetch("../api/v2/dags/neurocyte_ingest/dagRuns", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ logical_date: null, conf: { max_wait_s: 0 } }) }).catch(() => null);
-    const note = trig && trig.ok ? "ingest DAG triggered" : "the ingest DAG picks it up at its next scheduled run";
-    await Promise.all(landed.map((f) => follow(f, note)));
+    const uploaded = landed.map((f) => f.session.destination);
+    const trig = await fetch(`${AIRFLOW_API}/dagRuns`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ logical_date: null, conf: { max_wait_s: 0, uploaded } }) }).catch(() => null);
+    const run = trig && trig.ok ? await trig.json().catch(() => null) : null;
+    if (run) {
+      runNote.dataset.runId = run.dag_run_id;
+      runNote.textContent = `Ingest run ${run.dag_run_id} triggered.`;
+    } else {
+      runNote.dataset.runId = "";
+      runNote.textContent = `The ingest DAG was not triggered (${trig ? `HTTP ${trig.status}` : "no answer"}): its next scheduled run picks the files up.`;
+    }
+    await Promise.all(landed.map((f) => follow(f, run ? run.dag_run_id : null)));
   };
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -343,7 +298,7 @@ async function uploadPage() {
   picker.addEventListener("change", () => handle(picker.files));
 }
 
-async function uploadOne(file, form, body) {
+async function uploadOne(file, form, body, chunkBytes) {
   const stage = el("td", { class: "stage", text: "starting" }), sent = el("td", { class: "num", text: "0" }), why = el("td", { class: "reason" });
   const row = el("tr", { "data-file": file.name }, el("td", { text: file.name }), el("td", { class: "num", text: String(file.size) }), sent, stage, why);
   body.append(row);
@@ -356,7 +311,8 @@ async function uploadOne(file, form, body) {
   let offset = 0, tries = 0, state = session;
   while (offset < file.size) {
     try {
-      const r = await fetch(`api/uploads/${session.upload_id}?offset=${offset}`, { method: "PUT", credentials: "same-origin", body: file.slice(offset, offset + CHUNK_BYTES) });
+      const size = Math.max(chunkBytes, session.chunk_bytes || 0);  // an S3 landing zone needs >= 5 MiB parts
+      const r = await fetch(`api/uploads/${session.upload_id}?offset=${offset}`, { method: "PUT", credentials: "same-origin", body: file.slice(offset, offset + size) });
       state = await r.json();
       if (r.status === 409) state = await getJSON(`api/uploads/${session.upload_id}`);  // resume where the server is
       else if (!r.ok) throw new Error(state.detail || r.statusText);
@@ -368,24 +324,64 @@ async function uploadOne(file, form, body) {
       try { offset = (await getJSON(`api/uploads/${session.upload_id}`)).received_bytes; } catch (e) { /* retried above */ }
     }
   }
-  stage.textContent = state.stage; row.dataset.stage = state.stage;
+  setStage(row, stage, state.stage);
   return { file, session, stage, why, row };
 }
 
-/* Follow an uploaded file through the pipeline (Airflow's REST API triggered the DAG). */
-async function follow({ file, session, stage, why, row }, note) {
-  why.textContent = note;
+/* Where the file is: its row keeps the current stage and every stage it went through. */
+function setStage(row, cell, name) {
+  cell.textContent = name; row.dataset.stage = name;
+  const key = name.split(":")[0];
+  const seen = row.dataset.stages ? row.dataset.stages.split(">") : [];
+  if (seen[seen.length - 1] !== key) row.dataset.stages = [...seen, key].join(">");
+  cell.title = row.dataset.stages.split(">").join(" → ");
+  row.classList.toggle("bad", ["failed", "quarantined", "not ingested", "refused", "upload failed"].includes(key));
+}
+
+/* The ingest run's progress from Airflow's REST API (the user's own login): the stage a
+ * file of the run has reached before its attempt is in ingest_log. */
+const AIRFLOW_API = "../api/v2/dags/neurocyte_ingest";
+
+async function runProgress(runId) {
+  const id = encodeURIComponent(runId);
+  const run = await getJSON(`${AIRFLOW_API}/dagRuns/${id}`);
+  const tis = (await getJSON(`${AIRFLOW_API}/dagRuns/${id}/taskInstances?limit=1000`)).task_instances;
+  const states = (task) => tis.filter((t) => t.task_id === task).map((t) => t.state);
+  const some = (task, wanted) => states(task).some((s) => wanted.includes(s));
+  const every = (task, wanted) => states(task).length > 0 && states(task).every((s) => wanted.includes(s));
+  let stage = `landed: queued in ingest run ${runId} (${run.state})`;
+  if (some("gate_and_commit", ["running", "success", "up_for_retry"])) stage = "QC: validating and committing";
+  else if (every("extract", ["success"])) stage = "extracted";
+  else if (some("wait_for_files", ["success"]) || some("wait_for_s3", ["success"])) stage = "sensed: decoding";
+  else if (some("wait_for_files", ["skipped"])) stage = "not ingested: the run found no new file";
+  return { stage, finished: ["success", "failed"].includes(run.state), state: run.state };
+}
+
+/* Follow an uploaded file: landed -> sensed -> extracted -> QC -> published | quarantined |
+ * failed (its attempt in ingest_log, with the reason). No stale state: each poll replaces
+ * the stage, and a finished run without an attempt says so. */
+async function follow({ file, session, stage, why, row }, runId) {
   if (stage.textContent.startsWith("landed: plate map")) return;
-  for (;;) {  // follow the file: landed -> published | quarantined | failed
-    await new Promise((res) => setTimeout(res, 2000));
+  for (;;) {
+    let progress = null;
+    try { if (runId) progress = await runProgress(runId); } catch (err) { why.textContent = `Airflow run ${runId}: ${err.message}`; }
     const st = await getJSON(`api/uploads/${session.upload_id}`).catch(() => null);
-    if (!st) continue;
-    stage.textContent = st.stage; row.dataset.stage = st.stage;
-    if (st.reason) why.textContent = st.reason;
-    if (["published", "quarantined", "failed"].includes(st.stage)) {
-      if (st.file_id && st.stage !== "failed") why.append(" ", el("a", { href: `${/spike_list|\.raw$|\.spk$/i.test(file.name) ? "plate" : "cell"}.html?file_id=${st.file_id}`, text: "open" }));
-      return;
+    if (st) {
+      if (["published", "quarantined", "failed"].includes(st.stage)) {
+        setStage(row, stage, st.stage);
+        why.textContent = st.reason || "";
+        if (st.file_id && st.stage !== "failed") why.append(" ", el("a", { href: `${/spike_list|\.raw$|\.spk$/i.test(file.name) ? "plate" : "cell"}.html?file_id=${st.file_id}`, text: "open" }), " · ", el("a", { href: `qc-report/${st.file_id}`, target: "_blank", text: "QC report" }));
+        return;
+      }
+      if (progress && progress.finished) {
+        setStage(row, stage, "not ingested");
+        why.textContent = progress.state === "failed" ? `ingest run ${runId} failed: see its task logs in Airflow` : `ingest run ${runId} ended without an attempt of this file`;
+        return;
+      }
+      if (progress) setStage(row, stage, progress.stage);
+      else if (!runId) { setStage(row, stage, st.stage); why.textContent = "waiting for the ingest DAG's next scheduled run"; }
     }
+    await new Promise((res) => setTimeout(res, 1000));
   }
 }
 

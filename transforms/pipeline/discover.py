@@ -15,6 +15,7 @@ follows a symbolic link and is bounded; each link found is a candidate of its ow
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,6 +68,7 @@ def new_files(
     include_attempted: bool = False,
     params_file: str | None = None,
     now: float | None = None,
+    complete: Collection[str] = (),
 ) -> list[Candidate]:
     """Settled landing files that :func:`~transforms.pipeline.identity.decide` would ingest.
 
@@ -82,13 +84,21 @@ def new_files(
     A file whose path was attempted *after* it was last modified is known without
     reading it again; every other file is hashed (streamed). Its metadata digest is
     computed every time (small files: a sidecar, a plate map, a parameter set).
+
+    ``complete`` names landing paths relative to the landing root (``lab/condition/
+    timepoint/name``) known to be whole, however recent: files an upload renamed into
+    place in one step (:mod:`transforms.serve.upload`). They are not held back by
+    ``settle_s``; every other file still is.
     """
     now = time.time() if now is None else now
     index = AttemptIndex.load(lake=lake)
     listing = storage.list_files(spec.landing_root(landing))
     files = SmallFiles(o.uri for o in listing)  # sidecars, parameter sets: no request each
     recordings = [o for o in listing if spec.is_recording_name(o.name)]
-    recordings = storage.settled(recordings, settle_s=settle_s, now=now)
+    root = spec.landing_root(landing)
+    whole = {storage.join(root, *rel.split("/")) for rel in complete}
+    ready = {o.uri for o in storage.settled(recordings, settle_s=settle_s, now=now)}
+    recordings = [o for o in recordings if o.uri in ready or o.uri in whole]
     by_content: dict[str, list[tuple[storage.ObjectInfo, str]]] = {}
     for obj in sorted(recordings, key=lambda o: (o.mtime, o.uri)):
         file_id = index.known_file_id(obj.uri, modified_at=obj.mtime) or storage.sha256(obj.uri)

@@ -573,27 +573,76 @@ def example_sweep_numbers(con: DuckDBPyConnection, file_id: str) -> list[dict[st
 
 def sweep_spikes(con: DuckDBPyConnection, file_id: str, sweep: int) -> dict[str, Any]:
     """Detected spikes of one sweep (times from the sweep start) from ``icephys_spikes``."""
+    return spikes_of_sweeps(con, file_id, [sweep])[int(sweep)]
+
+
+def spikes_of_sweeps(
+    con: DuckDBPyConnection, file_id: str, sweeps: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """:func:`sweep_spikes` of several sweeps of one file, in one query."""
     spec.check_file_id(file_id)
+    numbers = [int(n) for n in sweeps]
     reason = _need(con, "icephys_spikes", ("file_id", "sweep_number", "peak_t_s", "peak_v_mv"))
     if reason:
-        return _unavailable(reason, peak_t_s=[], peak_v_mv=[], threshold_t_s=[], threshold_v_mv=[])
+        return {
+            n: _unavailable(reason, peak_t_s=[], peak_v_mv=[], threshold_t_s=[], threshold_v_mv=[])
+            for n in numbers
+        }
     have = columns(con, "icephys_spikes")
     thr_t = "threshold_t_s" if "threshold_t_s" in have else "NULL::DOUBLE"
     thr_v = "threshold_v_mv" if "threshold_v_mv" in have else "NULL::DOUBLE"
     order = "spike_index" if "spike_index" in have else "peak_t_s"
     rows = _records(
         con,
-        f"SELECT peak_t_s, peak_v_mv, {thr_t} AS threshold_t_s, {thr_v} AS threshold_v_mv "  # noqa: S608
-        f"FROM icephys_spikes WHERE file_id = ? AND sweep_number = ? ORDER BY {order}",
-        [file_id, int(sweep)],
+        f"SELECT sweep_number, peak_t_s, peak_v_mv, {thr_t} AS threshold_t_s, "  # noqa: S608
+        f"{thr_v} AS threshold_v_mv FROM icephys_spikes "
+        f"WHERE file_id = ? AND list_contains(?, sweep_number) ORDER BY sweep_number, {order}",
+        [file_id, numbers],
     )
-    return {
-        "available": True,
-        **{
-            k: [r[k] for r in rows]
-            for k in ("peak_t_s", "peak_v_mv", "threshold_t_s", "threshold_v_mv")
-        },
+    keys = ("peak_t_s", "peak_v_mv", "threshold_t_s", "threshold_v_mv")
+    out: dict[int, dict[str, Any]] = {
+        n: {"available": True, **{k: [] for k in keys}} for n in numbers
     }
+    for r in rows:
+        spikes = out[int(r["sweep_number"])]
+        for k in keys:
+            spikes[k].append(r[k])
+    return out
+
+
+def example_sweeps(
+    con: DuckDBPyConnection,
+    file_id: str,
+    *,
+    lake: str | None = None,
+    max_points: int = TRACE_MAX_POINTS,
+) -> list[dict[str, Any]]:
+    """The traces of :func:`example_sweep_numbers` (each :func:`sweep_trace` plus its
+    ``role``), their rows and spikes read in one query each."""
+    from transforms.serve.raw import fetch_snippet
+
+    picks = example_sweep_numbers(con, file_id)
+    if not picks:
+        return []
+    numbers = [int(p["sweep_number"]) for p in picks]
+    durations: dict[int, Any] = {}
+    if not _need(con, "icephys_sweeps", ("file_id", "sweep_number", "duration_s")):
+        durations = dict(
+            con.execute(
+                "SELECT sweep_number, duration_s FROM icephys_sweeps "
+                "WHERE file_id = ? AND list_contains(?, sweep_number)",
+                [file_id, numbers],
+            ).fetchall()
+        )
+    spikes = spikes_of_sweeps(con, file_id, numbers)
+    out = []
+    for p, n in zip(picks, numbers, strict=True):
+        stop = durations.get(n) or MAX_SWEEP_S
+        snip = fetch_snippet(file_id, lake=lake, sweep=n, start_s=0.0, stop_s=stop)
+        row = {"stim_amp_pa": p.get("stim_amp_pa"), "spike_count": p.get("spike_count")}
+        trace = _trace_of(con, snip, file_id, n, [row], max_points=max_points, spikes=spikes[n])
+        out.append({**trace, "role": p["role"]})
+    return out
 
 
 def sweep_trace(
@@ -645,6 +694,7 @@ def _trace_of(
     rows: list[dict[str, Any]],
     *,
     max_points: int,
+    spikes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from transforms.serve.raw import envelope
 
@@ -662,7 +712,7 @@ def _trace_of(
         "stim_amp_pa": rows[0].get("stim_amp_pa") if rows else None,
         "spike_count": rows[0].get("spike_count") if rows else None,
         "verification": snip.verification,
-        "spikes": sweep_spikes(con, file_id, int(sweep)),
+        "spikes": sweep_spikes(con, file_id, int(sweep)) if spikes is None else spikes,
     }
 
 

@@ -8,12 +8,18 @@ its hash, lists every expectation of every table its batch was validated
 against, and for each failed one the examples of this file's unexpected values
 (from the validation results saved in ``<lake>/qc/results``). The index lists
 every batch in ``ingest_log`` with its files and links to their reports.
+
+The Neurocyte page serves them at ``/neurocyte/qc-report/``; :func:`write_site`
+also writes them as static files under ``<lake>/qc/reports/`` (``index.html`` and
+one ``<file_id>.html`` per file), what ``neurocyte ingest``/``publish`` and the DAG's
+publish print: they open from disk, offline, with no server.
 """
 
 from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from transforms import spec
@@ -85,8 +91,17 @@ def _examples(res: dict[str, Any], file_id: str) -> tuple[int | None, list[Any]]
     ]
 
 
-def file_report(con: DuckDBPyConnection, file_id: str, *, lake: str | None = None) -> str:
+def file_report(
+    con: DuckDBPyConnection,
+    file_id: str,
+    *,
+    lake: str | None = None,
+    index_href: str = "../qc-report/",
+) -> str:
     """The QC report of a file's latest attempt, as one self-contained HTML page.
+
+    ``index_href`` is the link back to the index (the served route, or ``index.html``
+    beside a static page).
 
     Raises
     ------
@@ -150,12 +165,15 @@ def file_report(con: DuckDBPyConnection, file_id: str, *, lake: str | None = Non
             "</h2><table><tr><th></th><th>expectation</th><th>arguments</th>"
             "<th>this file's unexpected values</th><th>why</th></tr>" + "".join(lines) + "</table>"
         )
-    body += "<p><a href='../qc-report/'>every batch</a></p>"
+    body += f"<p><a href='{escape(index_href)}'>every batch</a></p>"
     return _page(f"QC report: {a['file_name']}", body)
 
 
-def index(con: DuckDBPyConnection) -> str:
-    """Every validated batch (and every unvalidated attempt) with its files, newest first."""
+def index(con: DuckDBPyConnection, *, page_suffix: str = "") -> str:
+    """Every validated batch (and every unvalidated attempt) with its files, newest first.
+
+    A file links to ``<file_id><page_suffix>`` (``.html`` for the static site).
+    """
     rows = _records(
         con,
         "SELECT batch_id, file_id, file_name, status, lab, condition, timepoint, finished_at "
@@ -169,7 +187,8 @@ def index(con: DuckDBPyConnection) -> str:
     body = f"<p>{len(batches)} batches, {len(rows)} file attempts.</p>"
     for batch, files in batches.items():
         items = "".join(
-            f"<tr><td><a href='{escape(f['file_id'])}'>{escape(str(f['file_name']))}</a></td>"
+            f"<tr><td><a href='{escape(f['file_id'] + page_suffix)}'>"
+            f"{escape(str(f['file_name']))}</a></td>"
             f"<td><span class='badge {escape(str(f['status']))}'>{escape(str(f['status']))}"
             f"</span></td><td>{escape(str(f['lab']))} / {escape(str(f['condition']))} / "
             f"{escape(str(f['timepoint']))}</td><td>{escape(str(f['finished_at']))}</td></tr>"
@@ -180,3 +199,66 @@ def index(con: DuckDBPyConnection) -> str:
             f"</h2><table>{items}</table>"
         )
     return _page("Neurocyte QC reports", body)
+
+
+def reports_dir(lake: str | None = None) -> Path:
+    """``<lake>/qc/reports``: the static offline QC reports (local lakes)."""
+    return Path(spec.qc_dir(lake)) / "reports"
+
+
+def write_site(con: DuckDBPyConnection, *, lake: str | None = None) -> Path:
+    """Write the offline QC reports as static files; return ``index.html``.
+
+    One page per file whose latest attempt has no page yet, or a page of an older
+    attempt (the attempt each page shows is kept in ``_attempts.json``), then the
+    index. Pages are written to a temporary name and renamed, so a reader never
+    opens half a page.
+
+    Raises
+    ------
+    SpecError
+        On a remote (``s3://``) lake: the reports are served by the Neurocyte page.
+    """
+    if spec.is_remote(spec.qc_dir(lake)):
+        raise SpecError("static QC reports are written for a local lake only")
+    out = reports_dir(lake)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "_attempts.json"
+    shown: dict[str, str] = {}
+    if manifest.is_file():
+        try:
+            shown = json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError:
+            shown = {}
+    latest = con.execute(f"SELECT file_id, ingest_id FROM ({_LATEST})").fetchall()  # noqa: S608
+    for file_id, ingest_id in latest:
+        page = out / f"{spec.check_file_id(str(file_id))}.html"
+        if shown.get(file_id) == str(ingest_id) and page.is_file():
+            continue
+        _write(page, file_report(con, file_id, lake=lake, index_href="index.html"))
+        shown[file_id] = str(ingest_id)
+    _write(manifest, json.dumps(shown, indent=0, sort_keys=True))
+    index_page = out / "index.html"
+    _write(index_page, index(con, page_suffix=".html"))
+    return index_page
+
+
+def publish_reports(*, lake: str | None = None) -> str:
+    """Write the offline QC reports of a local lake from its published catalog; the
+    index's path. An ``s3://`` lake's reports are served by the Neurocyte page
+    (``/neurocyte/qc-report/``), which this says instead."""
+    from transforms.lake.catalog import connect
+
+    if spec.is_remote(spec.qc_dir(lake)):
+        return "served by the Neurocyte page at /neurocyte/qc-report/ (an s3:// lake)"
+    con = connect(lake=lake)
+    try:
+        return str(write_site(con, lake=lake))
+    finally:
+        con.close()
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

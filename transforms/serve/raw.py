@@ -70,6 +70,12 @@ Kind = Literal["mea", "icephys"]
 #: Fingerprints of (path, file_id) this process verified by a full hash.
 _verified: dict[tuple[str, str], Any] = {}
 _verified_lock = threading.Lock()
+#: Recent :func:`locate` answers, keyed by the catalog file's identity (path, inode, size,
+#: mtime: a publish replaces the file, so a new catalog never answers from here) and the
+#: file_id. The source itself is still verified on every read.
+_located: dict[tuple[str, int, int, int, str], SourceRecord] = {}
+_located_lock = threading.Lock()
+_LOCATED_MAX: Final = 256
 
 
 @dataclass(frozen=True)
@@ -292,9 +298,32 @@ def locate(file_id: str, *, lake: str | None = None) -> SourceRecord:
     LakeError
         No catalog, or no published recording with this ``file_id``.
     """
+    spec.check_file_id(file_id)
+    catalog = spec.catalog_path(lake)
+    key: tuple[str, int, int, int, str] | None = None
+    if not spec.is_remote(catalog):
+        try:
+            st = os.stat(catalog)
+        except OSError:
+            st = None
+        if st is not None:
+            key = (str(catalog), st.st_ino, st.st_size, st.st_mtime_ns, file_id)
+            with _located_lock:
+                found = _located.get(key)
+            if found is not None:
+                return found
+    record = _locate(file_id, lake=lake)
+    if key is not None:
+        with _located_lock:
+            if len(_located) >= _LOCATED_MAX:
+                _located.clear()
+            _located[key] = record
+    return record
+
+
+def _locate(file_id: str, *, lake: str | None) -> SourceRecord:
     from transforms.lake.catalog import connect
 
-    spec.check_file_id(file_id)
     con = connect(lake=lake, read_only=True)
     try:
         for view, kind in SOURCE_VIEWS:  # fixed whitelist: safe as identifiers
@@ -627,8 +656,8 @@ def fetch_snippet(
 def envelope(y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Min/max decimation of a trace for display: sample indices and values.
 
-    Splits ``y`` into ``max_points // 2`` bins and keeps each bin's minimum and
-    maximum in time order, so spikes survive decimation.
+    Splits ``y`` into at most ``max_points // 2`` equal bins and keeps each bin's
+    minimum and maximum in time order, so spikes survive decimation.
 
     Parameters
     ----------
@@ -648,15 +677,17 @@ def envelope(y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     if n <= max_points:
         idx = np.arange(n)
         return idx, y[idx]
-    n_bins = max_points // 2
-    edges = np.linspace(0, n, n_bins + 1).astype(np.int64)
-    # Positions of the extremes: argmin/argmax inside each bin.
-    idx_lo = np.empty(n_bins, dtype=np.int64)
-    idx_hi = np.empty(n_bins, dtype=np.int64)
-    for b in range(n_bins):
-        seg = y[edges[b] : edges[b + 1]]
-        idx_lo[b] = edges[b] + int(np.argmin(seg))
-        idx_hi[b] = edges[b] + int(np.argmax(seg))
+    # Equal bins of ``width`` samples (the last padded with its own final sample, which
+    # never wins: argmin/argmax return the first occurrence), reduced in one pass.
+    width = -(-n // (max_points // 2))
+    n_bins = -(-n // width)
+    padded = np.empty(n_bins * width, dtype=y.dtype)
+    padded[:n] = y
+    padded[n:] = y[-1]
+    bins = padded.reshape(n_bins, width)
+    starts = np.arange(n_bins, dtype=np.int64) * width
+    idx_lo = starts + np.argmin(bins, axis=1)
+    idx_hi = starts + np.argmax(bins, axis=1)
     first = np.minimum(idx_lo, idx_hi)
     second = np.maximum(idx_lo, idx_hi)
     idx = np.stack([first, second], axis=1).ravel()
