@@ -1,7 +1,7 @@
 """Streaming threshold spike detection for MEA plates, and the MEA spike-table convention.
 
 The detector is the classic one (Quiroga et al. 2004): a causal Butterworth band-pass
-(computed as block matrix products on the time-major data, :mod:`transforms.mea.iir`,
+(a compiled second-order-sections kernel on the time-major data, :mod:`transforms.mea.iir`,
 with its state carried from chunk to chunk), a per-channel threshold of
 ``k`` noise sigmas with sigma = MAD / 0.6745 estimated on an initial window of the
 filtered trace, a crossing rule (the sample goes past the threshold after being inside
@@ -15,8 +15,8 @@ state and the last accepted spike of each channel are carried over, crossings wh
 peak-search window would reach past the chunk are left for the next one (the last few
 filtered samples are carried with them), so no spike is lost or doubled at a border.
 Chunks hold whole filter blocks, aligned to the recording start. Channels are split
-into groups filtered in parallel threads (BLAS releases the GIL; it is held to one
-thread of its own meanwhile), and only one chunk of the plate is in memory at a time.
+into groups filtered in parallel threads (the kernel releases the GIL), and only one
+chunk of the plate is in memory at a time.
 
 Spikes travel as a :class:`pyarrow.Table` with :data:`MEA_SPIKE_SCHEMA`: ``electrode``
 (``A1_23``), ``well`` (``A1``), ``time_s`` (float64, from recording start) and
@@ -39,7 +39,7 @@ import pyarrow as pa
 from scipy import signal
 
 from transforms.errors import InvalidArgument
-from transforms.mea.iir import LANE_CHANNELS, BlockIIR, ZeroPhaseIIR, blas_threads
+from transforms.mea.iir import LANE_CHANNELS, SosIIR, ZeroPhaseIIR
 from transforms.recording.continuous import ArraySource, ContinuousBase, ContinuousSource, fill
 from transforms.recording.spikes import coded_spikes_table, spikes_table
 
@@ -49,7 +49,7 @@ PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
 NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
 
 #: A streaming filter of the detector: causal or zero-phase (same interface).
-StreamFilter = BlockIIR | ZeroPhaseIIR
+StreamFilter = SosIIR | ZeroPhaseIIR
 
 _MAD_TO_SIGMA: Final = 0.6745
 _R = TypeVar("_R")
@@ -196,11 +196,11 @@ class DetectionParams:
             return (self.fir_taps - 1) // 2
         return 0
 
-    def make_filter(self, sampling_rate_hz: float) -> BlockIIR | ZeroPhaseIIR:
-        """The streaming filter: causal (:class:`BlockIIR`) or zero-phase."""
+    def make_filter(self, sampling_rate_hz: float) -> SosIIR | ZeroPhaseIIR:
+        """The streaming filter: causal (:class:`~transforms.mea.iir.SosIIR`) or zero-phase."""
         sos = self.sos(sampling_rate_hz)
         if not self.zero_phase:
-            return BlockIIR(sos)
+            return SosIIR(sos)
         delay = max(1, round(self.zero_phase_delay_ms * 1e-3 * sampling_rate_hz))
         return ZeroPhaseIIR(sos, delay_samples=delay)
 
@@ -574,8 +574,7 @@ def detect_spikes(
     delay = params.output_delay_samples(fs)
     if delay:  # the trace lags by `delay`: read that much past the end (edge-padded)
         src = _PaddedSource(src, delay)
-    with blas_threads(1):  # parallelism comes from the channel groups' threads
-        return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
+    return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
 
 
 def _detect(
