@@ -98,54 +98,61 @@ def _two_sections_in_place(v: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int
 
 @_compiled
 def _sos_rows(
-    flat: np.ndarray,
-    start: int,
-    row_stride: int,
+    src: np.ndarray,
+    src_start: int,
+    src_stride: int,
     n_rows: int,
     sos: np.ndarray,
     z: np.ndarray,
     row: np.ndarray,
-    out: np.ndarray,
+    dst: np.ndarray,
+    dst_start: int,
+    dst_stride: int,
 ) -> None:
-    """Filter rows ``flat[start + i * row_stride :][:m]``, ``i < n_rows``, into ``out[i]``.
+    """Filter rows ``src[src_start + i * src_stride :][:m]``, ``i < n_rows``, into
+    ``dst[dst_start + i * dst_stride :][:m]``, with ``m = len(row)`` channels.
 
     ``z`` (2 * sections, m) float64 is the state, updated in place; ``row`` (m,) float64
     holds a row between pairs of sections when there are more than two.
     """
-    m = out.shape[1]
+    m = row.shape[0]
     n_sections = sos.shape[0]
     for i in range(n_rows):
-        lo = start + i * row_stride
-        src = flat[lo : lo + m]
-        dst = out[i]
+        lo = src_start + i * src_stride
+        x = src[lo : lo + m]
+        lo = dst_start + i * dst_stride
+        y = dst[lo : lo + m]
         if n_sections == 1:
-            _one_section(src, dst, z, sos, 0)
+            _one_section(x, y, z, sos, 0)
         elif n_sections == 2:
-            _two_sections(src, dst, z, sos, 0)
+            _two_sections(x, y, z, sos, 0)
         else:
             s = n_sections % 2
             if s:
-                _one_section(src, row, z, sos, 0)
+                _one_section(x, row, z, sos, 0)
             else:
-                _two_sections(src, row, z, sos, 0)
+                _two_sections(x, row, z, sos, 0)
                 s = 2
             while s < n_sections:
                 _two_sections_in_place(row, z, sos, s)
                 s += 2
             for c in range(m):
-                dst[c] = row[c]
+                y[c] = row[c]
 
 
-def _flat_rows(x: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """``x`` (rows, channels) as a read-only 1-D array, the offset of its first row and
-    the signed row stride, all in elements, without a copy when the channels of each row
-    are contiguous (a column slice or a reversed view of a C-contiguous array)."""
+def _flat_rows(x: np.ndarray, *, writable: bool = False) -> tuple[np.ndarray, int, int]:
+    """``x`` (rows, channels) as a 1-D array, the offset of its first row and the
+    signed row stride, all in elements, without a copy when the channels of each row
+    are contiguous (a column slice or a reversed view of a C-contiguous array); other
+    inputs are copied (read only), other outputs refused."""
     n, m = x.shape
     size = x.itemsize
     if n == 0 or m == 0:
         return np.zeros(1, x.dtype), 0, 0
     s0, s1 = x.strides
     if (m > 1 and s1 != size) or s0 % size:
+        if writable:
+            raise InvalidArgument("SosIIR.apply: out rows must hold contiguous channels")
         x = np.ascontiguousarray(x)
         s0 = x.strides[0]
     if n == 1:
@@ -153,7 +160,7 @@ def _flat_rows(x: np.ndarray) -> tuple[np.ndarray, int, int]:
     stride = s0 // size
     low = x if stride >= 0 else x[::-1]  # the row at the lowest address first
     extent = (n - 1) * abs(stride) + m
-    flat = as_strided(low, shape=(extent,), strides=(size,), writeable=False)
+    flat = as_strided(low, shape=(extent,), strides=(size,), writeable=writable)
     return flat, (0 if stride >= 0 else (n - 1) * -stride), stride
 
 
@@ -215,9 +222,10 @@ class SosIIR:
         state
             (n_state, channels) state at the first sample of ``x``.
         out
-            C-contiguous float32 (rows, channels), ``rows`` = ``len(x)`` or ``len(x)``
-            rounded up to whole blocks; rows past ``len(x)`` get the response to zero
-            input (the returned state is then after them).
+            Float32 (rows, channels), ``rows`` = ``len(x)`` or ``len(x)`` rounded up to
+            whole blocks; rows past ``len(x)`` get the response to zero input (the
+            returned state is then after them). Each row's channels must be contiguous
+            (a column slice or a reversed view is written in place).
         work
             Optional buffer from :meth:`workspace` (reused between calls).
 
@@ -239,20 +247,19 @@ class SosIIR:
             )
         if out.shape not in ((n, n_ch), (-(-n // b) * b, n_ch)) or out.dtype != np.float32:
             raise InvalidArgument(f"SosIIR.apply: out must be float32 ({n} rows, {n_ch})")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise InvalidArgument("SosIIR.apply: out must be C-contiguous and writable")
+        if not out.flags.writeable:
+            raise InvalidArgument("SosIIR.apply: out must be writable")
         if x.dtype.kind not in "iuf":
             raise InvalidArgument(f"SosIIR.apply: x must be real numbers, got {x.dtype}")
         z = np.array(state, dtype=np.float64, order="C")  # the kernel updates it in place
         if work is None or work.shape != (n_ch,) or work.dtype != np.float64:
             work = self.workspace(n, n_ch)
         if n_ch:
-            flat, start, stride = _flat_rows(x)
-            _sos_rows(flat, start, stride, n, self.sos, z, work, out)
+            _sos_rows(*_flat_rows(x), n, self.sos, z, work, *_flat_rows(out[:n], writable=True))
             if len(out) > n:  # zero input past the end
                 zeros = np.zeros((len(out) - n, n_ch), x.dtype)
-                flat, start, stride = _flat_rows(zeros)
-                _sos_rows(flat, start, stride, len(out) - n, self.sos, z, work, out[n:])
+                rest = _flat_rows(out[n:], writable=True)
+                _sos_rows(*_flat_rows(zeros), len(out) - n, self.sos, z, work, *rest)
         return z
 
 
@@ -332,20 +339,20 @@ class ZeroPhaseIIR:
                 f"ZeroPhaseIIR.apply: state {state.shape}, expected {(self.n_state, n_ch)}"
             )
         held = state[ns:]
-        back = self._buffer(d + n_rows, n_ch)  # backward outputs, newest sample first
+        # backward outputs in time order: the held-back input's, then the new input's
+        back = self._buffer(d + n_rows, n_ch)
         zero = np.zeros((ns, n_ch), np.float64)
         if n == n_rows:  # whole blocks: no copy of the input
-            s_back = self.causal.apply(x[::-1], zero, out=back[:n_rows], work=work)
-            self.causal.apply(held[::-1], s_back, out=back[n_rows:], work=work)
+            s_back = self.causal.apply(x[::-1], zero, out=back[d:][::-1], work=work)
+            self.causal.apply(held[::-1], s_back, out=back[:d][::-1], work=work)
         else:  # the stream's last, partial call: pad with its last sample
             joined = np.empty((d + n_rows, n_ch), np.float64)
             joined[:d] = held
             joined[d : d + n] = x
             joined[d + n :] = x[-1] if n else held[-1]
-            self.causal.apply(joined[::-1], zero, out=back, work=work)
-        # back[k] is the sample k before the newest; the final ones, oldest first:
-        final = back[d : d + n_rows][::-1]
-        fwd = self.causal.apply(final, state[:ns], out=out, work=work)
+            self.causal.apply(joined[::-1], zero, out=back[::-1], work=work)
+        # the final backward outputs: those at least d samples before the newest
+        fwd = self.causal.apply(back[:n_rows], state[:ns], out=out, work=work)
         new_state = np.empty((self.n_state, n_ch), np.float64)
         new_state[:ns] = fwd
         if n >= d:
