@@ -40,6 +40,7 @@ from scipy import signal
 
 from transforms.errors import InvalidArgument
 from transforms.mea.iir import LANE_CHANNELS, SosIIR, ZeroPhaseIIR
+from transforms.mea.jit import compiled
 from transforms.recording.continuous import ArraySource, ContinuousBase, ContinuousSource, fill
 from transforms.recording.spikes import coded_spikes_table, spikes_table
 
@@ -205,6 +206,48 @@ class DetectionParams:
         return ZeroPhaseIIR(sos, delay_samples=delay)
 
 
+@compiled
+def _crossings(
+    y: np.ndarray,
+    threshold: np.ndarray,
+    sign: np.float32,
+    both: bool,
+    rows: np.ndarray,
+    chs: np.ndarray,
+) -> int:
+    """Threshold crossings of ``y`` (rows, channels) float32: the ``(r, c)``, ``r >= 1``,
+    where ``y[r, c]`` is past ``threshold[c]`` (``sign * y > threshold``, or
+    ``|y| > threshold`` for ``both``) and ``y[r - 1, c]`` is not, row by row, into
+    ``rows`` and ``chs``. Returns their number, or -1 if they do not fit."""
+    n_rows, m = y.shape
+    cap = len(rows)
+    n = 0
+    for r in range(1, n_rows):
+        cur = y[r]
+        prev = y[r - 1]
+        hits = 0  # a vectorised count first: most rows have no crossing
+        if both:
+            for c in range(m):
+                hits += (abs(cur[c]) > threshold[c]) and not (abs(prev[c]) > threshold[c])
+        else:
+            for c in range(m):
+                hits += (sign * cur[c] > threshold[c]) and not (sign * prev[c] > threshold[c])
+        if hits == 0:
+            continue
+        if n + hits > cap:
+            return -1
+        for c in range(m):
+            if both:
+                now, before = abs(cur[c]), abs(prev[c])
+            else:
+                now, before = sign * cur[c], sign * prev[c]
+            if now > threshold[c] and not (before > threshold[c]):
+                rows[n] = r
+                chs[n] = c
+                n += 1
+    return n
+
+
 class _ChannelGroup:
     """Detector state of a group of channels: filter state, threshold, carried tail."""
 
@@ -226,9 +269,7 @@ class _ChannelGroup:
         self.block_cols = block_cols  # columns of the blocks handed to step()
         self.filt = filt
         self.state = state
-        self.threshold = threshold
-        # compare against the signed threshold without a scaled copy of the trace
-        self.limit = (threshold if sign > 0 else -threshold).astype(np.float32)
+        self.threshold = np.ascontiguousarray(threshold, dtype=np.float32)
         self.sign = sign  # +1: look for maxima of y, -1: minima (in stored units)
         self.both = both
         self.window = window
@@ -242,6 +283,8 @@ class _ChannelGroup:
         self.last_amp = np.zeros(n, dtype=np.float32)  # |amplitude| of the last kept spike
         self.work: np.ndarray | None = None
         self.ybuf: np.ndarray | None = None
+        self.cross_rows = np.empty(1 << 14, dtype=np.int64)  # grown as needed
+        self.cross_chs = np.empty(1 << 14, dtype=np.int64)
 
     def _score(self, y: np.ndarray) -> np.ndarray:
         return np.abs(y) if self.both else y * np.float32(self.sign)
@@ -264,24 +307,25 @@ class _ChannelGroup:
         base = self.p - 1  # global sample of buf[0]
         limit = end if final else end - w + 1
         limit = max(limit, self.p)
-        seg = buf[: limit - base]
-        if self.both:
-            above = np.abs(seg) > self.threshold
-        elif self.sign > 0:
-            above = seg > self.limit
-        else:
-            above = seg < self.limit
-        flat = above.ravel()
-        # samples past the threshold are sparse: find them, keep those whose previous
-        # sample (one row up) was inside it
-        idx = np.flatnonzero(flat[n_ch:])
-        idx = idx[~flat[idx]]
-        row, ch = np.divmod(idx, n_ch)
-        order = np.lexsort((row, ch))
-        out = self._peaks(buf, ch[order], row[order] + 1, base)
+        ch, row = self._crossings(buf[: limit - base])
+        out = self._peaks(buf, ch, row, base)
         self.tail = buf[limit - 1 - base :].copy()
         self.p = limit
         return out
+
+    def _crossings(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(channel, row) of the rows ``r >= 1`` of ``seg`` past the threshold whose row
+        ``r - 1`` is inside it, sorted by channel, then row."""
+        sign = np.float32(self.sign)
+        while True:
+            n = _crossings(seg, self.threshold, sign, self.both, self.cross_rows, self.cross_chs)
+            if n >= 0:
+                break
+            self.cross_rows = np.empty(4 * len(self.cross_rows), dtype=np.int64)
+            self.cross_chs = np.empty(4 * len(self.cross_chs), dtype=np.int64)
+        ch, row = self.cross_chs[:n], self.cross_rows[:n]
+        order = np.argsort(ch, kind="stable")  # found row by row: rows ascend per channel
+        return ch[order], row[order]
 
     def _peaks(
         self, buf: np.ndarray, ch: np.ndarray, local: np.ndarray, base: int

@@ -11,23 +11,20 @@ Every channel is computed on its own, by the same sequence of IEEE float64 opera
 output does not depend on how the stream is cut into calls, how channels are grouped,
 nor on the x86-64 CPU's vector width: bit for bit.
 
-Compiled kernels are cached on disk (numba ``cache=True``), next to this module or,
-where the package is read-only, in ``$NUMBA_CACHE_DIR`` (else numba's per-user cache).
+Compiled kernels are cached on disk (:mod:`transforms.mea.jit`).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast
+from typing import Final
 
 import numpy as np
-from numba import njit
 from numpy.lib.stride_tricks import as_strided
 from scipy import signal
 
 from transforms.errors import InvalidArgument
+from transforms.mea.jit import compiled
 
 #: Call granularity in samples: the detector cuts the stream into whole blocks and the
 #: zero-phase filter's delay is a whole number of blocks. The causal filter itself
@@ -37,22 +34,8 @@ DEFAULT_BLOCK_SAMPLES: Final = 32
 #: it. The output of a channel does not depend on its group.
 LANE_CHANNELS: Final = 64
 
-_log = logging.getLogger(__name__)
-_F = TypeVar("_F", bound=Callable[..., Any])
 
-
-def _compiled(fn: _F) -> _F:
-    """``njit(nogil=True, cache=True)``, uncached where no cache directory is writable."""
-    try:
-        return cast(_F, njit(nogil=True, cache=True)(fn))
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-        _log.warning(
-            "numba cache unavailable (%s): set NUMBA_CACHE_DIR; compiling per process", exc
-        )
-        return cast(_F, njit(nogil=True)(fn))
-
-
-@_compiled
+@compiled
 def _one_section(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
     b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
     z0, z1 = z[2 * s], z[2 * s + 1]
@@ -64,7 +47,7 @@ def _one_section(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarra
         dst[c] = y
 
 
-@_compiled
+@compiled
 def _two_sections(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
     b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
     d0, d1, d2, e1, e2 = sos[s + 1, 0], sos[s + 1, 1], sos[s + 1, 2], sos[s + 1, 4], sos[s + 1, 5]
@@ -80,7 +63,7 @@ def _two_sections(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarr
         dst[c] = w
 
 
-@_compiled
+@compiled
 def _two_sections_in_place(v: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
     b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
     d0, d1, d2, e1, e2 = sos[s + 1, 0], sos[s + 1, 1], sos[s + 1, 2], sos[s + 1, 4], sos[s + 1, 5]
@@ -96,7 +79,7 @@ def _two_sections_in_place(v: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int
         v[c] = w
 
 
-@_compiled
+@compiled
 def _sos_rows(
     src: np.ndarray,
     src_start: int,
