@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.mea.detect import _crossings
+from transforms.mea.kernels import crossings
 
 
 def _numpy_crossings(
@@ -36,7 +36,7 @@ def test_crossings_equal_the_numpy_rule(sign: float, both: bool) -> None:
     y[302, 11] = 10.0
     cap = 1 << 16
     rows, chs = np.empty(cap, np.int64), np.empty(cap, np.int64)
-    n = _crossings(y, threshold, np.float32(sign), both, rows, chs)
+    n = crossings(y, threshold, np.float32(sign), both, rows, chs)
     assert n > 100
     order = np.argsort(chs[:n], kind="stable")
     ch_ref, row_ref = _numpy_crossings(y, threshold, sign, both)
@@ -44,4 +44,4 @@ def test_crossings_equal_the_numpy_rule(sign: float, both: bool) -> None:
     np.testing.assert_array_equal(rows[:n][order], row_ref)
     # too small a buffer is reported, not overrun
     small_rows, small_chs = np.zeros(n - 1, np.int64), np.zeros(n - 1, np.int64)
-    assert _crossings(y, threshold, np.float32(sign), both, small_rows, small_chs) == -1
+    assert crossings(y, threshold, np.float32(sign), both, small_rows, small_chs) == -1

@@ -40,7 +40,6 @@ from scipy import signal
 
 from transforms.errors import InvalidArgument
 from transforms.mea.iir import LANE_CHANNELS, SosIIR, ZeroPhaseIIR
-from transforms.mea.jit import compiled
 from transforms.recording.continuous import ArraySource, ContinuousBase, ContinuousSource, fill
 from transforms.recording.spikes import coded_spikes_table, spikes_table
 
@@ -206,48 +205,6 @@ class DetectionParams:
         return ZeroPhaseIIR(sos, delay_samples=delay)
 
 
-@compiled
-def _crossings(
-    y: np.ndarray,
-    threshold: np.ndarray,
-    sign: np.float32,
-    both: bool,
-    rows: np.ndarray,
-    chs: np.ndarray,
-) -> int:
-    """Threshold crossings of ``y`` (rows, channels) float32: the ``(r, c)``, ``r >= 1``,
-    where ``y[r, c]`` is past ``threshold[c]`` (``sign * y > threshold``, or
-    ``|y| > threshold`` for ``both``) and ``y[r - 1, c]`` is not, row by row, into
-    ``rows`` and ``chs``. Returns their number, or -1 if they do not fit."""
-    n_rows, m = y.shape
-    cap = len(rows)
-    n = 0
-    for r in range(1, n_rows):
-        cur = y[r]
-        prev = y[r - 1]
-        hits = 0  # a vectorised count first: most rows have no crossing
-        if both:
-            for c in range(m):
-                hits += (abs(cur[c]) > threshold[c]) and not (abs(prev[c]) > threshold[c])
-        else:
-            for c in range(m):
-                hits += (sign * cur[c] > threshold[c]) and not (sign * prev[c] > threshold[c])
-        if hits == 0:
-            continue
-        if n + hits > cap:
-            return -1
-        for c in range(m):
-            if both:
-                now, before = abs(cur[c]), abs(prev[c])
-            else:
-                now, before = sign * cur[c], sign * prev[c]
-            if now > threshold[c] and not (before > threshold[c]):
-                rows[n] = r
-                chs[n] = c
-                n += 1
-    return n
-
-
 class _ChannelGroup:
     """Detector state of a group of channels: filter state, threshold, carried tail."""
 
@@ -316,9 +273,11 @@ class _ChannelGroup:
     def _crossings(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(channel, row) of the rows ``r >= 1`` of ``seg`` past the threshold whose row
         ``r - 1`` is inside it, sorted by channel, then row."""
+        from transforms.mea.kernels import crossings  # numba, on first use
+
         sign = np.float32(self.sign)
         while True:
-            n = _crossings(seg, self.threshold, sign, self.both, self.cross_rows, self.cross_chs)
+            n = crossings(seg, self.threshold, sign, self.both, self.cross_rows, self.cross_chs)
             if n >= 0:
                 break
             self.cross_rows = np.empty(4 * len(self.cross_rows), dtype=np.int64)

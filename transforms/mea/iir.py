@@ -11,7 +11,7 @@ Every channel is computed on its own, by the same sequence of IEEE float64 opera
 output does not depend on how the stream is cut into calls, how channels are grouped,
 nor on the x86-64 CPU's vector width: bit for bit.
 
-Compiled kernels are cached on disk (:mod:`transforms.mea.jit`).
+The kernel is :func:`transforms.mea.kernels.sos_rows` (compiled on first use, cached on disk).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from numpy.lib.stride_tricks import as_strided
 from scipy import signal
 
 from transforms.errors import InvalidArgument
-from transforms.mea.jit import compiled
 
 #: Call granularity in samples: the detector cuts the stream into whole blocks and the
 #: zero-phase filter's delay is a whole number of blocks. The causal filter itself
@@ -33,94 +32,6 @@ DEFAULT_BLOCK_SAMPLES: Final = 32
 #: Channels per lane: channel groups (threads, split plates) are cut at multiples of
 #: it. The output of a channel does not depend on its group.
 LANE_CHANNELS: Final = 64
-
-
-@compiled
-def _one_section(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
-    b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
-    z0, z1 = z[2 * s], z[2 * s + 1]
-    for c in range(dst.shape[0]):
-        v = src[c]
-        y = b0 * v + z0[c]
-        z0[c] = b1 * v - a1 * y + z1[c]
-        z1[c] = b2 * v - a2 * y
-        dst[c] = y
-
-
-@compiled
-def _two_sections(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
-    b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
-    d0, d1, d2, e1, e2 = sos[s + 1, 0], sos[s + 1, 1], sos[s + 1, 2], sos[s + 1, 4], sos[s + 1, 5]
-    z0, z1, z2, z3 = z[2 * s], z[2 * s + 1], z[2 * s + 2], z[2 * s + 3]
-    for c in range(dst.shape[0]):
-        v = src[c]
-        y = b0 * v + z0[c]
-        z0[c] = b1 * v - a1 * y + z1[c]
-        z1[c] = b2 * v - a2 * y
-        w = d0 * y + z2[c]
-        z2[c] = d1 * y - e1 * w + z3[c]
-        z3[c] = d2 * y - e2 * w
-        dst[c] = w
-
-
-@compiled
-def _two_sections_in_place(v: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
-    b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
-    d0, d1, d2, e1, e2 = sos[s + 1, 0], sos[s + 1, 1], sos[s + 1, 2], sos[s + 1, 4], sos[s + 1, 5]
-    z0, z1, z2, z3 = z[2 * s], z[2 * s + 1], z[2 * s + 2], z[2 * s + 3]
-    for c in range(v.shape[0]):
-        x = v[c]
-        y = b0 * x + z0[c]
-        z0[c] = b1 * x - a1 * y + z1[c]
-        z1[c] = b2 * x - a2 * y
-        w = d0 * y + z2[c]
-        z2[c] = d1 * y - e1 * w + z3[c]
-        z3[c] = d2 * y - e2 * w
-        v[c] = w
-
-
-@compiled
-def _sos_rows(
-    src: np.ndarray,
-    src_start: int,
-    src_stride: int,
-    n_rows: int,
-    sos: np.ndarray,
-    z: np.ndarray,
-    row: np.ndarray,
-    dst: np.ndarray,
-    dst_start: int,
-    dst_stride: int,
-) -> None:
-    """Filter rows ``src[src_start + i * src_stride :][:m]``, ``i < n_rows``, into
-    ``dst[dst_start + i * dst_stride :][:m]``, with ``m = len(row)`` channels.
-
-    ``z`` (2 * sections, m) float64 is the state, updated in place; ``row`` (m,) float64
-    holds a row between pairs of sections when there are more than two.
-    """
-    m = row.shape[0]
-    n_sections = sos.shape[0]
-    for i in range(n_rows):
-        lo = src_start + i * src_stride
-        x = src[lo : lo + m]
-        lo = dst_start + i * dst_stride
-        y = dst[lo : lo + m]
-        if n_sections == 1:
-            _one_section(x, y, z, sos, 0)
-        elif n_sections == 2:
-            _two_sections(x, y, z, sos, 0)
-        else:
-            s = n_sections % 2
-            if s:
-                _one_section(x, row, z, sos, 0)
-            else:
-                _two_sections(x, row, z, sos, 0)
-                s = 2
-            while s < n_sections:
-                _two_sections_in_place(row, z, sos, s)
-                s += 2
-            for c in range(m):
-                y[c] = row[c]
 
 
 def _flat_rows(x: np.ndarray, *, writable: bool = False) -> tuple[np.ndarray, int, int]:
@@ -238,11 +149,13 @@ class SosIIR:
         if work is None or work.shape != (n_ch,) or work.dtype != np.float64:
             work = self.workspace(n, n_ch)
         if n_ch:
-            _sos_rows(*_flat_rows(x), n, self.sos, z, work, *_flat_rows(out[:n], writable=True))
+            from transforms.mea.kernels import sos_rows  # numba, on first use
+
+            sos_rows(*_flat_rows(x), n, self.sos, z, work, *_flat_rows(out[:n], writable=True))
             if len(out) > n:  # zero input past the end
                 zeros = np.zeros((len(out) - n, n_ch), x.dtype)
                 rest = _flat_rows(out[n:], writable=True)
-                _sos_rows(*_flat_rows(zeros), len(out) - n, self.sos, z, work, *rest)
+                sos_rows(*_flat_rows(zeros), len(out) - n, self.sos, z, work, *rest)
         return z
 
 
