@@ -123,3 +123,24 @@ def test_compiled_kernels_are_cached_where_numba_cache_dir_points(tmp_path: Path
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.nbc")}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=300)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.nbc")} == before  # loaded
+
+
+def test_kernel_has_no_fused_multiply_adds() -> None:
+    """Without fastmath, LLVM keeps each multiply and add apart (rounded twice), so a CPU
+    with or without FMA units, or with wider vectors, computes the same numbers."""
+    import re
+
+    import numba
+
+    from transforms.mea import kernels
+
+    fresh = numba.njit(nogil=True)(kernels.sos_rows.py_func)  # uncached: its code is seen
+    sos = signal.butter(4, [200, 3000], btype="bandpass", fs=FS_HZ, output="sos")
+    for dtype in (np.int16, np.float32):
+        src = np.zeros(64 * 8, dtype)
+        src.flags.writeable = False
+        dst = np.zeros(64 * 8, np.float32)
+        fresh(src, 0, 8, 64, sos, np.zeros((8, 8)), np.zeros(8), dst, 0, 8)
+    for asm in fresh.inspect_asm().values():
+        assert re.search(r"\bv?mul[sp]d\b", asm)  # the multiplies are there, as such
+        assert not re.search(r"\bvf(n)?m(add|sub)", asm)
