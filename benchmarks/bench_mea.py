@@ -12,7 +12,7 @@ to ``--baseline-s`` seconds; the ratio is per second of data. CPU seconds (user 
 system, all threads) are printed beside wall seconds: on the shared machine they move
 less with the load.
 
-With ``--sensitive``, the ``sensitive`` profile (zero-phase band-pass) is timed on the
+Unless ``--no-sensitive``, the ``sensitive`` profile (zero-phase band-pass) is timed on the
 whole plate too, and, if SpikeInterface is installed (``uv run --group bench``), both
 it (``bandpass_filter`` + ``detect_peaks(method="by_channel")``, ``n_jobs=1``) and the
 ``sensitive`` detector (``n_threads=1``) run on the same µV array in memory: the first
@@ -42,6 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _child(mode: str, raw_path: str, threads: int, seconds: float) -> None:
     import resource
+
+    if mode == "cold":
+        _cold(raw_path)
+        return
 
     from transforms.formats.axion import open_axion
     from transforms.mea.detect import detect_spikes, profile_params
@@ -99,6 +103,25 @@ def _child(mode: str, raw_path: str, threads: int, seconds: float) -> None:
     print(json.dumps({"seconds": elapsed, "n": n, "peak_rss_mb": rss_mb, **extra}))
 
 
+def _cold(raw_path: str) -> None:
+    """A fresh process: imports, then ``default`` and ``sensitive`` on the plate's first
+    second (each first call compiles the kernels, or loads them from numba's cache)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    from transforms.formats.axion import open_axion
+    from transforms.mea.detect import detect_spikes, profile_params
+
+    out = {"import_s": time.process_time() - c0}
+    f = open_axion(raw_path)
+    f.n_samples = min(f.n_samples, round(f.sampling_rate_hz))
+    for profile in ("default", "sensitive"):
+        c1 = time.process_time()
+        detect_spikes(f, params=profile_params(profile))
+        out[f"{profile}_s"] = time.process_time() - c1
+    out["cpu_s"] = time.process_time() - c0
+    out["seconds"] = time.perf_counter() - t0
+    print(json.dumps(out))
+
+
 def _si_runner(fs: float, names: list[str]):  # type: ignore[no-untyped-def]
     """SpikeInterface's band-pass (its defaults) and per-channel peak detection, 1 job."""
     import inspect
@@ -150,7 +173,9 @@ def _baseline(f, seconds: float) -> int:  # type: ignore[no-untyped-def]
     return int(np.count_nonzero(below[:, 1:] & ~below[:, :-1]))
 
 
-def _run_child(mode: str, raw: Path, threads: int, seconds: float) -> dict[str, float]:
+def _run_child(
+    mode: str, raw: Path, threads: int, seconds: float, env: dict[str, str] | None = None
+) -> dict[str, float]:
     out = subprocess.run(
         [
             sys.executable,
@@ -167,6 +192,7 @@ def _run_child(mode: str, raw: Path, threads: int, seconds: float) -> dict[str, 
         text=True,
         check=True,
         cwd=REPO,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -217,7 +243,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="detection runs (best is kept)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--raw", type=Path, help="an existing 12-well .raw plate (no generation)")
-    ap.add_argument("--sensitive", action="store_true", help="also the sensitive profile")
+    ap.add_argument(
+        "--sensitive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the sensitive profile, and SpikeInterface if installed",
+    )
     ap.add_argument("--si-s", type=float, default=20.0, help="seconds for SpikeInterface")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -267,6 +298,16 @@ def main() -> None:
                 f"{base['seconds']:.2f} s, {args.duration_s * per_s_base:.0f} s scaled to the "
                 f"plate, {base['n']} crossings; streaming is {per_s_base / per_s_stream:.2f}x "
                 "faster per second of data"
+            )
+        with tempfile.TemporaryDirectory() as cache:  # an empty numba cache, then filled
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            cold = [_run_child("cold", raw_path, args.threads, 0.0, env) for _ in range(2)]
+        for label, r in zip(("no kernel cache", "kernels cached"), cold, strict=True):
+            print(
+                f"cold process, {label}: imports {r['import_s']:.2f} s CPU, first 1 s of the "
+                f"plate: default {r['default_s']:.2f} s CPU, then sensitive "
+                f"{r['sensitive_s']:.2f} s CPU; process {r['cpu_s']:.2f} s CPU, "
+                f"{r['seconds']:.2f} s wall"
             )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
