@@ -144,3 +144,16 @@ def test_kernel_has_no_fused_multiply_adds() -> None:
     for asm in fresh.inspect_asm().values():
         assert re.search(r"\bv?mul[sp]d\b", asm)  # the multiplies are there, as such
         assert not re.search(r"\bvf(n)?m(add|sub)", asm)
+
+
+def test_importing_the_detector_does_not_import_numba() -> None:
+    """Every ingest imports the detector's parameters (paramset); numba (~0.7 s CPU)
+    is imported only by a process that filters."""
+    code = (
+        "import sys, transforms.pipeline.paramset, transforms.mea.detect; "
+        "print('numba' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "False"
