@@ -32,6 +32,8 @@ DEFAULT_BLOCK_SAMPLES: Final = 32
 #: Channels per lane: channel groups (threads, split plates) are cut at multiples of
 #: it. The output of a channel does not depend on its group.
 LANE_CHANNELS: Final = 64
+#: Sample types the kernel reads as they are (native byte order); others go through float64.
+_KERNEL_TYPES: Final = "bBhHiIlLqQfd"
 
 
 def _flat_rows(x: np.ndarray, *, writable: bool = False) -> tuple[np.ndarray, int, int]:
@@ -39,6 +41,8 @@ def _flat_rows(x: np.ndarray, *, writable: bool = False) -> tuple[np.ndarray, in
     signed row stride, all in elements, without a copy when the channels of each row
     are contiguous (a column slice or a reversed view of a C-contiguous array); other
     inputs are copied (read only), other outputs refused."""
+    if not writable and (not x.dtype.isnative or x.dtype.char not in _KERNEL_TYPES):
+        x = x.astype(np.float64)  # big-endian or float16 samples: exact in float64
     n, m = x.shape
     size = x.itemsize
     if n == 0 or m == 0:
