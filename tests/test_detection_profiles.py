@@ -27,7 +27,7 @@ from transforms.mea.detect import (
     detect_spikes,
     profile_params,
 )
-from transforms.mea.iir import BlockIIR, ZeroPhaseIIR
+from transforms.mea.iir import SosIIR, ZeroPhaseIIR
 from transforms.pipeline.decode_mea import decode_mea
 from transforms.pipeline.landing import Target
 from transforms.synth.plate import generate_plate, spike_template_uv
@@ -163,7 +163,7 @@ def test_axis_profile_detects_on_a_synthetic_plate(snr3_plate) -> None:  # type:
 def test_default_profile_is_todays_detector(snr3_plate) -> None:  # type: ignore[no-untyped-def]
     raw = open_axion(snr3_plate.raw_path)
     assert profile_params("default") == DetectionParams()
-    assert isinstance(DetectionParams().make_filter(FS), BlockIIR)
+    assert isinstance(DetectionParams().make_filter(FS), SosIIR)
     a = detect_spikes(raw, wells=["B1"])
     b = detect_spikes(raw, wells=["B1"], params=profile_params("default"))
     assert a.equals(b)

@@ -1,7 +1,7 @@
 """Streaming threshold spike detection for MEA plates, and the MEA spike-table convention.
 
 The detector is the classic one (Quiroga et al. 2004): a causal Butterworth band-pass
-(computed as block matrix products on the time-major data, :mod:`transforms.mea.iir`,
+(a compiled second-order-sections kernel on the time-major data, :mod:`transforms.mea.iir`,
 with its state carried from chunk to chunk), a per-channel threshold of
 ``k`` noise sigmas with sigma = MAD / 0.6745 estimated on an initial window of the
 filtered trace, a crossing rule (the sample goes past the threshold after being inside
@@ -15,8 +15,8 @@ state and the last accepted spike of each channel are carried over, crossings wh
 peak-search window would reach past the chunk are left for the next one (the last few
 filtered samples are carried with them), so no spike is lost or doubled at a border.
 Chunks hold whole filter blocks, aligned to the recording start. Channels are split
-into groups filtered in parallel threads (BLAS releases the GIL; it is held to one
-thread of its own meanwhile), and only one chunk of the plate is in memory at a time.
+into groups filtered in parallel threads (the kernel releases the GIL), and only one
+chunk of the plate is in memory at a time.
 
 Spikes travel as a :class:`pyarrow.Table` with :data:`MEA_SPIKE_SCHEMA`: ``electrode``
 (``A1_23``), ``well`` (``A1``), ``time_s`` (float64, from recording start) and
@@ -39,7 +39,7 @@ import pyarrow as pa
 from scipy import signal
 
 from transforms.errors import InvalidArgument
-from transforms.mea.iir import LANE_CHANNELS, BlockIIR, ZeroPhaseIIR, blas_threads
+from transforms.mea.iir import LANE_CHANNELS, SosIIR, ZeroPhaseIIR
 from transforms.recording.continuous import ArraySource, ContinuousBase, ContinuousSource, fill
 from transforms.recording.spikes import coded_spikes_table, spikes_table
 
@@ -49,7 +49,7 @@ PARAMS_METADATA_KEY: Final = b"neurocyte.detection_params"
 NOISE_METADATA_KEY: Final = b"neurocyte.noise_sigma_uv"
 
 #: A streaming filter of the detector: causal or zero-phase (same interface).
-StreamFilter = BlockIIR | ZeroPhaseIIR
+StreamFilter = SosIIR | ZeroPhaseIIR
 
 _MAD_TO_SIGMA: Final = 0.6745
 _R = TypeVar("_R")
@@ -196,11 +196,11 @@ class DetectionParams:
             return (self.fir_taps - 1) // 2
         return 0
 
-    def make_filter(self, sampling_rate_hz: float) -> BlockIIR | ZeroPhaseIIR:
-        """The streaming filter: causal (:class:`BlockIIR`) or zero-phase."""
+    def make_filter(self, sampling_rate_hz: float) -> SosIIR | ZeroPhaseIIR:
+        """The streaming filter: causal (:class:`~transforms.mea.iir.SosIIR`) or zero-phase."""
         sos = self.sos(sampling_rate_hz)
         if not self.zero_phase:
-            return BlockIIR(sos)
+            return SosIIR(sos)
         delay = max(1, round(self.zero_phase_delay_ms * 1e-3 * sampling_rate_hz))
         return ZeroPhaseIIR(sos, delay_samples=delay)
 
@@ -226,9 +226,7 @@ class _ChannelGroup:
         self.block_cols = block_cols  # columns of the blocks handed to step()
         self.filt = filt
         self.state = state
-        self.threshold = threshold
-        # compare against the signed threshold without a scaled copy of the trace
-        self.limit = (threshold if sign > 0 else -threshold).astype(np.float32)
+        self.threshold = np.ascontiguousarray(threshold, dtype=np.float32)
         self.sign = sign  # +1: look for maxima of y, -1: minima (in stored units)
         self.both = both
         self.window = window
@@ -242,6 +240,8 @@ class _ChannelGroup:
         self.last_amp = np.zeros(n, dtype=np.float32)  # |amplitude| of the last kept spike
         self.work: np.ndarray | None = None
         self.ybuf: np.ndarray | None = None
+        self.cross_rows = np.empty(1 << 14, dtype=np.int64)  # grown as needed
+        self.cross_chs = np.empty(1 << 14, dtype=np.int64)
 
     def _score(self, y: np.ndarray) -> np.ndarray:
         return np.abs(y) if self.both else y * np.float32(self.sign)
@@ -264,24 +264,27 @@ class _ChannelGroup:
         base = self.p - 1  # global sample of buf[0]
         limit = end if final else end - w + 1
         limit = max(limit, self.p)
-        seg = buf[: limit - base]
-        if self.both:
-            above = np.abs(seg) > self.threshold
-        elif self.sign > 0:
-            above = seg > self.limit
-        else:
-            above = seg < self.limit
-        flat = above.ravel()
-        # samples past the threshold are sparse: find them, keep those whose previous
-        # sample (one row up) was inside it
-        idx = np.flatnonzero(flat[n_ch:])
-        idx = idx[~flat[idx]]
-        row, ch = np.divmod(idx, n_ch)
-        order = np.lexsort((row, ch))
-        out = self._peaks(buf, ch[order], row[order] + 1, base)
+        ch, row = self._crossings(buf[: limit - base])
+        out = self._peaks(buf, ch, row, base)
         self.tail = buf[limit - 1 - base :].copy()
         self.p = limit
         return out
+
+    def _crossings(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(channel, row) of the rows ``r >= 1`` of ``seg`` past the threshold whose row
+        ``r - 1`` is inside it, sorted by channel, then row."""
+        from transforms.mea.kernels import crossings  # numba, on first use
+
+        sign = np.float32(self.sign)
+        while True:
+            n = crossings(seg, self.threshold, sign, self.both, self.cross_rows, self.cross_chs)
+            if n >= 0:
+                break
+            self.cross_rows = np.empty(4 * len(self.cross_rows), dtype=np.int64)
+            self.cross_chs = np.empty(4 * len(self.cross_chs), dtype=np.int64)
+        ch, row = self.cross_chs[:n], self.cross_rows[:n]
+        order = np.argsort(ch, kind="stable")  # found row by row: rows ascend per channel
+        return ch[order], row[order]
 
     def _peaks(
         self, buf: np.ndarray, ch: np.ndarray, local: np.ndarray, base: int
@@ -574,8 +577,7 @@ def detect_spikes(
     delay = params.output_delay_samples(fs)
     if delay:  # the trace lags by `delay`: read that much past the end (edge-padded)
         src = _PaddedSource(src, delay)
-    with blas_threads(1):  # parallelism comes from the channel groups' threads
-        return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
+    return _detect(src, cols, names, gain, params, filt, chunk_s, n_threads, delay)
 
 
 def _detect(
