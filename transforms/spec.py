@@ -18,7 +18,7 @@ from transforms.untrusted import excerpt
 
 #: Bumped whenever a transform changes the rows it produces; stored in every
 #: row and in ``ingest_log`` so the nightly DAG can re-ingest stale files.
-TRANSFORM_VERSION: Final = "0.2.0"
+TRANSFORM_VERSION: Final = "0.3.0"
 
 ENV_LAKE: Final = "NEUROCYTE_LAKE"
 ENV_LANDING: Final = "NEUROCYTE_LANDING"
