@@ -64,7 +64,7 @@ def test_ten_million_row_spike_list_ingests_within_2gb(tmp_path: Path) -> None:
     (outside it: delta-rs hangs rather than fail when an allocation is refused)
     read each table back from staging slice by slice (``commit.SLICE_ROWS``), never
     the whole batch at once. The peak of the whole process is asserted against
-    ``$NEUROCYTE_TEST_10M_PEAK_MB`` (default 2048). Measured 1.5-1.6 GB; before the
+    ``$NEUROCYTE_TEST_10M_PEAK_MB`` (default 2048). Measured 1.3-1.55 GB; before the
     slices, 2.8-3.2 GB (the gate and the commit held every table of the batch, and
     delta-rs buffered the whole 10 M rows it was handed). Before the streaming
     reader a 1 M-row ingest peaked at 1.75 GB and a 10 M-row one (issue 15) died at
