@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from tests.conftest import REPO_ROOT
 from tests.helpers import query
@@ -120,6 +121,36 @@ def test_split_plate_publishes_the_rows_of_a_whole_ingest(
     for table in MEA_TABLES:
         assert mine[table] == ref[table], table
     assert not list((lake / "_staging").glob("*/*")), "staged parts left behind"
+
+
+def test_split_plate_committed_slice_by_slice_publishes_the_same_rows(
+    tmp_path: Path, landing: Path, whole_rows: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts bigger than a slice are read back batch by batch, cast to the parts'
+    common schema, gated and appended slice by slice: the same rows as one piece."""
+    from transforms.pipeline import commit
+
+    spikes = len(whole_rows[spec.MEA_SPIKES]) // 2  # the reference lake holds two plates
+    slice_rows = max(8, spikes // 10)  # each of the 4 parts' spikes spans slices
+    monkeypatch.setattr(commit, "SLICE_ROWS", slice_rows)
+    path = _file(landing, ".raw")
+    lake = tmp_path / "lake"
+    summary = ingest_paths(
+        [path], lake=str(lake), landing=str(landing), split_plate_mb=0.01, max_parts=4
+    )
+    (o,) = summary.outcomes
+    assert o.status == "published" and o.n_parts == 4, o.reason
+    assert o.rows[spec.MEA_SPIKES] == spikes > 4 * slice_rows
+    mine = published_rows(lake)
+    ref = _rows_of(whole_rows, o.file_id, lake)
+    for table in MEA_TABLES:
+        assert mine[table] == ref[table], table
+    appends = [
+        h
+        for h in DeltaTable(spec.table_uri(spec.MEA_SPIKES, str(lake))).history()
+        if h.get("neurocyte.operation") == f"append {spec.MEA_SPIKES}"
+    ]
+    assert len(appends) >= 10  # one commit per slice
 
 
 def _col(lake: Path, table: str, name: str) -> int:

@@ -89,6 +89,19 @@ def test_storage_roundtrip_on_s3(zone) -> None:
     assert storage.list_files(storage.join(lake, "moved")) == []
 
 
+def test_staged_parquet_is_read_back_in_batches_on_s3(zone) -> None:
+    """The commit reads a big staged table back batch by batch (commit.SLICE_ROWS)."""
+    _landing, lake = zone
+    uri = storage.join(lake, "_staging", "probe", "mea_spikes.parquet")
+    n = 10_000
+    storage.write_parquet(pa.table({"file_id": ["f" * 64] * n, "time_s": list(range(n))}), uri)
+    assert storage.read_parquet_schema(uri).names == ["file_id", "time_s"]
+    batches = list(storage.iter_parquet(uri, batch_rows=3_000, read_dictionary=["file_id"]))
+    assert [b.num_rows for b in batches] == [3_000, 3_000, 3_000, 1_000]
+    assert all(pa.types.is_dictionary(b.schema.field("file_id").type) for b in batches)
+    assert [t for b in batches for t in b["time_s"].to_pylist()] == list(range(n))
+
+
 def test_ingest_from_s3_landing_into_s3_lake(s3: S3Server, zone) -> None:
     landing, lake = zone
     good = _land(s3, landing, "171116sh_0018.abf")

@@ -229,6 +229,28 @@ def read_parquet(uri: str, *, read_dictionary: Sequence[str] = ()) -> pa.Table:
     return pq.read_table(path, filesystem=fsys)
 
 
+def read_parquet_schema(uri: str) -> pa.Schema:
+    """The Arrow schema of one Parquet file (its footer only)."""
+    fsys, path = filesystem(uri)
+    return pq.read_schema(path, filesystem=fsys)
+
+
+def iter_parquet(
+    uri: str, *, batch_rows: int, read_dictionary: Sequence[str] = ()
+) -> Iterator[pa.RecordBatch]:
+    """One Parquet file's rows in batches of at most ``batch_rows`` (never all at once).
+
+    ``read_dictionary`` columns come back dictionary-encoded, as in :func:`read_parquet`.
+    A batch never spans two row groups, so some are shorter.
+    """
+    fsys, path = filesystem(uri)
+    with fsys.open_input_file(path) as fh:
+        present = set(pq.read_schema(fh).names)
+        wanted = [c for c in read_dictionary if c in present]
+        reader = pq.ParquetFile(fh, read_dictionary=wanted or None)
+        yield from reader.iter_batches(batch_size=batch_rows)
+
+
 def remove_tree(uri: str) -> None:
     """Delete ``uri`` and everything below it; nothing if it does not exist."""
     from pyarrow import fs as pafs

@@ -222,6 +222,9 @@ def compute_metrics(
     e_raw, t_raw = _validated_arrays(spikes, layout, duration_s)
     order = np.lexsort((t_raw, e_raw))
     e, t = e_raw[order], t_raw[order]
+    # A 10 M-spike plate's per-spike arrays are 80 MB each: drop each as soon as
+    # it is used up, so the worker's budget holds fewer of them at once.
+    del e_raw, t_raw, order
     n_e, n_w, epw = layout.n_channels, layout.n_wells, layout.electrodes_per_well
     well_of_e = np.arange(n_e) // epw  # layout.electrodes is ordered well by well
     electrodes = np.array(layout.electrodes, dtype=object)
@@ -287,9 +290,13 @@ def compute_metrics(
     n_active = np.bincount(well_of_e, weights=active, minlength=n_w).astype(np.int64)
     from_active = active[e]
     ae, at = e[from_active], t[from_active]
+    del e, t, same, runs  # the per-electrode trains are done with
     aw = well_of_e[ae]
     combined = np.lexsort((at, aw))
-    ae, at, aw = ae[combined], at[combined], aw[combined]
+    ae = ae[combined]  # one at a time: never two copies of all three
+    at = at[combined]
+    aw = aw[combined]
+    del combined, from_active
     nb = isi_threshold_runs(at, aw, max_isi_s=params.nb_max_isi_s, min_spikes=params.nb_min_spikes)
     in_run = nb.spike_run >= 0
     pairs = np.unique(nb.spike_run[in_run] * n_e + ae[in_run])

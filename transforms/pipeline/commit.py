@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -142,9 +142,12 @@ def _merge_parts(outs: list[Outcome], *, lake: str | None) -> tuple[list[Outcome
 
 #: Columns holding one value per file: read back as shared blocks, not a copy per row.
 _CONSTANT_COLUMNS = ("file_id", "ingest_id", "transform_version", "params_json")
-#: Rows validated by one GX run: a 10 M-spike plate is validated in slices, so the
-#: gate's pandas copy stays a few hundred MB.
-QC_SLICE_ROWS = 1_000_000
+#: Rows of a table held at once by the gate and the append. A batch's rows of a table
+#: beyond this are read from staging, validated (one GX run per slice) and appended
+#: (one Delta commit per slice) slice by slice, so a 10 M-spike plate never has all
+#: its rows in memory: GX's pandas copy stays a few hundred MB, and delta-rs, which
+#: buffers what it is given faster than it writes it, at most a slice.
+SLICE_ROWS = 1 << 20
 
 
 def _compact(table: pa.Table) -> pa.Table:
@@ -186,18 +189,98 @@ def _read_staged(name: str, where: list[tuple[str, dict[str, int]]]) -> pa.Table
     return merge_part_tables(name, tables)
 
 
-def _validate_sliced(name: str, rows: pa.Table) -> qc.QCResult:
-    """:func:`gate.validate` over slices of :data:`QC_SLICE_ROWS` rows, merged.
-
-    Every expectation of a table with that many rows is a row-level one (spikes),
-    so the slices' verdicts together are the verdict on the whole.
-    """
-    if rows.num_rows <= QC_SLICE_ROWS:
-        return gate.validate(name, rows)
-    results = [
-        gate.validate(name, rows.slice(i, QC_SLICE_ROWS))
-        for i in range(0, rows.num_rows, QC_SLICE_ROWS)
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns, in its order: cast, or all null if absent."""
+    columns = [
+        (table[f.name] if table[f.name].type == f.type else pc.cast(table[f.name], f.type))
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
     ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+#: A file's staged rows: (its outcome, where its parts' rows are).
+_Staged = tuple[Outcome, list[tuple[str, dict[str, int]]]]
+
+
+def _pieces(name: str, files: Sequence[_Staged]) -> Iterator[pa.Table]:
+    """The files' staged rows of one table, read in pieces of at most :data:`SLICE_ROWS`.
+
+    A file with no more rows than that (and every file's ``mea_recordings``, one row
+    per well, whose parts are merged by value) is one piece; a bigger one is read
+    batch by batch, its parts in order, each piece cast to the parts' common schema
+    (:func:`merge_part_tables` concatenates such parts the same way).
+    """
+    for o, where in files:
+        if name not in o.rows:
+            continue
+        if o.rows[name] <= SLICE_ROWS or name == spec.MEA_RECORDINGS:
+            yield _read_staged(name, where)
+            continue
+        uris = [storage.join(d, f"{name}.parquet") for d, rows in where if name in rows]
+        common = (
+            pa.unify_schemas(
+                [_compact_schema(storage.read_parquet_schema(u)) for u in uris],
+                promote_options="permissive",
+            )
+            if len(uris) > 1
+            else None
+        )
+        for uri in uris:
+            for batch in storage.iter_parquet(
+                uri, batch_rows=SLICE_ROWS, read_dictionary=_CONSTANT_COLUMNS
+            ):
+                piece = _compact(pa.Table.from_batches([batch]))
+                del batch
+                yield piece if common is None else _conform(piece, common)
+
+
+def _compact_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema :func:`_compact` gives a table read with ``schema``."""
+    for name in _CONSTANT_COLUMNS:
+        i = schema.get_field_index(name)
+        if i >= 0:
+            schema = schema.set(i, pa.field(name, pa.string(), nullable=True))
+    return schema
+
+
+def _slices(pieces: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Pieces joined into tables of at most :data:`SLICE_ROWS` rows (a bigger piece alone).
+
+    Rows of several files share a slice, so a batch of small files is still one
+    GX run and one Delta commit per table. The caller drops each slice before
+    asking for the next: only one is ever held.
+    """
+    held: list[pa.Table] = []
+    n = 0
+    for piece in pieces:
+        if held and n + piece.num_rows > SLICE_ROWS:
+            out = pa.concat_tables(held, promote_options="permissive")
+            held, n = [], 0
+            yield out
+            del out
+        held.append(piece)
+        n += piece.num_rows
+        del piece
+    if held:
+        out = pa.concat_tables(held, promote_options="permissive")
+        held.clear()
+        yield out
+
+
+def _gate(name: str, files: Sequence[_Staged]) -> qc.QCResult:
+    """:func:`gate.validate` of the files' rows of ``name``, slice by slice, merged.
+
+    Every expectation of a table with more rows than a slice is a row-level one
+    (spikes), so the slices' verdicts together are the verdict on the whole.
+    """
+    results: list[qc.QCResult] = []
+    for rows in _slices(_pieces(name, files)):
+        results.append(gate.validate(name, rows))
+        del rows
+    if len(results) == 1:
+        return results[0]
     by_file: dict[str, list[str]] = {}
     for r in results:
         for fid, lines in r.by_file.items():
@@ -218,13 +301,14 @@ def commit_batch(
 ) -> list[Outcome]:
     """Validate staged files together, then commit the passing ones at once.
 
-    Each table's rows of the whole batch are validated in one GX run; failures
-    are attributed to files through their ``file_id``. Files with a failure
-    are moved to ``<lake>/quarantine/<file_id>/`` and logged ``quarantined``
-    with the failed expectations; nothing of them reaches the data tables.
-    The others are appended with one commit per table; one ``ingest_log``
-    commit then publishes all of them (the commit point), and one delete per
-    table removes the rows of their superseded attempts.
+    Each table's rows of the whole batch are validated in one GX run (one per
+    slice of :data:`SLICE_ROWS` rows: tables are read back from staging one at a
+    time, slice by slice); failures are attributed to files through their
+    ``file_id``. Files with a failure are moved to ``<lake>/quarantine/<file_id>/``
+    and logged ``quarantined`` with the failed expectations; nothing of them
+    reaches the data tables. The others are appended with one commit per table
+    (per slice); one ``ingest_log`` commit then publishes all of them (the commit
+    point), and one delete per table removes the rows of their superseded attempts.
 
     The parts of a split plate (outcomes with ``part`` set, sharing an
     ``ingest_id``) are merged first into one outcome per file, returned in
@@ -251,21 +335,14 @@ def commit_batch(
     run_time = now_utc().replace(microsecond=0).isoformat()
     local = not spec.is_remote(spec.lake_root(lake))
     try:
-        combined: dict[str, pa.Table] = {}
-        of_file: dict[str, dict[str, pa.Table]] = {}
-        for name in dict.fromkeys(n for o in staged for n in o.rows):
-            of_file[name] = {
-                o.file_id: _read_staged(name, sources[o.ingest_id])
-                for o in staged
-                if name in o.rows
-            }
-            combined[name] = pa.concat_tables(
-                list(of_file[name].values()), promote_options="permissive"
-            )
+        # One table at a time, re-read from staging slice by slice: never a table of
+        # the whole batch in memory (a 10 M-spike plate would be gigabytes).
+        names = list(dict.fromkeys(n for o in staged for n in o.rows))
+        files: list[_Staged] = [(o, sources[o.ingest_id]) for o in staged]
         failures: dict[str, list[str]] = {}
         pages: dict[str, str] = {}
-        for name, rows in combined.items():
-            result = _validate_sliced(name, rows)
+        for name in names:
+            result = _gate(name, files)
             if local:
                 qc.save_result(result, batch_id=batch_id, run_time=run_time, lake=lake)
                 page = qc.docs_page(name, batch_id=batch_id, run_time=run_time, lake=lake)
@@ -274,11 +351,13 @@ def commit_batch(
                 failures.setdefault(fid, []).extend(f"{name}: {line}" for line in lines)
             if result.unattributed:
                 # A table-level expectation failed: find the culprits file by file.
-                for o in staged:
-                    mine = rows.filter(pc.equal(rows["file_id"], o.file_id))
-                    alone = gate.validate(name, mine)
+                for one in files:
+                    if name not in one[0].rows:
+                        continue
+                    alone = _gate(name, [one])
                     if not alone.success:
-                        failures.setdefault(o.file_id, []).append(alone.reason)
+                        failures.setdefault(one[0].file_id, []).append(alone.reason)
+            del result
         for o in staged:
             o.batch_id = batch_id
             o.qc_pages = {n: p for n, p in pages.items() if n in o.rows}
@@ -289,16 +368,14 @@ def commit_batch(
             storage.move_tree(o.staging, quarantine)
             o.status, o.staging = "quarantined", quarantine
             o.reason = " | ".join(dict.fromkeys(failures[o.file_id]))
-        for name, rows in combined.items():
-            mine = [of_file[name][o.file_id] for o in good if o.file_id in of_file[name]]
-            if mine:
-                # the good files' tables as they are (zero-copy), never a filtered copy
-                rows = (
-                    rows
-                    if len(mine) == len(of_file[name])
-                    else pa.concat_tables(mine, promote_options="permissive")
-                )
+        passing = [(o, sources[o.ingest_id]) for o in good]
+        for name in names:
+            # the good files' rows, re-read from staging: one commit per slice (one
+            # per table unless the batch has more rows of it than a slice); rows
+            # appended stay invisible until the ingest_log commit below publishes them
+            for rows in _slices(_pieces(name, passing)):
                 lakeio.append_rows(name, rows, lake=lake, batch_id=batch_id)
+                del rows
         for o in good:
             o.status = "published"
         try:
@@ -310,7 +387,7 @@ def commit_batch(
                 o.status = "staged"
             raise
         keep = {o.file_id: o.ingest_id for o in good}
-        for name in combined:
+        for name in names:
             lakeio.prune_superseded_many(name, keep=keep, lake=lake)
         for o in good:
             storage.remove_tree(o.staging)
