@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -58,6 +58,8 @@ TARGET_FIXED_S = 3.0
 TARGET_ABF_MARGINAL_S = 0.060
 TARGET_MEA_PER_LIST_S = 3.0
 TARGET_SQL_S = 0.5
+TARGET_RAW_PLATE_S = 5.0  # a 5-min 768-channel plate: 60x real time
+TARGET_RAW_RSS_MB = 1500.0
 
 
 def load() -> str:
@@ -71,23 +73,31 @@ class Run:
     cpu_s: float
     load_1min: float
     output: str
+    peak_rss_mb: float = float("nan")
 
 
 def run_process(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
-    """One fresh process: wall time, its CPU time (and its children's), the load."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    out = subprocess.run(
-        list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT
-    )
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd[:3])} ... failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+    """One fresh process: wall time, its CPU time and peak RSS (with its children's), the load.
+
+    ``os.wait4`` gives this one process's resource use (not the running total of every
+    child of the benchmark that ``RUSAGE_CHILDREN`` holds), so ``peak_rss_mb`` is its own.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=ROOT
         )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(wall, cpu, os.getloadavg()[0], out.stdout)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{stdout[-2000:]}{stderr[-3000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, cpu, os.getloadavg()[0], stdout, usage.ru_maxrss / 1024)
 
 
 # -- distinct inputs ------------------------------------------------------------------
@@ -395,12 +405,154 @@ def bench_sql(lake: Path) -> None:
     )
 
 
+# -- continuous MEA plates (.raw) -------------------------------------------------------
+
+
+def si_detect(raw: Path, *, window_s: float, n_jobs: int) -> dict[str, float]:
+    """SpikeInterface on a ``.raw`` plate: band-pass + ``detect_peaks`` (``by_channel``).
+
+    The samples are handed to SpikeInterface as a lazy binary recording of the plate's
+    data region (int16 frames, read in 1 s chunks by ``n_jobs`` workers), so it streams
+    the file as the project does. Returns the detection time (imports excluded) and the
+    number of peaks.
+    """
+    import spikeinterface.core as si
+    from spikeinterface.preprocessing import bandpass_filter
+    from spikeinterface.sortingcomponents.peak_detection import detect_peaks
+
+    from transforms.formats.axion import open_axion
+
+    f = open_axion(raw)
+    first = f.read_counts(0, 2)
+    n_cols = first.shape[1]
+    frame_bytes = n_cols * first.dtype.itemsize
+    offset = raw.stat().st_size - f.n_samples * frame_bytes  # one data region, at the end
+    probe = np.fromfile(raw, dtype=first.dtype, count=first.size, offset=offset)
+    if not np.array_equal(probe.reshape(first.shape), first):
+        raise SystemExit(f"{raw.name}: data region is not one block at the end of the file")
+    rec = si.read_binary(
+        raw,
+        sampling_frequency=f.sampling_rate_hz,
+        dtype=first.dtype.str,
+        num_channels=n_cols,
+        file_offset=offset,
+    )
+    rec = rec.frame_slice(0, min(f.n_samples, round(window_s * f.sampling_rate_hz)))
+    jobs = {"n_jobs": n_jobs, "chunk_duration": "1s", "progress_bar": False}
+    import inspect
+
+    by_dict = "job_kwargs" in inspect.signature(detect_peaks).parameters
+    job_args: dict[str, object] = {"job_kwargs": jobs} if by_dict else jobs
+    t0 = time.perf_counter()
+    peaks = detect_peaks(bandpass_filter(rec), method="by_channel", **job_args)
+    return {"detect_s": time.perf_counter() - t0, "peaks": float(len(peaks))}
+
+
+def read_floor(raw: Path) -> float:
+    """Seconds to read every byte of ``raw`` (64 MiB reads): the I/O floor."""
+    t0 = time.perf_counter()
+    with raw.open("rb", buffering=0) as fh:
+        buf = bytearray(1 << 26)
+        while fh.readinto(buf):
+            pass
+    return time.perf_counter() - t0
+
+
+def bench_raw_plates(work: Path, n: int, *, duration_s: float, si_window_s: float) -> None:
+    """``neurocyte ingest`` of ``n`` distinct generated 12-well (768-channel) ``.raw`` plates.
+
+    Each plate is generated (untimed; a different seed, so different noise and spikes),
+    ingested by a cold ``neurocyte ingest`` process into a fresh lake, then deleted
+    (5.5 GB each at 5 minutes). The plate was just written, so it is in the page cache,
+    as a plate copied to the landing zone usually is; the read floor is timed alike.
+    Baselines in the same run: reading the file (the floor), and SpikeInterface's
+    band-pass + peak detection on the first plate, as a cold process too.
+    """
+    from transforms.synth.plate import generate_plate
+
+    print(
+        f"\n== neurocyte ingest: {n} distinct 12-well (768-channel, 12.5 kHz) "
+        f"{duration_s:g} s .raw plates, cold processes, {load()}"
+    )
+    walls = []
+    for k in range(n):
+        folder = work / f"raw_{k}"
+        t0 = time.perf_counter()
+        plate = generate_plate(
+            folder, n_wells=12, duration_s=duration_s, snr=6.0, seed=700 + k,
+            write_spk=False, name=f"bench_plate{k}",
+        )  # fmt: skip
+        raw = plate.raw_path
+        gen_s = time.perf_counter() - t0
+        floor = read_floor(raw)
+        r = ingest([raw], work / f"lake_raw_{k}")
+        walls.append(r.wall_s)
+        print(
+            f"  plate {k}: {raw.stat().st_size / 1e9:.2f} GB (generated in {gen_s:.0f} s, "
+            f"untimed); ingest {r.wall_s:6.2f} s wall = {duration_s / r.wall_s:5.1f}x real "
+            f"time, {r.cpu_s:6.2f} s CPU, peak RSS {r.peak_rss_mb:5.0f} MB "
+            f"({statuses(r.output)}; load {r.load_1min:.1f}); baseline read floor "
+            f"{floor:.2f} s"
+        )
+        if k == 0:
+            window = min(si_window_s, duration_s)
+            code = (
+                "import sys, json; sys.path.insert(0, sys.argv[1]); import bench_e2e as b; "
+                "from pathlib import Path; "
+                "print(json.dumps(b.si_detect(Path(sys.argv[2]), window_s=float(sys.argv[3]), "
+                "n_jobs=2)))"
+            )
+            try:
+                si = run_process(
+                    [PYTHON, "-c", code, str(ROOT / "benchmarks"), str(raw), str(window)]
+                )
+            except SystemExit as exc:  # not installed: `uv run --group bench`
+                print(f"  baseline SpikeInterface: not run ({str(exc).splitlines()[-1]})")
+            else:
+                got = json.loads(si.output.strip().splitlines()[-1])
+                scale = duration_s / window
+                print(
+                    f"  baseline SpikeInterface {si_version()} (band-pass + detect_peaks "
+                    f"by_channel, 2 jobs, first {window:g} s of plate 0), cold process: "
+                    f"{si.wall_s:.1f} s wall, {si.cpu_s:.1f} s CPU, detection alone "
+                    f"{got['detect_s']:.1f} s; scaled to the plate {si.wall_s * scale:.1f} s = "
+                    f"{si.wall_s * scale / r.wall_s:.1f}x the project's whole ingest "
+                    f"(detection alone {got['detect_s'] * scale / r.wall_s:.1f}x), peak RSS "
+                    f"{si.peak_rss_mb:.0f} MB, {int(got['peaks'])} peaks"
+                )
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(work / f"lake_raw_{k}", ignore_errors=True)
+    best, med = min(walls), statistics.median(walls)
+    print(
+        f"  per plate: best {best:.2f} s, median {med:.2f} s ({duration_s / med:.1f}x real "
+        f"time) -> {verdict(med * 300.0 / duration_s, TARGET_RAW_PLATE_S)} "
+        f"(target <= {TARGET_RAW_PLATE_S:g} s per 5-min plate, peak RSS <= "
+        f"{TARGET_RAW_RSS_MB:.0f} MB)"
+    )
+
+
+def si_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spikeinterface")
+    except ImportError:  # pragma: no cover
+        return "?"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--abf-n", default="1,4,16", help="numbers of distinct icephys files")
     parser.add_argument("--mea-n", default="1,3", help="numbers of distinct spike lists")
     parser.add_argument("--nwb-n", default="1,3", help="numbers of distinct NWB files")
     parser.add_argument("--repeat", type=int, default=2, help="cold runs per N (best kept)")
+    parser.add_argument(
+        "--raw-plates", type=int, default=4, help="distinct .raw plates (0: skip; 5.5 GB each)"
+    )
+    parser.add_argument("--raw-duration-s", type=float, default=300.0, help="length of each plate")
+    parser.add_argument(
+        "--si-window-s", type=float, default=300.0, help="SpikeInterface baseline window (s)"
+    )
     parser.add_argument("--keep", help="work in this folder and keep it")
     args = parser.parse_args(argv)
     abf_ns = [int(x) for x in args.abf_n.split(",") if x]
@@ -417,6 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mea_ns:
             bench_mea(work, mea_ns)
         bench_sql(lake)
+        if args.raw_plates:
+            bench_raw_plates(
+                work,
+                args.raw_plates,
+                duration_s=args.raw_duration_s,
+                si_window_s=args.si_window_s,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
