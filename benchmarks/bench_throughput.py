@@ -28,7 +28,7 @@ the CLI's marginal cost per file spread over the executor's slots).
 
 Target (issue 17): 1,000 distinct real-like ABF files in <= 3 min on 2 cores.
 
-Usage: ``uv run python benchmarks/bench_throughput.py [--files 1000] [--batch 100]
+Usage: ``uv run python benchmarks/bench_throughput.py [--files 1000] [--batch 25]
 [--source corpus|synthetic] [--no-baseline]``; ``--files 20`` is a quick smoke run.
 Everything is created in a temp dir and deleted afterwards.
 """
@@ -119,6 +119,23 @@ def _seconds(a: datetime | str | None, b: datetime | str | None) -> float:
     return (b - a).total_seconds()
 
 
+def sessions_cpu_s(sessions: set[int]) -> float:
+    """CPU seconds (user + system) of every process in these sessions, and of the
+    children they reaped (``/proc/<pid>/stat`` fields 14-17): the Airflow services, the
+    task processes their workers forked and the metadata DB."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+        if int(fields[3]) in sessions:  # field 6: session id
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
 def parse_time_s(af: ac.AirflowHome) -> tuple[float, float]:
     """(import of ``airflow.sdk``, parse of the ingest DAG file) in a fresh process.
 
@@ -138,10 +155,11 @@ def parse_time_s(af: ac.AirflowHome) -> tuple[float, float]:
     return float(sdk_s), float(dag_s)
 
 
-def cli_baseline(landing: Path, base: Path, n_files: int) -> tuple[float, float, float]:
+def cli_baseline(landing: Path, base: Path, n_files: int) -> tuple[float, float, float, float]:
     """The same files through ``neurocyte ingest`` in one cold process, and one file alone.
 
-    Returns (wall of all files, wall of one file = the fixed cost, marginal per file).
+    Returns (wall of all files, wall of one file = the fixed cost, marginal per file,
+    CPU of all files).
     """
     files = sorted(landing.rglob("*.abf"))
     one = bench_e2e.run_process(
@@ -160,15 +178,21 @@ def cli_baseline(landing: Path, base: Path, n_files: int) -> tuple[float, float,
         f"{n_files / every.wall_s * 60:.0f} files/min; of one file {one.wall_s:.1f} s wall, "
         f"{one.cpu_s:.1f} s CPU (the fixed cost); marginal {1e3 * marginal:.0f} ms/file wall"
     )
-    return every.wall_s, one.wall_s, marginal
+    return every.wall_s, one.wall_s, marginal, every.cpu_s
 
 
 def run(
-    n_files: int, batch: int, *, source: str = "corpus", baseline: bool = True, keep: bool = False
+    n_files: int,
+    batch: int | None,
+    *,
+    source: str = "corpus",
+    baseline: bool = True,
+    keep: bool = False,
 ) -> int:
     base = Path(tempfile.mkdtemp(prefix="neurocyte-bench-"))
     loads = [os.getloadavg()[0]]
-    print(f"bench_throughput: {n_files} {source} files, batch {batch}; {bench_e2e.load()}")
+    how = f"batches of {batch}" if batch else "the DAG's default batches"
+    print(f"bench_throughput: {n_files} {source} files, {how}; {bench_e2e.load()}")
     try:
         landing, lake = base / "landing", base / "lake"
         make = make_corpus_files if source == "corpus" else make_files
@@ -211,8 +235,10 @@ def run(
             af.airflow("dags", "unpause", DAG_ID)
             sdk_s, dag_s = parse_time_s(af)
             run_id = "bench_throughput"
-            conf = {"settle_s": 0, "max_wait_s": 0, "batch_size": batch}
+            conf = {"settle_s": 0, "max_wait_s": 0, **({"batch_size": batch} if batch else {})}
             loads.append(os.getloadavg()[0])
+            sessions = {svc.proc.pid for g in (infra, cluster) for svc in g.services}
+            cpu_before = sessions_cpu_s(sessions)
             t_trigger = time.monotonic()
             ac.trigger(af, DAG_ID, run_id, conf)
             try:
@@ -222,6 +248,7 @@ def run(
                     print(f"--- {s.name}\n{s.tail(3000)}")
                 raise
             t_end = time.monotonic()
+            run_cpu = sessions_cpu_s(sessions) - cpu_before
             loads.append(os.getloadavg()[0])
             dr = db.rows(
                 "SELECT start_date, end_date, queued_at FROM dag_run "
@@ -282,6 +309,11 @@ def run(
         rate = processed / to_published * 60 if to_published else float("nan")
         print(f"throughput: {rate:.0f} files/min ({processed} files, {mode})")
         print(
+            f"CPU time of the run (scheduler, executor, task processes, api-server, "
+            f"dag-processor, metadata DB; trigger -> finished seen): {run_cpu:.1f} s, "
+            f"{1e3 * run_cpu / max(processed, 1):.0f} ms per file"
+        )
+        print(
             f"scheduler overhead share: {overhead:.0%} of slot time "
             f"(busy/wall = {busy / wall:.2f} with {parallelism} slot(s))"
         )
@@ -290,10 +322,11 @@ def run(
             f"at the end {loads[2]:.1f} ({os.cpu_count()} cores)"
         )
         if baseline:
-            cli_wall, fixed, marginal = cli_baseline(landing, base, n_files)
+            cli_wall, fixed, marginal, cli_cpu = cli_baseline(landing, base, n_files)
             ideal = fixed + marginal * n_files / parallelism
             print(
-                f"DAG vs one CLI process: {to_published / cli_wall:.2f}x the CLI's wall time; "
+                f"DAG vs one CLI process: {to_published / cli_wall:.2f}x the CLI's wall time, "
+                f"{run_cpu / cli_cpu:.2f}x its CPU time; "
                 f"ideal DAG (fixed {fixed:.1f} s once + {1e3 * marginal:.0f} ms/file over "
                 f"{parallelism} slots) {ideal:.0f} s: the DAG takes {to_published / ideal:.2f}x it"
             )
@@ -314,7 +347,9 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=100, help="files per mapped task")
+    parser.add_argument(
+        "--batch", type=int, help="at most this many files per mapped task (default: the DAG's)"
+    )
     parser.add_argument("--source", choices=("corpus", "synthetic"), default="corpus")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the CLI baseline on the same files"
