@@ -28,18 +28,26 @@ reader on the same lists, and a plain DuckDB process running the same query.
 Targets (issue 17): fixed cost <= 3 s; <= 60 ms per distinct ABF cell; <= 3 s per
 24-well spike list end to end; ``neurocyte sql`` <= 0.5 s.
 
-Run: ``uv run python benchmarks/bench_e2e.py [--abf-n 1,4,16] [--nwb-n 1,3] [--mea-n 1,3]
-[--repeat 2] [--keep DIR]``. Not included (too heavy for the shared 2-core machine):
-the 1,000-file scheduler run (``bench_throughput.py``) and 5-min ``.raw`` plates
-(``bench_mea.py``).
+* ``neurocyte ingest`` of distinct continuous plates: ``--raw-plates`` (default 4)
+  generated 12-well, 768-channel, 12.5 kHz ``.raw`` plates of ``--raw-duration-s``
+  (default 300 s, 5.5 GB each; generated one at a time and deleted after), each a cold
+  process: seconds per plate, x real time, CPU, peak RSS. Baselines in the same run:
+  reading the file (the floor), and SpikeInterface's band-pass + ``detect_peaks`` on
+  the first plate (``uv run --group bench``; skipped, with the reason, without it).
+  Targets: <= 5 s per 5-min plate (60x real time), peak RSS <= 1.5 GB.
+
+Run: ``uv run --group bench python benchmarks/bench_e2e.py [--abf-n 1,4,16] [--nwb-n 1,3]
+[--mea-n 1,3] [--raw-plates 4] [--raw-duration-s 300] [--repeat 2] [--keep DIR]``; an
+empty list (``--abf-n ''``) or 0 skips a part. The 1,000-file scheduler run is
+``bench_throughput.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -61,6 +69,8 @@ TARGET_FIXED_S = 3.0
 TARGET_ABF_MARGINAL_S = 0.060
 TARGET_MEA_PER_LIST_S = 3.0
 TARGET_SQL_S = 0.5
+TARGET_RAW_PLATE_S = 5.0  # a 5-min 768-channel plate: 60x real time
+TARGET_RAW_RSS_MB = 1500.0
 
 
 def load() -> str:
@@ -74,23 +84,54 @@ class Run:
     cpu_s: float
     load_1min: float
     output: str
+    peak_rss_mb: float = float("nan")
+
+
+#: Runs the measured command as its child and writes that child's wall time and
+#: resource use (``os.wait4``) to a JSON file. A process's peak RSS starts from that of
+#: the process it was forked from (Linux keeps the parent's high-water mark at
+#: ``exec``), so the command is forked from this small launcher, never from the
+#: benchmark, whose RSS grows with what it generated.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, use = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "wall_s": wall,
+               "cpu_s": use.ru_utime + use.ru_stime, "rss_kb": use.ru_maxrss}, f)
+"""
 
 
 def run_process(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
-    """One fresh process: wall time, its CPU time (and its children's), the load."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    out = subprocess.run(
-        list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT
-    )
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd[:3])} ... failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+    """One fresh process: wall time, CPU time and peak RSS (its children's included), load.
+
+    The figures are the process's own (``os.wait4`` in a small launcher: see
+    ``_LAUNCHER``), not the running totals over every child of the benchmark that
+    ``RUSAGE_CHILDREN`` holds.
+    """
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        usage_file = Path(tmp) / "usage.json"
+        launched = subprocess.run(
+            [PYTHON, "-c", _LAUNCHER, str(usage_file), *cmd],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
         )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(wall, cpu, os.getloadavg()[0], out.stdout)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        usage = json.loads(usage_file.read_text()) if launched.returncode == 0 else {}
+    if usage.get("code", 1) != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{stdout[-2000:]}{stderr[-3000:]}")
+    return Run(usage["wall_s"], usage["cpu_s"], os.getloadavg()[0], stdout, usage["rss_kb"] / 1024)
 
 
 # -- distinct inputs ------------------------------------------------------------------
@@ -443,12 +484,160 @@ def bench_sql(lake: Path) -> None:
     )
 
 
+# -- continuous MEA plates (.raw) -------------------------------------------------------
+
+
+def si_detect(raw: Path, *, window_s: float) -> dict[str, float]:
+    """SpikeInterface on a ``.raw`` plate: band-pass + ``detect_peaks`` (``by_channel``).
+
+    The samples are handed to SpikeInterface as the project's memory map of the plate's
+    data region (int16 frames; nothing is read before SpikeInterface asks for a chunk),
+    read in 1 s chunks by one job: the memory map does not pickle to worker processes,
+    and SpikeInterface 0.100's own binary reader maps offsets past 4 KiB wrongly.
+    Returns the detection time (imports excluded) and the number of peaks.
+    """
+    import spikeinterface.core as si
+    from spikeinterface.preprocessing import bandpass_filter
+    from spikeinterface.sortingcomponents.peak_detection import detect_peaks
+
+    from transforms.formats.axion import open_axion
+
+    f = open_axion(raw)
+    stop = min(f.n_samples, round(window_s * f.sampling_rate_hz))
+    mapped = f.map_counts(0, stop)
+    rec = si.NumpyRecording([mapped.array], sampling_frequency=f.sampling_rate_hz)
+    jobs = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
+    import inspect
+
+    by_dict = "job_kwargs" in inspect.signature(detect_peaks).parameters
+    job_args: dict[str, object] = {"job_kwargs": jobs} if by_dict else jobs
+    t0, c0 = time.perf_counter(), time.process_time()
+    peaks = detect_peaks(bandpass_filter(rec, dtype="float32"), method="by_channel", **job_args)
+    return {
+        "detect_s": time.perf_counter() - t0,
+        "detect_cpu_s": time.process_time() - c0,
+        "peaks": float(len(peaks)),
+    }
+
+
+def read_floor(raw: Path) -> float:
+    """Seconds to read every byte of ``raw`` (64 MiB reads): the I/O floor."""
+    t0 = time.perf_counter()
+    with raw.open("rb", buffering=0) as fh:
+        buf = bytearray(1 << 26)
+        while fh.readinto(buf):
+            pass
+    return time.perf_counter() - t0
+
+
+def bench_raw_plates(work: Path, n: int, *, duration_s: float, si_window_s: float) -> None:
+    """``neurocyte ingest`` of ``n`` distinct generated 12-well (768-channel) ``.raw`` plates.
+
+    Each plate is generated (untimed; a different seed, so different noise and spikes),
+    ingested by a cold ``neurocyte ingest`` process into a fresh lake, then deleted
+    (5.5 GB each at 5 minutes). The plate was just written, so it is in the page cache,
+    as a plate copied to the landing zone usually is; the read floor is timed alike.
+    Baselines in the same run: reading the file (the floor), and SpikeInterface's
+    band-pass + peak detection on the first plate, as a cold process too.
+    """
+    from transforms.synth.plate import generate_plate
+
+    print(
+        f"\n== neurocyte ingest: {n} distinct 12-well (768-channel, 12.5 kHz) "
+        f"{duration_s:g} s .raw plates, cold processes, {load()}"
+    )
+    walls, cpus, rss = [], [], []
+    for k in range(n):
+        folder = work / f"raw_{k}"
+        t0 = time.perf_counter()
+        plate = generate_plate(
+            folder, n_wells=12, duration_s=duration_s, snr=6.0, seed=700 + k,
+            write_spk=False, name=f"bench_plate{k}",
+        )  # fmt: skip
+        raw = plate.raw_path
+        gen_s = time.perf_counter() - t0
+        floor = read_floor(raw)
+        r = ingest([raw], work / f"lake_raw_{k}")
+        walls.append(r.wall_s)
+        cpus.append(r.cpu_s)
+        rss.append(r.peak_rss_mb)
+        print(
+            f"  plate {k}: {raw.stat().st_size / 1e9:.2f} GB (generated in {gen_s:.0f} s, "
+            f"untimed); ingest {r.wall_s:6.2f} s wall = {duration_s / r.wall_s:5.1f}x real "
+            f"time, {r.cpu_s:6.2f} s CPU, peak RSS {r.peak_rss_mb:5.0f} MB "
+            f"({statuses(r.output)}; load {r.load_1min:.1f}); baseline read floor "
+            f"{floor:.2f} s"
+        )
+        if k == 0:
+            window = min(si_window_s, duration_s)
+            code = (
+                "import sys, json; sys.path.insert(0, sys.argv[1]); import bench_e2e as b; "
+                "from pathlib import Path; "
+                "print(json.dumps(b.si_detect(Path(sys.argv[2]), window_s=float(sys.argv[3]))))"
+            )
+            try:
+                si = run_process(
+                    [PYTHON, "-c", code, str(ROOT / "benchmarks"), str(raw), str(window)]
+                )
+            except SystemExit as exc:  # not installed: `uv run --group bench`
+                print(f"  baseline SpikeInterface: not run ({str(exc).splitlines()[-1]})")
+            else:
+                got = json.loads(si.output.strip().splitlines()[-1])
+                scale = duration_s / window
+                # the whole plate: the process once, its detection scaled to the plate
+                si_wall = si.wall_s + got["detect_s"] * (scale - 1)
+                si_cpu = si.cpu_s + got["detect_cpu_s"] * (scale - 1)
+                print(
+                    f"  baseline SpikeInterface {si_version()} (band-pass + detect_peaks "
+                    f"by_channel, 1 job, first {window:g} s of plate 0), cold process: "
+                    f"{si.wall_s:.1f} s wall, {si.cpu_s:.1f} s CPU, detection alone "
+                    f"{got['detect_s']:.1f} s ({got['detect_cpu_s']:.1f} s CPU); the process "
+                    f"with its detection scaled to the plate {si_wall:.0f} s wall = "
+                    f"{si_wall / r.wall_s:.1f}x the project's whole ingest, {si_cpu:.0f} s CPU "
+                    f"= {si_cpu / r.cpu_s:.1f}x, peak RSS {si.peak_rss_mb:.0f} MB (the mapped "
+                    f"file's pages included), {int(got['peaks'])} peaks"
+                )
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(work / f"lake_raw_{k}", ignore_errors=True)
+    best, med = min(walls), statistics.median(walls)
+    per_5min = 300.0 / duration_s
+    print(
+        f"  per plate: best {best:.2f} s, median {med:.2f} s wall ({duration_s / med:.1f}x real "
+        f"time) -> {verdict(med * per_5min, TARGET_RAW_PLATE_S)}; median "
+        f"{statistics.median(cpus):.2f} s CPU -> "
+        f"{verdict(statistics.median(cpus) * per_5min, TARGET_RAW_PLATE_S)} "
+        f"(target <= {TARGET_RAW_PLATE_S:g} s per 5-min plate, scaled to 5 min)"
+    )
+    top = max(rss)
+    print(
+        f"  peak RSS: at most {top:.0f} MB -> "
+        f"{'MEETS' if top <= TARGET_RAW_RSS_MB else 'MISSES'} (target <= "
+        f"{TARGET_RAW_RSS_MB:.0f} MB)"
+    )
+
+
+def si_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spikeinterface")
+    except ImportError:  # pragma: no cover
+        return "?"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--abf-n", default="1,4,16", help="numbers of distinct icephys files")
     parser.add_argument("--mea-n", default="1,3", help="numbers of distinct spike lists")
     parser.add_argument("--nwb-n", default="1,3", help="numbers of distinct NWB files")
     parser.add_argument("--repeat", type=int, default=2, help="cold runs per N (best kept)")
+    parser.add_argument(
+        "--raw-plates", type=int, default=4, help="distinct .raw plates (0: skip; 5.5 GB each)"
+    )
+    parser.add_argument("--raw-duration-s", type=float, default=300.0, help="length of each plate")
+    parser.add_argument(
+        "--si-window-s", type=float, default=30.0, help="SpikeInterface baseline window (s; scaled)"
+    )
     parser.add_argument("--keep", help="work in this folder and keep it")
     args = parser.parse_args(argv)
     abf_ns = [int(x) for x in args.abf_n.split(",") if x]
@@ -459,15 +648,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("NEUROCYTE_RUN_DIR", str(work / "run"))
     print(f"bench_e2e: {NEUROCYTE} as fresh processes; work folder {work}; {load()}")
     try:
-        bench_baselines()
-        bench_qc_worker(work)
-        lake = bench_icephys(work, abf_ns, repeat=args.repeat)
+        if abf_ns:
+            bench_baselines()
+            bench_qc_worker(work)
+            lake = bench_icephys(work, abf_ns, repeat=args.repeat)
         nwb_ns = [int(x) for x in args.nwb_n.split(",") if x]
         if nwb_ns:
             bench_icephys(work, nwb_ns, repeat=1, kind="nwb")
         if mea_ns:
             bench_mea(work, mea_ns)
-        bench_sql(lake)
+        if abf_ns:
+            bench_sql(lake)
+        if args.raw_plates:
+            bench_raw_plates(
+                work,
+                args.raw_plates,
+                duration_s=args.raw_duration_s,
+                si_window_s=args.si_window_s,
+            )
     finally:
         from transforms.pipeline import gate
 

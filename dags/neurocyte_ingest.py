@@ -11,9 +11,10 @@ wait runs in the triggerer) until its key set has been quiet for
 ``settle_s``. The new set is then found by content hash and metadata digest against
 ``ingest_log`` (``transforms.pipeline.identity``: a renamed copy is a duplicate, a
 corrected sidecar, plate map or parameter set re-publishes, a failed file is retried
-once its content or metadata changes) and mapped over **batches** of
-``batch_size`` files, so 1000 files are 1000 / batch_size task instances per
-step, not 1000.
+once its content or metadata changes) and mapped over **batches** of at most
+``batch_size`` files and about ``batch_mb`` MiB, evened out, so 1000 files are a few
+task instances per step, not 1000: every task process pays its start, the DAG's parse
+and the imports (Great Expectations for the gate: seconds) once per batch.
 
 Scale-out within a plate: a continuous plate (``.raw``, NWB) larger than
 ``split_plate_mb`` MiB becomes one ``extract`` item per well group (one group
@@ -89,7 +90,13 @@ def _landing_part(part: str) -> str:
             600, type="number", description="how long to wait for new files (0: check once)"
         ),
         "batch_size": Param(
-            25, type="integer", minimum=1, description="files per mapped task instance"
+            250, type="integer", minimum=1, description="at most this many files per mapped task"
+        ),
+        "batch_mb": Param(
+            512,
+            type="number",
+            exclusiveMinimum=0,
+            description="at most about this many MiB of input files per mapped task",
         ),
         "split_plate_mb": Param(
             1024,
@@ -185,7 +192,8 @@ def neurocyte_ingest() -> None:
         )
         whole = [c for c in items if "part" not in c]
         parts = [[c] for c in items if "part" in c]
-        return batches(whole, size=int(params["batch_size"])) + parts
+        size, max_mb = int(params["batch_size"]), float(params["batch_mb"])
+        return batches(whole, size=size, max_mb=max_mb) + parts
 
     @task(map_index_template="{{ batch_label }}")
     def extract(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -226,3 +226,20 @@ def test_docker_compose_is_consistent() -> None:
     assert "${MINIO_ROOT_PASSWORD" in conn
     assert "redis-server" in " ".join(services["redis"]["command"])
     assert "--requirepass" in services["redis"]["command"]
+
+
+def test_parsing_the_ingest_dag_does_not_import_the_http_provider() -> None:
+    """Every task process parses the DAG: the alert notifier imports aiohttp only to send."""
+    import subprocess
+
+    code = (
+        "import runpy, sys; runpy.run_path('dags/neurocyte_ingest.py'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('aiohttp', "
+        "'airflow.providers.http.hooks', 'airflow.providers.http.notifications'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "dags")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -14,8 +14,9 @@ follows a symbolic link and is bounded; each link found is a candidate of its ow
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -124,8 +125,50 @@ def new_files(
     return out
 
 
-def batches(items: list[Any], *, size: int) -> list[list[Any]]:
-    """Split ``items`` into consecutive batches of at most ``size`` (``size >= 1``)."""
+def batches(items: list[Any], *, size: int, max_mb: float | None = None) -> list[list[Any]]:
+    """Split ``items`` into as few consecutive, even batches as the limits allow.
+
+    Parameters
+    ----------
+    items
+        Candidates (``size_bytes`` is read from each mapping that has it; others
+        count as 0 bytes).
+    size
+        At most this many items per batch (``size >= 1``).
+    max_mb
+        Also at most about this many MiB of input per batch (an item larger than that
+        goes alone); None: no limit by bytes.
+
+    Returns
+    -------
+    list of list
+        ``ceil(len(items) / size)`` batches (or more, where the bytes demand it), of
+        nearly equal counts: 30 files in batches of 25 are 15 + 15, not 25 + 5, so the
+        mapped tasks of a run finish together.
+    """
     if size < 1:
         raise InvalidArgument(f"batch size must be >= 1, got {size}")
-    return [items[i : i + size] for i in range(0, len(items), size)]
+    if max_mb is not None and not (math.isfinite(max_mb) and max_mb > 0):
+        raise InvalidArgument(f"batch MiB must be > 0, got {max_mb}")
+    if not items:
+        return []
+    weights = [int(it.get("size_bytes") or 0) if isinstance(it, Mapping) else 0 for it in items]
+    n = math.ceil(len(items) / size)
+    max_bytes = math.inf if max_mb is None else max_mb * 2**20
+    if max_mb is not None:
+        n = max(n, math.ceil(sum(min(w, max_bytes) for w in weights) / max_bytes))
+    base, extra = divmod(len(items), n)  # counts base + 1 (``extra`` times), then base
+
+    def quota(k: int) -> int:
+        return base + 1 if k < extra or k >= n else base
+
+    out: list[list[Any]] = [[]]
+    used = 0
+    for item, weight in zip(items, weights, strict=True):
+        full = len(out[-1]) >= quota(len(out) - 1)
+        if out[-1] and (full or used + weight > max_bytes):
+            out.append([])
+            used = 0
+        out[-1].append(item)
+        used += weight
+    return out
