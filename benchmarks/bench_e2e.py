@@ -628,7 +628,7 @@ def si_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--abf-n", default="1,4,16", help="numbers of distinct icephys files")
-    parser.add_argument("--mea-n", default="1,3", help="numbers of distinct spike lists")
+    parser.add_argument("--mea-n", default="1,4,24", help="numbers of distinct spike lists")
     parser.add_argument("--nwb-n", default="1,3", help="numbers of distinct NWB files")
     parser.add_argument("--repeat", type=int, default=2, help="cold runs per N (best kept)")
     parser.add_argument(
