@@ -49,12 +49,16 @@ def run(n_cells: int, batch: int, lake: str) -> tuple[float, dict[str, float]]:
     target = Target(lab="bench", condition="WT", timepoint="P14", source=CELL.name)
     part = target.partition
     base = hashlib.sha256(CELL.read_bytes()).digest()
+    size = CELL.stat().st_size
     timings = {"decode": 0.0, "features": 0.0, "rows": 0.0, "write": 0.0}
     pending: dict[str, list[pa.Table]] = {}
     t_all = time.perf_counter()
     for i in range(n_cells):
         file_id = hashlib.sha256(base + i.to_bytes(4, "little")).hexdigest()
         ingest_id = hashlib.md5(file_id.encode(), usedforsecurity=False).hexdigest()
+        source = spec.SourceFile(
+            uri=str(CELL), name=CELL.name, size_bytes=size, file_id=file_id, local_path=CELL
+        )
         t0 = time.perf_counter()
         rec = read_abf(CELL)
         t1 = time.perf_counter()
@@ -62,7 +66,7 @@ def run(n_cells: int, batch: int, lake: str) -> tuple[float, dict[str, float]]:
         t2 = time.perf_counter()
         params = feats.params.as_dict()
         tables = {
-            spec.ICEPHYS_RECORDINGS: recording_row(CELL, rec, target),
+            spec.ICEPHYS_RECORDINGS: recording_row(source, rec, target),
             spec.ICEPHYS_SWEEPS: feats.sweeps,
             spec.ICEPHYS_SPIKES: feats.spikes,
             spec.ICEPHYS_CELL_FEATURES: feats.cell,
