@@ -14,6 +14,7 @@ keeps screenshots in ``artifacts/browser``.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -327,6 +328,17 @@ def test_a_newer_cell_selection_wins_over_a_slower_earlier_response(server, brow
         context.close()
 
 
+def _assert_no_critical_nwb(path: Path) -> None:
+    """nwbinspector's default checks find nothing CRITICAL. (The DANDI configuration also
+    wants the subject's species, which these generated cells' sidecars do not give and the
+    export does not invent; ``test_export_nwb`` runs it on a cell that has one.)"""
+    from nwbinspector import Importance, inspect_nwbfile
+
+    messages = list(inspect_nwbfile(nwbfile_path=path))
+    critical = [m for m in messages if m.importance == Importance.CRITICAL]
+    assert critical == [], [f"{m.check_function_name}: {m.message}" for m in critical]
+
+
 def test_search_then_cell_and_plate_pages_agree_with_sql(server, browser) -> None:
     context = _login(browser, server)
     page = context.new_page()
@@ -368,6 +380,13 @@ def test_search_then_cell_and_plate_pages_agree_with_sql(server, browser) -> Non
             assert f"spikes ({n_spikes})" in page.inner_text("#chart-sweep")
         assert page.get_attribute("#chart-stimulus", "data-state") == "ready"
         _shot(page, "cell_page")
+        # the cell's NWB, downloaded through the page's link: DANDI-clean
+        with page.expect_download(timeout=120_000) as nwb_download:
+            page.click("#download-nwb")
+        nwb_path = ARTIFACTS / "downloads" / f"{fid}.nwb"
+        nwb_path.parent.mkdir(parents=True, exist_ok=True)
+        nwb_download.value.save_as(str(nwb_path))
+        _assert_no_critical_nwb(nwb_path)
         plate = con.execute("SELECT DISTINCT file_id FROM mea_recordings").fetchone()[0]
         page.goto(f"{server['base']}/neurocyte/plate.html?file_id={plate}")
         page.wait_for_function(
@@ -392,6 +411,27 @@ def test_search_then_cell_and_plate_pages_agree_with_sql(server, browser) -> Non
         ).fetchone()
         assert page.get_attribute("#chart-plate-raster", "data-network-bursts") == str(n_nb)
         _shot(page, "plate_page")
+        # the plate's well metrics as CSV through the page's link: the rows SQL has
+        with page.expect_download(timeout=60_000) as csv_download:
+            page.click("#download-wells-csv")
+        csv_path = ARTIFACTS / "downloads" / f"{plate}_wells.csv"
+        csv_download.value.save_as(str(csv_path))
+        with csv_path.open(newline="", encoding="utf-8") as fh:
+            got = list(csv.DictReader(fh))
+        want = con.execute(
+            "SELECT well, weighted_mean_firing_rate_hz FROM mea_well_metrics "
+            "WHERE file_id = ? ORDER BY well",
+            [plate],
+        ).fetchall()
+        assert len(got) == len(want) > 0
+        assert {r["file_id"] for r in got} == {plate}
+        by_well = {r["well"]: r["weighted_mean_firing_rate_hz"] for r in got}
+        for well, wmfr in want:
+            assert (
+                (by_well[well] in ("", None))
+                if wmfr is None
+                else (float(by_well[well]) == pytest.approx(wmfr, rel=1e-12))
+            ), well
         assert errors == []
     finally:
         con.close()
