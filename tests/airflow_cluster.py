@@ -524,6 +524,9 @@ def make_airflow_home(
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "PYTHONUNBUFFERED": "1",
+        # the cluster's own QC worker (tasks start it), gone a minute after the last task
+        "NEUROCYTE_RUN_DIR": str(home / "qc-run"),
+        "NEUROCYTE_QC_WORKER_IDLE_S": "60",
         # keep each process to one thread of BLAS (2 shared cores)
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",

@@ -183,6 +183,22 @@ def test_unsafe_run_dir_validates_in_process(
     assert not list(run.iterdir()), "no socket in a directory others can enter"
 
 
+def test_too_deep_run_dir_validates_in_process(
+    sweeps: pa.Table,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    monkeypatch.setenv(gate.ENV_MODE, "auto")
+    monkeypatch.setenv(gate.ENV_RUN_DIR, str(deep))
+    with pytest.raises(gate.GateUnavailable, match="too long"):
+        gate.socket_path()
+    _same(gate.validate("icephys_sweeps", sweeps), qc.validate("icephys_sweeps", sweeps))
+    assert "in-process" in caplog.text
+    assert not list(deep.iterdir()), "no worker started"
+
+
 def test_idle_worker_exits(sweeps: pa.Table, worker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(gate.ENV_IDLE_S, "1")
     gate.validate("icephys_sweeps", sweeps.slice(0, 3))

@@ -129,8 +129,22 @@ def worker_key() -> str:
     return digest.hexdigest()[:16]
 
 
+#: Linux's limit for a Unix socket's path (``sun_path``), less its terminating NUL.
+_MAX_SOCKET_PATH_BYTES: Final = 107
+
+
 def socket_path() -> Path:
-    return run_dir() / f"qc-{worker_key()}.sock"
+    """The worker's socket in :func:`run_dir`.
+
+    Raises
+    ------
+    GateUnavailable
+        If the path is too long for a Unix socket (a deep ``NEUROCYTE_RUN_DIR``).
+    """
+    path = run_dir() / f"qc-{worker_key()}.sock"
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH_BYTES:
+        raise GateUnavailable(f"socket path too long for a Unix socket: {path}")
+    return path
 
 
 # -- framing ------------------------------------------------------------------------
