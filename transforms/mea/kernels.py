@@ -60,22 +60,6 @@ def _two_sections(src: np.ndarray, dst: np.ndarray, z: np.ndarray, sos: np.ndarr
 
 
 @compiled
-def _two_sections_in_place(v: np.ndarray, z: np.ndarray, sos: np.ndarray, s: int) -> None:
-    b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
-    d0, d1, d2, e1, e2 = sos[s + 1, 0], sos[s + 1, 1], sos[s + 1, 2], sos[s + 1, 4], sos[s + 1, 5]
-    z0, z1, z2, z3 = z[2 * s], z[2 * s + 1], z[2 * s + 2], z[2 * s + 3]
-    for c in range(v.shape[0]):
-        x = v[c]
-        y = b0 * x + z0[c]
-        z0[c] = b1 * x - a1 * y + z1[c]
-        z1[c] = b2 * x - a2 * y
-        w = d0 * y + z2[c]
-        z2[c] = d1 * y - e1 * w + z3[c]
-        z3[c] = d2 * y - e2 * w
-        v[c] = w
-
-
-@compiled
 def sos_rows(
     src: np.ndarray,
     src_start: int,
@@ -113,7 +97,7 @@ def sos_rows(
                 _two_sections(x, row, z, sos, 0)
                 s = 2
             while s < n_sections:
-                _two_sections_in_place(row, z, sos, s)
+                _two_sections(row, row, z, sos, s)  # in place: each value read before written
                 s += 2
             for c in range(m):
                 y[c] = row[c]
